@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+mod client;
+mod command;
+mod error;
+mod reply;
+
+pub use auth::Credentials;
+pub use client::{ControlAddr, ControlClient};
+pub use command::{quote, unquote, Command, CommandError};
+pub use error::Error;
+pub use reply::{ProtocolError, Reply, ReplyLine, ReplyParser, EVENT_STATUS};

@@ -1,0 +1,373 @@
+//! Replies and asynchronous events from tor, and the incremental parser that
+//! finds them in a byte stream.
+//!
+//! The grammar (control-spec section 2.3) is line based: every line starts
+//! with a three-digit status code and a separator. `-` means "more lines
+//! follow", `+` means "a data block follows, ended by a line holding a single
+//! `.`", and a space ends the reply. Data lines that start with a dot have it
+//! doubled on the wire.
+
+use thiserror::Error;
+
+/// Status code tor uses for asynchronous events.
+pub const EVENT_STATUS: u16 = 650;
+
+/// Default bound on the size of one reply. `GETINFO md/all` on the public
+/// network is a few megabytes; anything far beyond that is not tor.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// One line of a reply, with the data block that followed it, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyLine {
+    /// The three-digit status code of this line.
+    pub status: u16,
+    /// The text after the status code and separator.
+    pub text: String,
+    /// For a `+` line: the data block, dot-unescaped, lines joined by `\n`.
+    pub data: Option<String>,
+}
+
+/// A complete reply to one command, or one asynchronous event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Every line of the reply, the final one last. Never empty.
+    pub lines: Vec<ReplyLine>,
+}
+
+impl Reply {
+    /// The status code of the final line, which is the status of the reply.
+    pub fn status(&self) -> u16 {
+        self.last().status
+    }
+
+    /// Whether tor accepted the command (a 2xx status).
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status())
+    }
+
+    /// Whether this is an asynchronous event rather than a command's reply.
+    pub fn is_event(&self) -> bool {
+        self.lines[0].status == EVENT_STATUS
+    }
+
+    /// The text of the final line: `OK`, or the reason for a failure.
+    pub fn message(&self) -> &str {
+        &self.last().text
+    }
+
+    /// For an event, its keyword (`HS_DESC`, `STATUS_CLIENT`, ...).
+    pub fn event_keyword(&self) -> Option<&str> {
+        if !self.is_event() {
+            return None;
+        }
+        self.lines[0].text.split(' ').next()
+    }
+
+    /// Looks up `key` among `key=value` lines, as `GETINFO` and `GETCONF`
+    /// answer. A value sent as a data block is returned whole.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.lines.iter().find_map(|line| {
+            let rest = line.text.strip_prefix(key)?.strip_prefix('=')?;
+            Some(match &line.data {
+                Some(data) => data.as_str(),
+                None => rest,
+            })
+        })
+    }
+
+    fn last(&self) -> &ReplyLine {
+        // A `Reply` is only built by the parser, with at least one line.
+        &self.lines[self.lines.len() - 1]
+    }
+}
+
+/// Why a byte stream is not a valid sequence of control-port replies.
+///
+/// After any of these the stream cannot be resynchronised; the connection
+/// has to be dropped.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// A line did not start with three digits and a separator.
+    #[error("malformed reply line: {line:?}")]
+    MalformedLine {
+        /// The offending line, shortened.
+        line: String,
+    },
+    /// A reply grew beyond the configured bound.
+    #[error("reply longer than {limit} bytes")]
+    ReplyTooLong {
+        /// The bound that was exceeded.
+        limit: usize,
+    },
+}
+
+/// Incremental parser: feed it bytes as they arrive, take complete replies.
+///
+/// It keeps only the unconsumed tail of the input and the reply being
+/// assembled, so parsing a large reply is linear in its size.
+#[derive(Debug)]
+pub struct ReplyParser {
+    buf: Vec<u8>,
+    /// Offset in `buf` of the first byte not yet consumed.
+    pos: usize,
+    lines: Vec<ReplyLine>,
+    /// The `+` line whose data block is being read, with the data so far.
+    data: Option<(ReplyLine, String)>,
+    reply_bytes: usize,
+    max_reply_bytes: usize,
+}
+
+impl Default for ReplyParser {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_REPLY_BYTES)
+    }
+}
+
+impl ReplyParser {
+    /// A parser that refuses replies longer than `max_reply_bytes`.
+    pub fn new(max_reply_bytes: usize) -> Self {
+        ReplyParser {
+            buf: Vec::new(),
+            pos: 0,
+            lines: Vec::new(),
+            data: None,
+            reply_bytes: 0,
+            max_reply_bytes,
+        }
+    }
+
+    /// Adds bytes received from tor.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Returns the next complete reply, or `None` when more bytes are needed.
+    pub fn next_reply(&mut self) -> Result<Option<Reply>, ProtocolError> {
+        loop {
+            let Some(newline) = self.buf[self.pos..].iter().position(|&b| b == b'\n') else {
+                self.compact();
+                if self.reply_bytes + self.buf.len() > self.max_reply_bytes {
+                    return Err(self.too_long());
+                }
+                return Ok(None);
+            };
+            let end = self.pos + newline;
+            let mut line = &self.buf[self.pos..end];
+            if let Some(stripped) = line.strip_suffix(b"\r") {
+                line = stripped;
+            }
+            let line = String::from_utf8_lossy(line).into_owned();
+            self.pos = end + 1;
+            self.reply_bytes += newline + 1;
+            if self.reply_bytes > self.max_reply_bytes {
+                return Err(self.too_long());
+            }
+            if let Some(reply) = self.take_line(line)? {
+                return Ok(Some(reply));
+            }
+        }
+    }
+
+    /// Handles one line without its terminator; returns a reply it completes.
+    fn take_line(&mut self, line: String) -> Result<Option<Reply>, ProtocolError> {
+        if self.data.is_some() {
+            self.take_data_line(&line);
+            return Ok(None);
+        }
+
+        let (status, separator, text) = split_status(&line)?;
+        let parsed = ReplyLine {
+            status,
+            text: text.to_owned(),
+            data: None,
+        };
+        match separator {
+            b'-' => self.lines.push(parsed),
+            b'+' => self.data = Some((parsed, String::new())),
+            _ => {
+                self.lines.push(parsed);
+                self.reply_bytes = 0;
+                let lines = std::mem::take(&mut self.lines);
+                return Ok(Some(Reply { lines }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Handles one line inside a data block.
+    fn take_data_line(&mut self, line: &str) {
+        if line == "." {
+            if let Some((mut head, mut data)) = self.data.take() {
+                // Every data line was stored with a terminator; drop the last.
+                data.pop();
+                head.data = Some(data);
+                self.lines.push(head);
+            }
+            return;
+        }
+        if let Some((_, data)) = &mut self.data {
+            data.push_str(line.strip_prefix('.').unwrap_or(line));
+            data.push('\n');
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    fn too_long(&self) -> ProtocolError {
+        ProtocolError::ReplyTooLong {
+            limit: self.max_reply_bytes,
+        }
+    }
+}
+
+/// Splits `250-text` into its status, separator and text.
+fn split_status(line: &str) -> Result<(u16, u8, &str), ProtocolError> {
+    let malformed = || ProtocolError::MalformedLine {
+        line: line.chars().take(80).collect(),
+    };
+    let bytes = line.as_bytes();
+    if bytes.len() < 4 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+        return Err(malformed());
+    }
+    let separator = bytes[3];
+    if !matches!(separator, b' ' | b'-' | b'+') {
+        return Err(malformed());
+    }
+    let status = line[..3].parse().map_err(|_| malformed())?;
+    Ok((status, separator, &line[4..]))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(input: &[u8]) -> Vec<Reply> {
+        let mut parser = ReplyParser::default();
+        parser.feed(input);
+        let mut replies = Vec::new();
+        while let Some(reply) = parser.next_reply().unwrap() {
+            replies.push(reply);
+        }
+        replies
+    }
+
+    #[test]
+    fn single_line() {
+        let replies = parse_all(b"250 OK\r\n");
+        assert_eq!(replies.len(), 1);
+        assert!(replies[0].is_success());
+        assert_eq!(replies[0].message(), "OK");
+    }
+
+    #[test]
+    fn multi_line_getinfo() {
+        let replies = parse_all(b"250-version=0.4.9.11\r\n250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=100 TAG=done\r\n250 OK\r\n");
+        let reply = &replies[0];
+        assert_eq!(reply.value("version"), Some("0.4.9.11"));
+        assert_eq!(
+            reply.value("status/bootstrap-phase"),
+            Some("NOTICE BOOTSTRAP PROGRESS=100 TAG=done")
+        );
+        assert_eq!(reply.value("missing"), None);
+    }
+
+    #[test]
+    fn data_block_is_dot_unescaped() {
+        let input = b"250+md/all=\r\nonion-key\r\n..leading dot\r\n.\r\n250 OK\r\n";
+        let replies = parse_all(input);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].value("md/all"), Some("onion-key\n.leading dot"));
+        assert_eq!(replies[0].lines.len(), 2);
+    }
+
+    #[test]
+    fn event_with_data() {
+        let input = b"650+HS_DESC_CONTENT abc x HSDIR\r\nhs-descriptor 3\r\n.\r\n650 OK\r\n250 OK\r\n";
+        let replies = parse_all(input);
+        assert_eq!(replies.len(), 2);
+        assert!(replies[0].is_event());
+        assert_eq!(replies[0].event_keyword(), Some("HS_DESC_CONTENT"));
+        assert_eq!(replies[0].lines[0].data.as_deref(), Some("hs-descriptor 3"));
+        assert!(!replies[1].is_event());
+        assert_eq!(replies[1].event_keyword(), None);
+    }
+
+    #[test]
+    fn bytes_arriving_one_at_a_time() {
+        let input = b"250-a=1\r\n250+b=\r\nx\r\n.\r\n552 Unrecognized key \"c\"\r\n";
+        let mut parser = ReplyParser::default();
+        let mut replies = Vec::new();
+        for byte in input {
+            parser.feed(&[*byte]);
+            while let Some(reply) = parser.next_reply().unwrap() {
+                replies.push(reply);
+            }
+        }
+        assert_eq!(replies, parse_all(input));
+        assert_eq!(replies[0].status(), 552);
+        assert!(!replies[0].is_success());
+    }
+
+    #[test]
+    fn bare_newlines_are_accepted() {
+        let replies = parse_all(b"250-x=1\n250 OK\n");
+        assert_eq!(replies[0].value("x"), Some("1"));
+    }
+
+    #[test]
+    fn malformed_line_is_an_error() {
+        let mut parser = ReplyParser::default();
+        parser.feed(b"hello\r\n");
+        assert!(matches!(
+            parser.next_reply(),
+            Err(ProtocolError::MalformedLine { .. })
+        ));
+        parser = ReplyParser::default();
+        parser.feed(b"250\r\n");
+        assert!(parser.next_reply().is_err());
+    }
+
+    #[test]
+    fn oversized_reply_is_refused() {
+        let mut parser = ReplyParser::new(16);
+        parser.feed(b"250-0123456789\r\n250-0123456789\r\n");
+        assert_eq!(
+            parser.next_reply(),
+            Err(ProtocolError::ReplyTooLong { limit: 16 })
+        );
+        let mut parser = ReplyParser::new(16);
+        parser.feed(&[b'2'; 40]);
+        assert!(parser.next_reply().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
+            let mut parser = ReplyParser::new(4096);
+            for chunk in chunks {
+                parser.feed(&chunk);
+                while let Ok(Some(reply)) = parser.next_reply() {
+                    prop_assert!(!reply.lines.is_empty());
+                    let _ = (reply.status(), reply.message(), reply.event_keyword());
+                }
+            }
+        }
+
+        #[test]
+        fn line_like_input_never_panics(lines in proptest::collection::vec("[0-9]{3}[ +-][ -~]{0,20}|\\.|\\.\\.[a-z]{0,4}", 0..20)) {
+            let mut parser = ReplyParser::default();
+            parser.feed(lines.join("\r\n").as_bytes());
+            while let Ok(Some(_)) = parser.next_reply() {}
+        }
+    }
+}
