@@ -352,6 +352,10 @@ impl Testnet {
     }
 
     fn stop_all(&mut self) {
+        if self.tors.is_empty() && self.apps.is_empty() {
+            // Nothing started yet, or detached: the state file stays.
+            return;
+        }
         for (_, mut app) in std::mem::take(&mut self.apps) {
             app.stop(STOP_GRACE);
         }

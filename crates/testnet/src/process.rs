@@ -184,10 +184,18 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 mod test {
     use super::*;
 
+    /// A `sleep` we own, once it has exec'd (before that its command line
+    /// is still ours).
     fn sleeper(dir: &Path) -> Process {
         let mut command = Command::new("sleep");
         command.arg("300");
-        Process::spawn("sleeper", "sleep 300", command, &dir.join("log")).unwrap()
+        let process = Process::spawn("sleeper", "sleep 300", command, &dir.join("log")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_running(process.record()) {
+            assert!(Instant::now() < deadline, "sleep never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        process
     }
 
     fn tempdir(name: &str) -> std::path::PathBuf {
