@@ -23,13 +23,16 @@ pub async fn run(command: TestnetCommand) -> anyhow::Result<()> {
             print!("{}", state.env_exports());
             Ok(())
         }
-        TestnetCommand::App(AppArgs { name, listen }) => Ok(testnet::app::serve(&name, listen).await?),
+        TestnetCommand::App(AppArgs { name, listen }) => {
+            Ok(testnet::app::serve(&name, listen).await?)
+        }
     }
 }
 
 /// The network config `shape` asks for, with this binary as the app.
 pub fn config(shape: &ShapeArgs) -> anyhow::Result<Config> {
-    let exe = std::env::current_exe().context("cannot find the onionlb executable to run the instance apps")?;
+    let exe = std::env::current_exe()
+        .context("cannot find the onionlb executable to run the instance apps")?;
     let mut config = Config::new(&shape.dir, vec![exe.into(), "testnet".into(), "app".into()]);
     config.relays = shape.relays;
     config.instances = shape.instances;
@@ -46,15 +49,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         Err(e) if args.keep_on_failure => {
             return Err(e).context("the network did not come up; its processes were left running");
         }
-        Err(e) => return Err(e).context("the network did not come up; everything it started was stopped"),
+        Err(e) => {
+            return Err(e).context("the network did not come up; everything it started was stopped")
+        }
     };
     let state = net.detach()?;
     println!("The network runs in {}.", state.layout.dir.display());
     for (node, address) in state.layout.instances().zip(&state.instance_addresses) {
         println!("  {:<10} http://{address}/", node.name);
     }
-    println!("Use it from a shell:  eval \"$(onionlb testnet env --dir {})\"", args.shape.dir.display());
-    println!("Stop it:              onionlb testnet down --dir {}", args.shape.dir.display());
+    println!(
+        "Use it from a shell:  eval \"$(onionlb testnet env --dir {})\"",
+        args.shape.dir.display()
+    );
+    println!(
+        "Stop it:              onionlb testnet down --dir {}",
+        args.shape.dir.display()
+    );
     Ok(())
 }
 
@@ -81,7 +92,10 @@ async fn status(dir: &std::path::Path) -> anyhow::Result<()> {
             _ => String::new(),
         };
         let state = if running { "running" } else { "stopped" };
-        println!("{:<14} {:<8} {state:<8} {bootstrap}", record.name, record.pid);
+        println!(
+            "{:<14} {:<8} {state:<8} {bootstrap}",
+            record.name, record.pid
+        );
     }
     Ok(())
 }
@@ -90,7 +104,8 @@ async fn status(dir: &std::path::Path) -> anyhow::Result<()> {
 async fn bootstrap_phase(node: &testnet::layout::Node) -> String {
     let ask = async {
         let credentials = Credentials::CookieFile(node.cookie_path());
-        let client = ControlClient::connect_authenticated(&node.control_addr(), &credentials).await?;
+        let client =
+            ControlClient::connect_authenticated(&node.control_addr(), &credentials).await?;
         client.getinfo("status/bootstrap-phase").await
     };
     match tokio::time::timeout(STATUS_TIMEOUT, ask).await {

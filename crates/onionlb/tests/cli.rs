@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn onionlb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onionlb")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(output: &Output) -> String {
@@ -19,7 +22,8 @@ fn text(output: &Output) -> String {
 }
 
 fn pid_alive(pid: &str) -> bool {
-    std::fs::read(Path::new("/proc").join(pid).join("cmdline")).is_ok_and(|cmdline| !cmdline.is_empty())
+    std::fs::read(Path::new("/proc").join(pid).join("cmdline"))
+        .is_ok_and(|cmdline| !cmdline.is_empty())
 }
 
 #[test]
@@ -27,22 +31,53 @@ fn up_status_env_down() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-test");
     let dir_arg = dir.to_str().unwrap();
 
-    let up = onionlb(&["testnet", "up", "--dir", dir_arg, "--relays", "4", "--instances", "2"]);
+    let up = onionlb(&[
+        "testnet",
+        "up",
+        "--dir",
+        dir_arg,
+        "--relays",
+        "4",
+        "--instances",
+        "2",
+    ]);
     assert!(up.status.success(), "{}", text(&up));
     let stderr = String::from_utf8_lossy(&up.stderr);
-    assert!(stderr.contains("bootstrapped 100%"), "no progress shown: {}", text(&up));
-    assert!(stderr.contains("network up in"), "no elapsed time: {}", text(&up));
+    assert!(
+        stderr.contains("bootstrapped 100%"),
+        "no progress shown: {}",
+        text(&up)
+    );
+    assert!(
+        stderr.contains("network up in"),
+        "no elapsed time: {}",
+        text(&up)
+    );
 
     // A second network cannot start over a running one.
     let again = onionlb(&["testnet", "up", "--dir", dir_arg]);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already running"),
+        "{}",
+        text(&again)
+    );
 
     let env = onionlb(&["testnet", "env", "--dir", dir_arg]);
     assert!(env.status.success(), "{}", text(&env));
     let env = String::from_utf8_lossy(&env.stdout).into_owned();
-    for key in ["SOCKS", "MANAGER_CONTROL", "MANAGER_COOKIE", "CLIENT_CONTROL", "INSTANCE0", "INSTANCE1"] {
-        assert!(env.contains(&format!("export ONIONLB_TESTNET_{key}='")), "{key} missing from:\n{env}");
+    for key in [
+        "SOCKS",
+        "MANAGER_CONTROL",
+        "MANAGER_COOKIE",
+        "CLIENT_CONTROL",
+        "INSTANCE0",
+        "INSTANCE1",
+    ] {
+        assert!(
+            env.contains(&format!("export ONIONLB_TESTNET_{key}='")),
+            "{key} missing from:\n{env}"
+        );
     }
     assert!(env.contains(".onion"));
 
@@ -65,7 +100,11 @@ fn up_status_env_down() {
     let down = onionlb(&["testnet", "down", "--dir", dir_arg]);
     assert!(down.status.success(), "{}", text(&down));
     let down = String::from_utf8_lossy(&down.stdout).into_owned();
-    assert_eq!(down.lines().filter(|l| l.ends_with(" stopped")).count(), 13, "{down}");
+    assert_eq!(
+        down.lines().filter(|l| l.ends_with(" stopped")).count(),
+        13,
+        "{down}"
+    );
     for pid in &pids {
         assert!(!pid_alive(pid), "pid {pid} still runs after down");
     }

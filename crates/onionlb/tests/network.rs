@@ -14,15 +14,26 @@ use torctl::{ControlClient, Credentials};
 
 fn config(name: &str) -> Config {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let app = vec![env!("CARGO_BIN_EXE_onionlb").into(), "testnet".into(), "app".into()];
+    let app = vec![
+        env!("CARGO_BIN_EXE_onionlb").into(),
+        "testnet".into(),
+        "app".into(),
+    ];
     Config::new(dir, app)
 }
 
 fn alive(record: &ProcessRecord) -> bool {
-    Path::new("/proc").join(record.pid.to_string()).join("cmdline").exists()
-        && !std::fs::read(Path::new("/proc").join(record.pid.to_string()).join("cmdline"))
-            .unwrap_or_default()
-            .is_empty()
+    Path::new("/proc")
+        .join(record.pid.to_string())
+        .join("cmdline")
+        .exists()
+        && !std::fs::read(
+            Path::new("/proc")
+                .join(record.pid.to_string())
+                .join("cmdline"),
+        )
+        .unwrap_or_default()
+        .is_empty()
 }
 
 /// Fetches `url` until the answer names `expected`, for at most `bound`,
@@ -32,7 +43,10 @@ async fn fetch_until_served_by(net: &Testnet, url: &str, expected: &str, bound: 
     loop {
         match net.fetch(url).await {
             Ok(response) if served_by(&response.body) == Some(expected) => return,
-            other => assert!(Instant::now() < deadline, "{expected} never answered at {url}: {other:?}"),
+            other => assert!(
+                Instant::now() < deadline,
+                "{expected} never answered at {url}: {other:?}"
+            ),
         }
         net.newnym().await.unwrap();
     }
@@ -58,9 +72,12 @@ async fn client_reaches_every_instance_over_its_onion_address() {
     // The management tor is there for a balancer: its cookie opens it and
     // its consensus is loaded.
     let manager = net.manager_control();
-    let control = ControlClient::connect_authenticated(&manager.addr, &Credentials::CookieFile(manager.cookie))
-        .await
-        .unwrap();
+    let control = ControlClient::connect_authenticated(
+        &manager.addr,
+        &Credentials::CookieFile(manager.cookie),
+    )
+    .await
+    .unwrap();
     let phase = control.getinfo("status/bootstrap-phase").await.unwrap();
     assert!(phase.contains("PROGRESS=100"), "{phase}");
 
@@ -75,13 +92,20 @@ async fn client_reaches_every_instance_over_its_onion_address() {
     // Stopping an instance's tor kills exactly that process; starting it
     // again (same keys, same address) makes it reachable again.
     let before = net.state();
-    let tor1 = before.processes.iter().find(|p| p.name == instances[1]).unwrap().clone();
+    let tor1 = before
+        .processes
+        .iter()
+        .find(|p| p.name == instances[1])
+        .unwrap()
+        .clone();
     net.stop_instance(1).unwrap();
     assert!(!alive(&tor1));
     let after = net.state();
     assert_eq!(after.processes.len(), before.processes.len() - 1);
     assert!(after.processes.iter().all(alive));
-    net.start_instance(1, Duration::from_secs(120)).await.unwrap();
+    net.start_instance(1, Duration::from_secs(120))
+        .await
+        .unwrap();
     let url1 = format!("http://{}/", addresses[1]);
     fetch_until_served_by(&net, &url1, &instances[1], Duration::from_secs(180)).await;
 
@@ -90,6 +114,11 @@ async fn client_reaches_every_instance_over_its_onion_address() {
     assert_eq!(all.len(), 14 + 3);
     net.stop();
     for record in &all {
-        assert!(!alive(record), "{} (pid {}) still runs", record.name, record.pid);
+        assert!(
+            !alive(record),
+            "{} (pid {}) still runs",
+            record.name,
+            record.pid
+        );
     }
 }

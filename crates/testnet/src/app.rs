@@ -20,13 +20,11 @@ const MAX_REQUEST: usize = 8 * 1024;
 
 /// Serves `name` on `addr` until the process is stopped.
 pub async fn serve(name: &str, addr: SocketAddr) -> Result<(), Error> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Io {
-            action: "binding the instance app to",
-            path: addr.to_string().into(),
-            source,
-        })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
+        action: "binding the instance app to",
+        path: addr.to_string().into(),
+        source,
+    })?;
     tracing::info!("{name}: serving on {addr}");
     loop {
         let Ok((stream, _)) = listener.accept().await else {

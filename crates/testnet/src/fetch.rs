@@ -35,8 +35,7 @@ pub fn parse_url(url: &str) -> Result<(String, u16, String), String> {
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) => (
             host,
-            port.parse()
-                .map_err(|_| format!("bad port in {url}"))?,
+            port.parse().map_err(|_| format!("bad port in {url}"))?,
         ),
         None => (authority, 80),
     };
@@ -48,7 +47,12 @@ pub fn parse_url(url: &str) -> Result<(String, u16, String), String> {
 
 /// GETs `url` through the SOCKS5 proxy at `socks`, isolated by
 /// `isolation` (used as the SOCKS username), within `timeout`.
-pub async fn get(socks: SocketAddr, url: &str, isolation: &str, timeout: Duration) -> Result<Response, String> {
+pub async fn get(
+    socks: SocketAddr,
+    url: &str,
+    isolation: &str,
+    timeout: Duration,
+) -> Result<Response, String> {
     let (host, port, path) = parse_url(url)?;
     tokio::time::timeout(timeout, async {
         let mut stream = TcpStream::connect(socks)
@@ -91,7 +95,12 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
 }
 
 /// The SOCKS5 handshake (RFC 1928, RFC 1929) for a CONNECT to a host name.
-async fn socks5_connect(stream: &mut TcpStream, host: &str, port: u16, user: &str) -> Result<(), String> {
+async fn socks5_connect(
+    stream: &mut TcpStream,
+    host: &str,
+    port: u16,
+    user: &str,
+) -> Result<(), String> {
     let io = |e: std::io::Error| format!("SOCKS handshake: {e}");
     if host.len() > 255 || user.is_empty() || user.len() > 255 {
         return Err("host name or SOCKS username too long".into());
@@ -100,7 +109,9 @@ async fn socks5_connect(stream: &mut TcpStream, host: &str, port: u16, user: &st
     let mut choice = [0u8; 2];
     stream.read_exact(&mut choice).await.map_err(io)?;
     if choice != [5, 2] {
-        return Err(format!("SOCKS server refused username authentication: {choice:?}"));
+        return Err(format!(
+            "SOCKS server refused username authentication: {choice:?}"
+        ));
     }
     let mut auth = vec![1, user.len() as u8];
     auth.extend_from_slice(user.as_bytes());
@@ -183,7 +194,13 @@ mod test {
     #[test]
     fn responses() {
         let r = parse_response(b"HTTP/1.0 200 OK\r\nX: y\r\n\r\nhello\n").unwrap();
-        assert_eq!(r, Response { status: 200, body: "hello\n".into() });
+        assert_eq!(
+            r,
+            Response {
+                status: 200,
+                body: "hello\n".into()
+            }
+        );
         assert!(parse_response(b"HTTP/1.0 200 OK\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
     }
@@ -219,12 +236,18 @@ mod test {
             let mut host = vec![0u8; usize::from(req[4]) + 2];
             s.read_exact(&mut host).await.unwrap();
             assert_eq!(&host[..host.len() - 2], b"abc.onion");
-            s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 80]).await.unwrap();
+            s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 80])
+                .await
+                .unwrap();
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.0 200 OK\r\n\r\nserved by instance0\n").await.unwrap();
+            s.write_all(b"HTTP/1.0 200 OK\r\n\r\nserved by instance0\n")
+                .await
+                .unwrap();
         });
-        let r = get(socks, "http://abc.onion/", "iso-1", Duration::from_secs(5)).await.unwrap();
+        let r = get(socks, "http://abc.onion/", "iso-1", Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(crate::app::served_by(&r.body), Some("instance0"));
     }

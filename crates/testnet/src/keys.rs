@@ -111,7 +111,11 @@ pub async fn make_authority_keys(programs: &Programs, node: &Node) -> Result<Str
 /// `tor --list-fingerprint` needs a config that makes it a relay on a
 /// testing network, which needs some `DirAuthority`; a placeholder will do
 /// because this tor never connects anywhere.
-pub async fn make_relay_identity(programs: &Programs, node: &Node, defaults_torrc: &Path) -> Result<String, Error> {
+pub async fn make_relay_identity(
+    programs: &Programs,
+    node: &Node,
+    defaults_torrc: &Path,
+) -> Result<String, Error> {
     let (or_port, _) = relay_ports(node)?;
     let torrc_path = node.data_dir.join("torrc.fingerprint");
     let placeholder = "0".repeat(40);
@@ -147,7 +151,10 @@ pub async fn make_relay_identity(programs: &Programs, node: &Node, defaults_torr
     parse_fingerprint_file(&text).ok_or_else(|| Error::Setup {
         node: node.name.clone(),
         what: "tor --list-fingerprint",
-        detail: format!("unexpected {}: {text:?}; tor said: {output}", path.display()),
+        detail: format!(
+            "unexpected {}: {text:?}; tor said: {output}",
+            path.display()
+        ),
     })
 }
 
@@ -161,7 +168,11 @@ fn relay_ports(node: &Node) -> Result<(u16, u16), Error> {
 
 /// Waits for a key tool, bounded; fails with its output unless it
 /// succeeded. Returns its output for later error messages.
-async fn run_bounded(child: tokio::process::Child, node: &str, what: &'static str) -> Result<String, Error> {
+async fn run_bounded(
+    child: tokio::process::Child,
+    node: &str,
+    what: &'static str,
+) -> Result<String, Error> {
     let output = tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| Error::Setup {
@@ -218,7 +229,10 @@ mod test {
     #[test]
     fn reads_certificate_fingerprint() {
         let cert = "dir-key-certificate-version 3\ndir-address 127.0.0.1:5000\nfingerprint 7036D5FC4132DF1867B446738445FD0226CCCE20\ndir-key-published 2026-11-21\n";
-        assert_eq!(parse_v3ident(cert).as_deref(), Some("7036D5FC4132DF1867B446738445FD0226CCCE20"));
+        assert_eq!(
+            parse_v3ident(cert).as_deref(),
+            Some("7036D5FC4132DF1867B446738445FD0226CCCE20")
+        );
         assert_eq!(parse_v3ident("fingerprint XYZ\n"), None);
         assert_eq!(parse_v3ident(""), None);
     }

@@ -114,12 +114,13 @@ impl Layout {
 
     /// Lays out a network in `dir` on the ports of `ports`, which must have
     /// room for [`Layout::node_count`] tors and `instances` apps.
-    pub fn new(dir: &Path, ports: PortPlan, relays: usize, instances: usize) -> Result<Self, Error> {
-        let expected = PortPlan::new(
-            ports.base(),
-            Self::node_count(relays, instances),
-            instances,
-        )?;
+    pub fn new(
+        dir: &Path,
+        ports: PortPlan,
+        relays: usize,
+        instances: usize,
+    ) -> Result<Self, Error> {
+        let expected = PortPlan::new(ports.base(), Self::node_count(relays, instances), instances)?;
         if expected != ports {
             return Err(Error::PortRange {
                 base: ports.base(),
@@ -146,9 +147,12 @@ impl Layout {
                 name,
                 role,
                 control_port: ports.node(index, PortKind::Control),
-                relay_ports: role
-                    .is_relay()
-                    .then(|| (ports.node(index, PortKind::Or), ports.node(index, PortKind::Dir))),
+                relay_ports: role.is_relay().then(|| {
+                    (
+                        ports.node(index, PortKind::Or),
+                        ports.node(index, PortKind::Dir),
+                    )
+                }),
                 socks_port: (role == Role::Client).then(|| ports.node(index, PortKind::Socks)),
                 app_port,
             });
@@ -214,7 +218,17 @@ mod test {
         let names: Vec<_> = layout.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(
             names,
-            ["auth0", "auth1", "auth2", "relay0", "relay1", "instance0", "instance1", "manager", "client"]
+            [
+                "auth0",
+                "auth1",
+                "auth2",
+                "relay0",
+                "relay1",
+                "instance0",
+                "instance1",
+                "manager",
+                "client"
+            ]
         );
         let auth1 = layout.node("auth1").unwrap();
         assert_eq!(auth1.relay_ports, Some((30004, 30005)));

@@ -12,5 +12,7 @@ mod state;
 pub mod torrc;
 
 pub use error::Error;
-pub use network::{parse_bootstrap, stop_recorded_network, Config, ControlEndpoint, Testnet, DEFAULT_BASE_PORT};
+pub use network::{
+    parse_bootstrap, stop_recorded_network, Config, ControlEndpoint, Testnet, DEFAULT_BASE_PORT,
+};
 pub use state::State;

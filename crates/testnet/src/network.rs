@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use onionlb_core::OnionAddress;
 use futures::future::join_all;
+use onionlb_core::OnionAddress;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use torctl::{ControlAddr, ControlClient, Credentials};
@@ -185,7 +185,9 @@ impl Testnet {
         net.wait_for_bootstrap(&controls, deadline).await?;
         net.wait_for_hsdirs(&controls, deadline).await?;
         let mut controls = controls;
-        net.client = controls.remove(&net.layout.client().name).map(|(control, _)| control);
+        net.client = controls
+            .remove(&net.layout.client().name)
+            .map(|(control, _)| control);
 
         let deadline = Instant::now() + config.reachable_timeout;
         net.instance_addresses = net.read_instance_addresses(deadline).await?;
@@ -401,7 +403,12 @@ impl Testnet {
         command
             .args(args)
             .args(["--name", &node.name, "--listen", &listen]);
-        let process = Process::spawn(&format!("{}-app", node.name), &listen, command, &node.app_log())?;
+        let process = Process::spawn(
+            &format!("{}-app", node.name),
+            &listen,
+            command,
+            &node.app_log(),
+        )?;
         self.apps.insert(node.name.clone(), process);
         Ok(())
     }
@@ -452,7 +459,11 @@ impl Testnet {
 
     /// Waits until every tor in `controls` that is not a relay has
     /// bootstrapped to 100 %, reporting each tor's progress as it changes.
-    async fn wait_for_bootstrap(&mut self, controls: &Controls, deadline: Instant) -> Result<(), Error> {
+    async fn wait_for_bootstrap(
+        &mut self,
+        controls: &Controls,
+        deadline: Instant,
+    ) -> Result<(), Error> {
         let mut seen: HashMap<String, u8> = HashMap::new();
         loop {
             let mut waiting = Vec::new();
@@ -467,7 +478,10 @@ impl Testnet {
                     })?;
                 let (percent, summary) = parse_bootstrap(&phase);
                 if seen.insert(node.name.clone(), percent) != Some(percent) {
-                    progress(self.started, &format!("{}: bootstrapped {percent}% ({summary})", node.name));
+                    progress(
+                        self.started,
+                        &format!("{}: bootstrapped {percent}% ({summary})", node.name),
+                    );
                 }
                 if percent < 100 && !node.role.is_relay() {
                     waiting.push(node);
@@ -478,7 +492,11 @@ impl Testnet {
             }
             if Instant::now() >= deadline {
                 let names: Vec<_> = waiting.iter().map(|n| n.name.as_str()).collect();
-                return Err(self.timeout(&format!("bootstrap of {}", names.join(", ")), waiting[0], deadline));
+                return Err(self.timeout(
+                    &format!("bootstrap of {}", names.join(", ")),
+                    waiting[0],
+                    deadline,
+                ));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -486,8 +504,17 @@ impl Testnet {
 
     /// Waits until the client and the manager have a consensus in which
     /// every relay and authority is an HSDir.
-    async fn wait_for_hsdirs(&mut self, controls: &Controls, deadline: Instant) -> Result<(), Error> {
-        let expected = self.layout.nodes.iter().filter(|n| n.role.is_relay()).count();
+    async fn wait_for_hsdirs(
+        &mut self,
+        controls: &Controls,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let expected = self
+            .layout
+            .nodes
+            .iter()
+            .filter(|n| n.role.is_relay())
+            .count();
         for role in [Role::Client, Role::Manager] {
             let Some((control, node)) = controls.values().find(|(_, n)| n.role == role) else {
                 continue;
@@ -495,13 +522,20 @@ impl Testnet {
             let mut last = None;
             loop {
                 self.check_alive(node, "waiting for HSDirs")?;
-                let statuses = control.getinfo("ns/all").await.map_err(|source| Error::Control {
-                    node: node.name.clone(),
-                    source,
-                })?;
+                let statuses =
+                    control
+                        .getinfo("ns/all")
+                        .await
+                        .map_err(|source| Error::Control {
+                            node: node.name.clone(),
+                            source,
+                        })?;
                 let count = count_hsdirs(&statuses);
                 if last != Some(count) {
-                    progress(self.started, &format!("{}: {count} of {expected} relays are HSDirs", node.name));
+                    progress(
+                        self.started,
+                        &format!("{}: {count} of {expected} relays are HSDirs", node.name),
+                    );
                     last = Some(count);
                 }
                 if count >= expected {
@@ -518,7 +552,10 @@ impl Testnet {
     }
 
     /// Reads each instance's onion address from its `hostname` file.
-    async fn read_instance_addresses(&mut self, deadline: Instant) -> Result<Vec<OnionAddress>, Error> {
+    async fn read_instance_addresses(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Vec<OnionAddress>, Error> {
         let mut addresses = Vec::new();
         for node in self.layout.instances().cloned().collect::<Vec<_>>() {
             let path = node.hs_dir().join("hostname");
@@ -530,7 +567,11 @@ impl Testnet {
                     }
                 }
                 if Instant::now() >= deadline {
-                    return Err(self.timeout(&format!("{} to write {}", node.name, path.display()), &node, deadline));
+                    return Err(self.timeout(
+                        &format!("{} to write {}", node.name, path.display()),
+                        &node,
+                        deadline,
+                    ));
                 }
                 tokio::time::sleep(POLL).await;
             };
@@ -566,17 +607,28 @@ impl Testnet {
             for (node, result) in results {
                 let address = self.instance_address_of(&node);
                 match result {
-                    Ok(response) if crate::app::served_by(&response.body) == Some(node.name.as_str()) => {
-                        progress(self.started, &format!("{}: answered over {address}", node.name));
+                    Ok(response)
+                        if crate::app::served_by(&response.body) == Some(node.name.as_str()) =>
+                    {
+                        progress(
+                            self.started,
+                            &format!("{}: answered over {address}", node.name),
+                        );
                     }
                     Ok(response) => {
-                        last_error.insert(node.name.clone(), format!("unexpected answer {:?}", response.body));
+                        last_error.insert(
+                            node.name.clone(),
+                            format!("unexpected answer {:?}", response.body),
+                        );
                         pending.push((node, address));
                     }
                     Err(e) => {
                         let message = e.to_string();
                         if last_error.get(&node.name) != Some(&message) {
-                            progress(self.started, &format!("{}: not reachable yet: {message}", node.name));
+                            progress(
+                                self.started,
+                                &format!("{}: not reachable yet: {message}", node.name),
+                            );
                         }
                         last_error.insert(node.name.clone(), message);
                         pending.push((node, address));
@@ -591,7 +643,10 @@ impl Testnet {
                 let what = format!(
                     "{} to answer over its onion address (last error: {})",
                     node.name,
-                    last_error.get(&node.name).map(String::as_str).unwrap_or("none")
+                    last_error
+                        .get(&node.name)
+                        .map(String::as_str)
+                        .unwrap_or("none")
                 );
                 return Err(self.timeout(&what, node, deadline));
             }
@@ -611,7 +666,10 @@ impl Testnet {
     fn timeout(&self, what: &str, node: &Node, deadline: Instant) -> Error {
         Error::Timeout {
             what: what.to_owned(),
-            waited: self.started.elapsed().min(deadline.saturating_duration_since(self.started)),
+            waited: self
+                .started
+                .elapsed()
+                .min(deadline.saturating_duration_since(self.started)),
             log_tail: log_tail(&node.notice_log(), TAIL_LINES),
         }
     }
@@ -650,7 +708,9 @@ fn refuse_running_network(dir: &Path) -> Result<(), Error> {
         return Ok(());
     };
     if state.processes.iter().any(process::is_running) {
-        return Err(Error::AlreadyRunning { dir: dir.to_owned() });
+        return Err(Error::AlreadyRunning {
+            dir: dir.to_owned(),
+        });
     }
     Ok(())
 }
@@ -665,7 +725,8 @@ fn absolute(dir: &Path) -> Result<PathBuf, Error> {
 fn prepare_directories(layout: &Layout) -> Result<PathBuf, Error> {
     for node in &layout.nodes {
         if node.data_dir.exists() {
-            std::fs::remove_dir_all(&node.data_dir).map_err(Error::io("removing", &node.data_dir))?;
+            std::fs::remove_dir_all(&node.data_dir)
+                .map_err(Error::io("removing", &node.data_dir))?;
         }
         let mut dirs = vec![node.data_dir.clone()];
         if node.role == Role::Authority {
@@ -685,7 +746,11 @@ fn prepare_directories(layout: &Layout) -> Result<PathBuf, Error> {
 }
 
 /// Makes every authority's keys and every relay's identity, in parallel.
-async fn make_keys(programs: &Programs, layout: &Layout, defaults: &Path) -> Result<Vec<Authority>, Error> {
+async fn make_keys(
+    programs: &Programs,
+    layout: &Layout,
+    defaults: &Path,
+) -> Result<Vec<Authority>, Error> {
     let mut tasks = JoinSet::new();
     for node in layout.nodes.iter().filter(|n| n.role.is_relay()).cloned() {
         let programs = programs.clone();
@@ -701,7 +766,8 @@ async fn make_keys(programs: &Programs, layout: &Layout, defaults: &Path) -> Res
     }
     let mut authorities = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (node, v3ident, fingerprint) = joined.map_err(|e| Error::Usage(format!("key task failed: {e}")))??;
+        let (node, v3ident, fingerprint) =
+            joined.map_err(|e| Error::Usage(format!("key task failed: {e}")))??;
         if let (Some(v3ident), Some((or_port, dir_port))) = (v3ident, node.relay_ports) {
             authorities.push(Authority {
                 nickname: node.name.clone(),
@@ -717,9 +783,14 @@ async fn make_keys(programs: &Programs, layout: &Layout, defaults: &Path) -> Res
 }
 
 /// Writes `node`'s torrc, and an instance's `ob_config`.
-fn write_config(node: &Node, authorities: &[Authority], masters: &[OnionAddress]) -> Result<(), Error> {
+fn write_config(
+    node: &Node,
+    authorities: &[Authority],
+    masters: &[OnionAddress],
+) -> Result<(), Error> {
     let path = node.torrc_path();
-    std::fs::write(&path, torrc::torrc(node, authorities, masters)).map_err(Error::io("writing", &path))?;
+    std::fs::write(&path, torrc::torrc(node, authorities, masters))
+        .map_err(Error::io("writing", &path))?;
     if node.role == Role::Instance && !masters.is_empty() {
         let hs_dir = node.hs_dir();
         std::fs::DirBuilder::new()
@@ -728,7 +799,8 @@ fn write_config(node: &Node, authorities: &[Authority], masters: &[OnionAddress]
             .create(&hs_dir)
             .map_err(Error::io("creating", &hs_dir))?;
         let ob_config = hs_dir.join("ob_config");
-        std::fs::write(&ob_config, torrc::ob_config(masters)).map_err(Error::io("writing", &ob_config))?;
+        std::fs::write(&ob_config, torrc::ob_config(masters))
+            .map_err(Error::io("writing", &ob_config))?;
     }
     Ok(())
 }

@@ -132,7 +132,12 @@ mod test {
 
         let mut seen = HashSet::new();
         for node in 0..3 {
-            for kind in [PortKind::Or, PortKind::Dir, PortKind::Control, PortKind::Socks] {
+            for kind in [
+                PortKind::Or,
+                PortKind::Dir,
+                PortKind::Control,
+                PortKind::Socks,
+            ] {
                 assert!(seen.insert(plan.node(node, kind)));
             }
         }

@@ -40,7 +40,12 @@ pub struct Process {
 impl Process {
     /// Starts `command` in its own process group (so a Ctrl-C meant for us
     /// does not reach it) with output appended to `log`.
-    pub fn spawn(name: &str, marker: &str, mut command: Command, log: &Path) -> Result<Self, Error> {
+    pub fn spawn(
+        name: &str,
+        marker: &str,
+        mut command: Command,
+        log: &Path,
+    ) -> Result<Self, Error> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -177,7 +182,12 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     };
     let all: Vec<&str> = text.lines().collect();
     let tail = &all[all.len().saturating_sub(lines)..];
-    format!("--- last {} lines of {} ---\n{}", tail.len(), path.display(), tail.join("\n"))
+    format!(
+        "--- last {} lines of {} ---\n{}",
+        tail.len(),
+        path.display(),
+        tail.join("\n")
+    )
 }
 
 #[cfg(test)]
@@ -199,7 +209,8 @@ mod test {
     }
 
     fn tempdir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("onionlb-process-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("onionlb-process-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

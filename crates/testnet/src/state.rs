@@ -66,7 +66,11 @@ impl State {
         let mut out = String::new();
         let mut export = |name: &str, value: &str| {
             // Writing to a String cannot fail.
-            let _ = writeln!(out, "export ONIONLB_TESTNET_{name}='{}'", value.replace('\'', "'\\''"));
+            let _ = writeln!(
+                out,
+                "export ONIONLB_TESTNET_{name}='{}'",
+                value.replace('\'', "'\\''")
+            );
         };
         let layout = &self.layout;
         export("DIR", &layout.dir.display().to_string());
@@ -74,8 +78,14 @@ impl State {
             export("SOCKS", &format!("127.0.0.1:{port}"));
         }
         for (prefix, node) in [("CLIENT", layout.client()), ("MANAGER", layout.manager())] {
-            export(&format!("{prefix}_CONTROL"), &format!("127.0.0.1:{}", node.control_port));
-            export(&format!("{prefix}_COOKIE"), &node.cookie_path().display().to_string());
+            export(
+                &format!("{prefix}_CONTROL"),
+                &format!("127.0.0.1:{}", node.control_port),
+            );
+            export(
+                &format!("{prefix}_COOKIE"),
+                &node.cookie_path().display().to_string(),
+            );
         }
         export("INSTANCES", &self.instance_addresses.join(" "));
         for (i, (node, address)) in layout
@@ -84,8 +94,14 @@ impl State {
             .enumerate()
         {
             export(&format!("INSTANCE{i}"), address);
-            export(&format!("INSTANCE{i}_CONTROL"), &format!("127.0.0.1:{}", node.control_port));
-            export(&format!("INSTANCE{i}_COOKIE"), &node.cookie_path().display().to_string());
+            export(
+                &format!("INSTANCE{i}_CONTROL"),
+                &format!("127.0.0.1:{}", node.control_port),
+            );
+            export(
+                &format!("INSTANCE{i}_COOKIE"),
+                &node.cookie_path().display().to_string(),
+            );
         }
         export("MASTERS", &self.masters.join(" "));
         out
@@ -130,12 +146,17 @@ mod test {
         let state = state(Path::new("/n"));
         let env = state.env_exports();
         let socks = state.layout.client().socks_port.unwrap();
-        assert!(env.contains(&format!("export ONIONLB_TESTNET_SOCKS='127.0.0.1:{socks}'\n")));
-        assert!(env.contains("export ONIONLB_TESTNET_MANAGER_COOKIE='/n/manager/control_auth_cookie'\n"));
+        assert!(env.contains(&format!(
+            "export ONIONLB_TESTNET_SOCKS='127.0.0.1:{socks}'\n"
+        )));
+        assert!(env
+            .contains("export ONIONLB_TESTNET_MANAGER_COOKIE='/n/manager/control_auth_cookie'\n"));
         assert!(env.contains("export ONIONLB_TESTNET_INSTANCES='a.onion b.onion'\n"));
         assert!(env.contains("export ONIONLB_TESTNET_INSTANCE1='b.onion'\n"));
         assert!(env.contains("export ONIONLB_TESTNET_MASTERS='m.onion'\n"));
         let control = state.layout.instances().next().unwrap().control_port;
-        assert!(env.contains(&format!("export ONIONLB_TESTNET_INSTANCE0_CONTROL='127.0.0.1:{control}'\n")));
+        assert!(env.contains(&format!(
+            "export ONIONLB_TESTNET_INSTANCE0_CONTROL='127.0.0.1:{control}'\n"
+        )));
     }
 }

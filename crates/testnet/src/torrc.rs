@@ -52,7 +52,10 @@ pub fn torrc(node: &Node, authorities: &[Authority], masters: &[OnionAddress]) -
         out.push_str(&text);
         out.push('\n');
     };
-    line(format!("# {} ({:?}), written by onionlb's testnet", node.name, node.role));
+    line(format!(
+        "# {} ({:?}), written by onionlb's testnet",
+        node.name, node.role
+    ));
     line("TestingTorNetwork 1".into());
     for authority in authorities {
         line(authority.dir_authority_line());
@@ -174,7 +177,11 @@ mod test {
                 "CookieAuthentication 1",
                 "RunAsDaemon 0",
             ] {
-                assert!(lines.contains(&required), "{}: missing {required}", node.name);
+                assert!(
+                    lines.contains(&required),
+                    "{}: missing {required}",
+                    node.name
+                );
             }
             let expected_authority = format!(
                 "DirAuthority auth0 orport=40000 no-v2 v3ident={} 127.0.0.1:40001 {}",
@@ -183,10 +190,17 @@ mod test {
             );
             assert!(lines.contains(&expected_authority.as_str()));
             for line in &lines {
-                if line.ends_with("Port 0") || !line.contains("Port ") || line.starts_with("HiddenServicePort") {
+                if line.ends_with("Port 0")
+                    || !line.contains("Port ")
+                    || line.starts_with("HiddenServicePort")
+                {
                     continue;
                 }
-                assert!(line.contains(" 127.0.0.1:"), "{}: {line} not on loopback", node.name);
+                assert!(
+                    line.contains(" 127.0.0.1:"),
+                    "{}: {line} not on loopback",
+                    node.name
+                );
             }
             assert!(!text.contains("ExitPolicy accept"));
         }
@@ -207,7 +221,10 @@ mod test {
         assert!(!relay.contains("Authoritative"));
 
         let client = torrc(layout.client(), &authorities(), &[]);
-        let socks = format!("SocksPort 127.0.0.1:{}", layout.client().socks_port.unwrap());
+        let socks = format!(
+            "SocksPort 127.0.0.1:{}",
+            layout.client().socks_port.unwrap()
+        );
         assert!(lines(&client).contains(&socks.as_str()));
         assert!(!client.contains("ORPort"));
 
@@ -222,7 +239,10 @@ mod test {
         let instance = layout.instances().next().unwrap();
         let plain = torrc(instance, &authorities(), &[]);
         assert!(lines(&plain).contains(&"HiddenServiceDir /n/instance0/hs"));
-        let port_line = format!("HiddenServicePort 80 127.0.0.1:{}", instance.app_port.unwrap());
+        let port_line = format!(
+            "HiddenServicePort 80 127.0.0.1:{}",
+            instance.app_port.unwrap()
+        );
         assert!(lines(&plain).contains(&port_line.as_str()));
         assert!(!plain.contains("HiddenServiceOnionbalanceInstance"));
 
@@ -234,7 +254,10 @@ mod test {
     #[test]
     fn ob_config_lists_every_master() {
         let a: OnionAddress = MASTER.parse().unwrap();
-        assert_eq!(ob_config(&[a, a]), format!("MasterOnionAddress {MASTER}\nMasterOnionAddress {MASTER}\n"));
+        assert_eq!(
+            ob_config(&[a, a]),
+            format!("MasterOnionAddress {MASTER}\nMasterOnionAddress {MASTER}\n")
+        );
         assert_eq!(ob_config(&[]), "");
     }
 }

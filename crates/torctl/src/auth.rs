@@ -196,7 +196,10 @@ impl Challenge {
         if !reply.is_success() {
             return Err(bad());
         }
-        let text = reply.message().strip_prefix("AUTHCHALLENGE ").ok_or_else(bad)?;
+        let text = reply
+            .message()
+            .strip_prefix("AUTHCHALLENGE ")
+            .ok_or_else(bad)?;
         let mut hash = None;
         let mut nonce = None;
         for field in text.split(' ') {

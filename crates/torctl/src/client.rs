@@ -181,9 +181,7 @@ impl ControlClient {
     /// Authenticates with the strongest method tor offers that
     /// `credentials` allow.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<(), Error> {
-        let info_reply = self
-            .request(&Command::new("PROTOCOLINFO").arg("1"))
-            .await?;
+        let info_reply = self.request(&Command::new("PROTOCOLINFO").arg("1")).await?;
         let info = ProtocolInfo::parse(&info_reply).map_err(Error::Auth)?;
         let token = match info.choose(credentials).map_err(Error::Auth)? {
             Method::Null => None,

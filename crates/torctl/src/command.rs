@@ -199,7 +199,10 @@ mod test {
             cmd.encode().unwrap(),
             b"GETINFO version status/bootstrap-phase\r\n"
         );
-        assert_eq!(Command::signal("NEWNYM").encode().unwrap(), b"SIGNAL NEWNYM\r\n");
+        assert_eq!(
+            Command::signal("NEWNYM").encode().unwrap(),
+            b"SIGNAL NEWNYM\r\n"
+        );
     }
 
     #[test]

@@ -292,7 +292,8 @@ mod test {
 
     #[test]
     fn event_with_data() {
-        let input = b"650+HS_DESC_CONTENT abc x HSDIR\r\nhs-descriptor 3\r\n.\r\n650 OK\r\n250 OK\r\n";
+        let input =
+            b"650+HS_DESC_CONTENT abc x HSDIR\r\nhs-descriptor 3\r\n.\r\n650 OK\r\n250 OK\r\n";
         let replies = parse_all(input);
         assert_eq!(replies.len(), 2);
         assert!(replies[0].is_event());
