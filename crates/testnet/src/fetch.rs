@@ -148,7 +148,7 @@ async fn socks5_connect(
 }
 
 /// What tor means by a SOCKS5 reply code, with its onion service extensions
-/// (tor's `ExtendedErrors`, on by default for onion addresses).
+/// (sent when the SocksPort has the `ExtendedErrors` flag, as ours does).
 pub fn socks_reply_meaning(code: u8) -> String {
     let meaning = match code {
         1 => "general failure",

@@ -83,7 +83,8 @@ pub fn torrc(node: &Node, authorities: &[Authority], masters: &[OnionAddress]) -
     line(format!("Log info file {}", node.info_log().display()));
     line(format!("ControlPort 127.0.0.1:{}", node.control_port));
     match node.socks_port {
-        Some(port) => line(format!("SocksPort 127.0.0.1:{port}")),
+        // ExtendedErrors: onion service failures get their own SOCKS codes.
+        Some(port) => line(format!("SocksPort 127.0.0.1:{port} ExtendedErrors")),
         None => line("SocksPort 0".into()),
     }
 
@@ -222,7 +223,7 @@ mod test {
 
         let client = torrc(layout.client(), &authorities(), &[]);
         let socks = format!(
-            "SocksPort 127.0.0.1:{}",
+            "SocksPort 127.0.0.1:{} ExtendedErrors",
             layout.client().socks_port.unwrap()
         );
         assert!(lines(&client).contains(&socks.as_str()));
