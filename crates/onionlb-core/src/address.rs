@@ -37,6 +37,12 @@ impl OnionAddress {
     }
 }
 
+impl From<HsId> for OnionAddress {
+    fn from(id: HsId) -> Self {
+        OnionAddress(id)
+    }
+}
+
 impl FromStr for OnionAddress {
     type Err = AddressError;
 
