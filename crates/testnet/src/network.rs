@@ -35,6 +35,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(500);
 
+/// Where a tor's own output goes, beside its logs.
+const STDOUT_LOG: &str = "stdout.log";
+
 /// Lines of log shown when a tor fails.
 const TAIL_LINES: usize = 25;
 
@@ -387,7 +390,7 @@ impl Testnet {
             .arg(&self.defaults_torrc)
             .arg("-f")
             .arg(&torrc);
-        let log = node.data_dir.join("stdout.log");
+        let log = node.data_dir.join(STDOUT_LOG);
         let marker = torrc.display().to_string();
         let process = Process::spawn(&node.name, &marker, command, &log)?;
         self.tors.insert(node.name.clone(), process);
@@ -424,7 +427,7 @@ impl Testnet {
                 node: node.name.clone(),
                 status,
                 doing: doing.to_owned(),
-                log_tail: log_tail(&node.notice_log(), TAIL_LINES),
+                log_tail: failure_log(node),
             }),
         }
     }
@@ -670,7 +673,7 @@ impl Testnet {
                 .started
                 .elapsed()
                 .min(deadline.saturating_duration_since(self.started)),
-            log_tail: log_tail(&node.notice_log(), TAIL_LINES),
+            log_tail: failure_log(node),
         }
     }
 }
@@ -695,6 +698,18 @@ pub fn stop_recorded_network(dir: &Path) -> Result<Vec<(ProcessRecord, StopOutco
     let path = State::path(dir);
     std::fs::remove_file(&path).map_err(Error::io("removing", &path))?;
     Ok(outcomes)
+}
+
+/// The end of what `node`'s tor said: its notice log, or, when tor failed
+/// before opening it (a bad option, a port in use), what it printed.
+fn failure_log(node: &Node) -> String {
+    let notice = node.notice_log();
+    let has_notice = std::fs::metadata(&notice).is_ok_and(|m| m.len() > 0);
+    if has_notice {
+        log_tail(&notice, TAIL_LINES)
+    } else {
+        log_tail(&node.data_dir.join(STDOUT_LOG), TAIL_LINES)
+    }
 }
 
 /// Reports one step of progress, with the time since start.

@@ -1,0 +1,99 @@
+//! When a tor fails, `Testnet::start` names it, shows what it said, and
+//! leaves nothing running. Fake `tor` and `tor-gencert` scripts make the
+//! failure certain and fast.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use testnet::keys::Programs;
+use testnet::{Config, Error, Testnet};
+
+/// Answers `--version` and `--list-fingerprint` like tor; run as a tor, it
+/// prints an error and exits.
+const FAKE_TOR: &str = r#"#!/bin/sh
+case "$*" in
+  *--version*) echo "Tor version 0.0.0-fake."; exit 0 ;;
+  *--list-fingerprint*)
+    datadir=$(sed -n 's/^DataDirectory //p' "$4")
+    echo "relay 0123456789ABCDEF0123456789ABCDEF01234567" > "$datadir/fingerprint"
+    exit 0 ;;
+esac
+echo "[err] simulated failure: this tor will not start"
+exit 1
+"#;
+
+/// Writes the certificate `tor-gencert -c FILE` would write.
+const FAKE_GENCERT: &str = r#"#!/bin/sh
+read -r passphrase
+while [ $# -gt 0 ]; do
+  if [ "$1" = "-c" ]; then echo "fingerprint 89ABCDEF0123456789ABCDEF0123456789ABCDEF" > "$2"; fi
+  shift
+done
+exit 0
+"#;
+
+fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Every process whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn failing_tor_is_named_with_its_output_and_everything_stops() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("failure-test");
+    std::fs::create_dir_all(&root).unwrap();
+    let dir = root.join("net");
+    let marker = format!("fake-app-{}", std::process::id());
+    let app = vec![
+        "sh".into(),
+        "-c".into(),
+        "while true; do sleep 1; done".into(),
+        marker.clone().into(),
+    ];
+    let mut config = Config::new(&dir, app);
+    config.programs = Programs {
+        tor: script(&root, "tor", FAKE_TOR),
+        tor_gencert: script(&root, "tor-gencert", FAKE_GENCERT),
+    };
+    config.relays = 1;
+    config.instances = 2;
+    config.bootstrap_timeout = Duration::from_secs(20);
+
+    let error = Testnet::start(config).await.unwrap_err();
+    match &error {
+        Error::Exited { node, log_tail, .. } => {
+            assert_eq!(node, "auth0");
+            assert!(log_tail.contains("simulated failure"), "{log_tail}");
+        }
+        other => panic!("expected the first tor to be named as exited, got {other:?}"),
+    }
+    let shown = error.to_string();
+    assert!(shown.starts_with("auth0 exited"), "{shown}");
+
+    // The instance apps were started and are stopped again.
+    assert!(dir.join("instance0/app.log").exists());
+    assert_eq!(processes_mentioning(&marker), Vec::<String>::new());
+    assert_eq!(
+        processes_mentioning(&dir.display().to_string()),
+        Vec::<String>::new()
+    );
+    assert!(!dir.join("testnet.json").exists());
+}
