@@ -67,7 +67,8 @@ pub async fn make_authority_keys(programs: &Programs, node: &Node) -> Result<Str
     let keys = node.data_dir.join("keys");
     let (_, dir_port) = relay_ports(node)?;
     let cert = keys.join("authority_certificate");
-    let mut child = Command::new(&programs.tor_gencert)
+    let mut command = Command::new(&programs.tor_gencert);
+    command
         .arg("--create-identity-key")
         .args(["--passphrase-fd", "0"])
         .arg("-i")
@@ -79,15 +80,8 @@ pub async fn make_authority_keys(programs: &Programs, node: &Node) -> Result<Str
         .args(["-m", CERT_LIFETIME_MONTHS])
         .args(["-a", &format!("127.0.0.1:{dir_port}")])
         .current_dir(&keys)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| Error::MissingProgram {
-            program: programs.tor_gencert.display().to_string(),
-            source,
-        })?;
+        .stdin(Stdio::piped());
+    let mut child = spawn_tool(command, &programs.tor_gencert)?;
     if let Some(mut stdin) = child.stdin.take() {
         // An empty passphrase: the keys never leave this test directory.
         stdin
@@ -127,21 +121,15 @@ pub async fn make_relay_identity(
     tokio::fs::write(&torrc_path, torrc)
         .await
         .map_err(Error::io("writing", &torrc_path))?;
-    let child = Command::new(&programs.tor)
+    let mut command = Command::new(&programs.tor);
+    command
         .arg("--defaults-torrc")
         .arg(defaults_torrc)
         .arg("-f")
         .arg(&torrc_path)
         .arg("--list-fingerprint")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| Error::MissingProgram {
-            program: programs.tor.display().to_string(),
-            source,
-        })?;
+        .stdin(Stdio::null());
+    let child = spawn_tool(command, &programs.tor)?;
     let output = run_bounded(child, &node.name, "tor --list-fingerprint").await?;
     let path = node.data_dir.join("fingerprint");
     let text = tokio::fs::read_to_string(&path)
@@ -164,6 +152,19 @@ fn relay_ports(node: &Node) -> Result<(u16, u16), Error> {
         what: "relay keys",
         detail: "not a relay".into(),
     })
+}
+
+/// Starts a key tool with its output captured; it dies with us.
+fn spawn_tool(mut command: Command, program: &Path) -> Result<tokio::process::Child, Error> {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| Error::MissingProgram {
+            program: program.display().to_string(),
+            source,
+        })
 }
 
 /// Waits for a key tool, bounded; fails with its output unless it

@@ -473,13 +473,7 @@ impl Testnet {
             let mut waiting = Vec::new();
             for (control, node) in controls.values() {
                 self.check_alive(node, "bootstrapping")?;
-                let phase = control
-                    .getinfo("status/bootstrap-phase")
-                    .await
-                    .map_err(|source| Error::Control {
-                        node: node.name.clone(),
-                        source,
-                    })?;
+                let phase = getinfo(control, node, "status/bootstrap-phase").await?;
                 let (percent, summary) = parse_bootstrap(&phase);
                 if seen.insert(node.name.clone(), percent) != Some(percent) {
                     progress(
@@ -522,14 +516,7 @@ impl Testnet {
             let mut last = None;
             loop {
                 self.check_alive(node, "waiting for HSDirs")?;
-                let statuses =
-                    control
-                        .getinfo("ns/all")
-                        .await
-                        .map_err(|source| Error::Control {
-                            node: node.name.clone(),
-                            source,
-                        })?;
+                let statuses = getinfo(control, node, "ns/all").await?;
                 let count = count_hsdirs(&statuses);
                 if last != Some(count) {
                     progress(
@@ -655,6 +642,14 @@ impl Drop for Testnet {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// `GETINFO key` on `node`'s control connection.
+async fn getinfo(control: &ControlClient, node: &Node, key: &str) -> Result<String, Error> {
+    control.getinfo(key).await.map_err(|source| Error::Control {
+        node: node.name.clone(),
+        source,
+    })
 }
 
 /// Control connections by node name.
