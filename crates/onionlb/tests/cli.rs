@@ -31,6 +31,9 @@ fn up_status_env_down() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-test");
     let dir_arg = dir.to_str().unwrap();
 
+    // Instances start as balancer instances of this master (any valid
+    // address will do: nothing publishes it here).
+    let master = "aoqqpp7tzyil4hlq3umoos6atft6jvrqtosq2xy53sdgiesvgg4bqead.onion";
     let up = onionlb(&[
         "testnet",
         "up",
@@ -40,6 +43,8 @@ fn up_status_env_down() {
         "4",
         "--instances",
         "2",
+        "--master",
+        master,
     ]);
     assert!(up.status.success(), "{}", text(&up));
     let stderr = String::from_utf8_lossy(&up.stderr);
@@ -53,6 +58,15 @@ fn up_status_env_down() {
         "no elapsed time: {}",
         text(&up)
     );
+
+    for instance in ["instance0", "instance1"] {
+        let log = std::fs::read_to_string(dir.join(instance).join("notice.log")).unwrap();
+        let registered = format!("OnionBalance: MasterOnionAddress {master} registered");
+        assert!(
+            log.contains(&registered),
+            "{instance} did not register the master:\n{log}"
+        );
+    }
 
     // A second network cannot start over a running one.
     let again = onionlb(&["testnet", "up", "--dir", dir_arg]);
