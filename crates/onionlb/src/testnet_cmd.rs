@@ -44,10 +44,15 @@ pub fn config(shape: &ShapeArgs) -> anyhow::Result<Config> {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let net = match Testnet::start(config(&args.shape)?).await {
+    let mut config = config(&args.shape)?;
+    config.keep_on_failure = args.keep_on_failure;
+    let net = match Testnet::start(config).await {
         Ok(net) => net,
         Err(e) if args.keep_on_failure => {
-            return Err(e).context("the network did not come up; its processes were left running");
+            return Err(e).context(format!(
+                "the network did not come up; its processes were left running (stop them with `onionlb testnet down --dir {}`)",
+                args.shape.dir.display()
+            ));
         }
         Err(e) => {
             return Err(e).context("the network did not come up; everything it started was stopped")

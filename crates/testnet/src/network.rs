@@ -68,6 +68,10 @@ pub struct Config {
     /// Bound on every instance answering over its onion address, after
     /// bootstrap.
     pub reachable_timeout: Duration,
+    /// On failure, leave every process running (recorded in the state
+    /// file, for `stop_recorded_network`) instead of stopping them, so the
+    /// failure can be examined live.
+    pub keep_on_failure: bool,
 }
 
 impl Config {
@@ -83,6 +87,7 @@ impl Config {
             app_command,
             bootstrap_timeout: Duration::from_secs(180),
             reachable_timeout: Duration::from_secs(180),
+            keep_on_failure: false,
         }
     }
 }
@@ -119,8 +124,9 @@ impl Testnet {
     /// Starts a network and returns once the client has every relay as an
     /// HSDir and each instance has answered over its onion address.
     ///
-    /// On failure, every process started is stopped again and the error
-    /// names the tor that failed, with the tail of its log.
+    /// On failure, every process started is stopped again (unless
+    /// [`Config::keep_on_failure`]) and the error names the tor that
+    /// failed, with the tail of its log.
     pub async fn start(config: Config) -> Result<Self, Error> {
         let started = Instant::now();
         let version = config.programs.check().await?;
@@ -172,36 +178,54 @@ impl Testnet {
             isolation: AtomicU64::new(0),
             last_newnym: Mutex::new(None),
         };
-        // From here on, returning an error drops `net`, which stops
-        // everything started so far.
-        let nodes = net.layout.nodes.clone();
-        for node in &nodes {
-            net.spawn_tor(node)?;
+        let bounds = (config.bootstrap_timeout, config.reachable_timeout);
+        match net.bring_up(bounds).await {
+            Ok(()) => Ok(net),
+            Err(e) if config.keep_on_failure => {
+                // Detaching records every PID, so `down` can stop them later.
+                let _ = net.detach();
+                Err(e)
+            }
+            // Dropping `net` stops everything started so far.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts every process and waits, within the `(bootstrap, reachable)`
+    /// bounds, until the network is usable.
+    async fn bring_up(
+        &mut self,
+        (bootstrap, reachable): (Duration, Duration),
+    ) -> Result<(), Error> {
+        for node in self.layout.nodes.clone() {
+            self.spawn_tor(&node)?;
             if node.role == Role::Instance {
-                net.spawn_app(node)?;
+                self.spawn_app(&node)?;
             }
         }
-        net.write_state()?;
-        progress(started, &format!("started {} tors", net.tors.len()));
+        self.write_state()?;
+        progress(self.started, &format!("started {} tors", self.tors.len()));
 
-        let deadline = Instant::now() + config.bootstrap_timeout;
-        let controls = net.connect_all(deadline).await?;
-        net.wait_for_bootstrap(&controls, deadline).await?;
-        net.wait_for_hsdirs(&controls, deadline).await?;
-        let mut controls = controls;
-        net.client = controls
-            .remove(&net.layout.client().name)
+        let deadline = Instant::now() + bootstrap;
+        let mut controls = self.connect_all(deadline).await?;
+        self.wait_for_bootstrap(&controls, deadline).await?;
+        self.wait_for_hsdirs(&controls, deadline).await?;
+        self.client = controls
+            .remove(&self.layout.client().name)
             .map(|(control, _)| control);
 
-        let deadline = Instant::now() + config.reachable_timeout;
-        net.instance_addresses = net.read_instance_addresses(deadline).await?;
-        net.write_state()?;
-        net.wait_for_instances(deadline).await?;
+        let deadline = Instant::now() + reachable;
+        self.instance_addresses = self.read_instance_addresses(deadline).await?;
+        self.write_state()?;
+        self.wait_for_instances(deadline).await?;
         progress(
-            started,
-            &format!("network up in {:.1} s", started.elapsed().as_secs_f64()),
+            self.started,
+            &format!(
+                "network up in {:.1} s",
+                self.started.elapsed().as_secs_f64()
+            ),
         );
-        Ok(net)
+        Ok(())
     }
 
     /// The network's tors, ports and directories.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use testnet::keys::Programs;
+use testnet::process::StopOutcome;
 use testnet::{Config, Error, Testnet};
 
 /// Answers `--version` and `--list-fingerprint` like tor; run as a tor, it
@@ -56,19 +57,18 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
-#[tokio::test]
-async fn failing_tor_is_named_with_its_output_and_everything_stops() {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("failure-test");
+/// A network whose tors all fail at once, in `target/tmp/<name>`, whose
+/// apps carry `marker` on their command line.
+fn failing_config(name: &str, marker: &str) -> Config {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&root).unwrap();
-    let dir = root.join("net");
-    let marker = format!("fake-app-{}", std::process::id());
     let app = vec![
         "sh".into(),
         "-c".into(),
         "while true; do sleep 1; done".into(),
-        marker.clone().into(),
+        marker.into(),
     ];
-    let mut config = Config::new(&dir, app);
+    let mut config = Config::new(root.join("net"), app);
     config.programs = Programs {
         tor: script(&root, "tor", FAKE_TOR),
         tor_gencert: script(&root, "tor-gencert", FAKE_GENCERT),
@@ -76,6 +76,14 @@ async fn failing_tor_is_named_with_its_output_and_everything_stops() {
     config.relays = 1;
     config.instances = 2;
     config.bootstrap_timeout = Duration::from_secs(20);
+    config
+}
+
+#[tokio::test]
+async fn failing_tor_is_named_with_its_output_and_everything_stops() {
+    let marker = format!("fake-app-stop-{}", std::process::id());
+    let config = failing_config("failure-test", &marker);
+    let dir = config.dir.clone();
 
     let error = Testnet::start(config).await.unwrap_err();
     match &error {
@@ -96,4 +104,29 @@ async fn failing_tor_is_named_with_its_output_and_everything_stops() {
         Vec::<String>::new()
     );
     assert!(!dir.join("testnet.json").exists());
+}
+
+#[tokio::test]
+async fn keep_on_failure_leaves_processes_for_down() {
+    let marker = format!("fake-app-keep-{}", std::process::id());
+    let mut config = failing_config("keep-test", &marker);
+    config.keep_on_failure = true;
+    let dir = config.dir.clone();
+
+    assert!(Testnet::start(config).await.is_err());
+    assert_eq!(processes_mentioning(&marker).len(), 2);
+
+    let outcomes = testnet::stop_recorded_network(&dir).unwrap();
+    // Every recorded process is accounted for: the failed tors had exited,
+    // the apps were still running and are stopped now.
+    assert_eq!(outcomes.len(), 8 + 2);
+    for (record, outcome) in &outcomes {
+        let expected = if record.name.ends_with("-app") {
+            StopOutcome::Stopped
+        } else {
+            StopOutcome::AlreadyGone
+        };
+        assert_eq!(*outcome, expected, "{record:?}");
+    }
+    assert_eq!(processes_mentioning(&marker), Vec::<String>::new());
 }
