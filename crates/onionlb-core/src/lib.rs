@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod address;
+pub mod consensus;
 mod key;
 
 pub use address::{AddressError, OnionAddress};
