@@ -305,8 +305,8 @@ mod test {
     use super::*;
 
     /// A consensus and microdescriptors from a private network that
-    /// onionlb's testnet ran: the consensus trimmed to three relays, the
-    /// cache of all seven microdescriptors.
+    /// onionlb's testnet ran (3 authorities, 4 relays), as the management
+    /// tor cached them.
     const CONSENSUS: &str = include_str!("../testdata/consensus-microdesc.txt");
     const MICRODESCS: &str = include_str!("../testdata/microdescs.txt");
 
@@ -331,7 +331,7 @@ mod test {
         assert_eq!(consensus.voting_interval(), Duration::from_secs(20));
         assert_eq!(consensus.srv_previous, None);
         assert_eq!(consensus.srv_current, None);
-        assert_eq!(consensus.relays.len(), 3);
+        assert_eq!(consensus.relays.len(), 7);
         let auth2 = &consensus.relays[0];
         assert_eq!(auth2.nickname, "auth2");
         assert_eq!(

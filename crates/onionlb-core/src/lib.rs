@@ -2,7 +2,9 @@
 
 mod address;
 pub mod consensus;
+pub mod hsdir;
 mod key;
+pub mod period;
 
 pub use address::{AddressError, OnionAddress};
 pub use key::{KeyError, KeyFormat, MasterKey};
