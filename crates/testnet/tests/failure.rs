@@ -117,16 +117,16 @@ async fn keep_on_failure_leaves_processes_for_down() {
     assert_eq!(processes_mentioning(&marker).len(), 2);
 
     let outcomes = testnet::stop_recorded_network(&dir).unwrap();
-    // Every recorded process is accounted for: the failed tors had exited,
-    // the apps were still running and are stopped now.
+    // Every recorded process is accounted for: the apps were still running
+    // and are stopped now; the failing tors exit on their own, before or
+    // while `down` runs.
     assert_eq!(outcomes.len(), 8 + 2);
     for (record, outcome) in &outcomes {
-        let expected = if record.name.ends_with("-app") {
-            StopOutcome::Stopped
+        if record.name.ends_with("-app") {
+            assert_eq!(*outcome, StopOutcome::Stopped, "{record:?}");
         } else {
-            StopOutcome::AlreadyGone
-        };
-        assert_eq!(*outcome, expected, "{record:?}");
+            assert_ne!(*outcome, StopOutcome::NotOurs, "{record:?}");
+        }
     }
     assert_eq!(processes_mentioning(&marker), Vec::<String>::new());
 }
