@@ -6,15 +6,64 @@ use clap::{Args, Parser, Subcommand};
 use onionlb_core::OnionAddress;
 
 /// Load balancer and high-availability manager for Tor v3 onion services.
+///
+/// Without a subcommand, runs the manager: reads the configuration (the
+/// same `config.yaml` and key files as Python Onionbalance v3) and
+/// publishes master descriptors through the management tor.
 #[derive(Debug, Parser)]
-#[command(name = "onionlb", version)]
+#[command(name = "onionlb", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// What to do.
+    /// Log level: debug, info, warning, error or critical. RUST_LOG
+    /// overrides it.
+    #[arg(
+        short = 'v',
+        long = "verbosity",
+        global = true,
+        env = "ONIONBALANCE_LOG_LEVEL"
+    )]
+    pub verbosity: Option<String>,
+    /// What to do instead of running the manager.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// How to run the manager.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Where the configuration is and how to reach the management tor, with
+/// Python Onionbalance's flags and environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(
+        short,
+        long,
+        env = "ONIONBALANCE_CONFIG",
+        default_value = "config.yaml"
+    )]
+    pub config: PathBuf,
+    /// Address of the management tor's control port.
+    #[arg(short = 'i', long = "ip", default_value = "127.0.0.1")]
+    pub ip: std::net::IpAddr,
+    /// The management tor's control port.
+    #[arg(short = 'p', long = "port", default_value_t = 9051)]
+    pub port: u16,
+    /// The management tor's control socket; preferred over the port when
+    /// given, or when the default socket exists.
+    #[arg(short = 's', long = "socket", env = "ONIONBALANCE_TOR_CONTROL_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// File holding the control-port password, for tors that use
+    /// HashedControlPassword (never give the password itself on the
+    /// command line).
+    #[arg(long, value_name = "FILE")]
+    pub control_password_file: Option<PathBuf>,
+    /// Accept master key files that group or others may read.
+    #[arg(long)]
+    pub allow_shared_key_file: bool,
+    /// Check the configuration and keys, print what would be balanced, and
+    /// exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The subcommands.

@@ -5,7 +5,9 @@
 //! library crates. Protocol rules live in `onionlb-core` and `torctl`.
 
 mod cli;
+mod config;
 mod demo;
+mod manager;
 mod testnet_cmd;
 
 use std::process::ExitCode;
@@ -16,7 +18,10 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    if let Err(e) = init_logging(cli.verbosity.as_deref()) {
+        eprintln!("onionlb: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -26,25 +31,39 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Testnet(args) => testnet_cmd::run(args).await,
-            Command::Demo(args) => demo::run(args).await,
+            Some(Command::Testnet(args)) => testnet_cmd::run(args).await,
+            Some(Command::Demo(args)) => demo::run(args).await,
+            None => manager::run(cli.run).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("onionlb: {e:#}");
-            ExitCode::FAILURE
+            // A configuration the operator must fix exits 2, like a usage error.
+            if e.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-/// Plain lines on stderr: `-v` for debug, `RUST_LOG` for anything finer.
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+/// Plain lines on stderr at the level `-v` names (Python Onionbalance's
+/// names), `RUST_LOG` for anything finer.
+fn init_logging(verbosity: Option<&str>) -> Result<(), String> {
+    let default = match verbosity.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("info") => "info",
+        Some("debug") => "debug",
+        Some("trace") => "trace",
+        Some("warning" | "warn") => "warn",
+        Some("error" | "critical") => "error",
+        Some(other) => {
+            return Err(format!(
+                "unknown log level {other:?}: use debug, info, warning, error or critical"
+            ))
+        }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -55,4 +74,5 @@ fn init_logging(verbose: u8) {
         .without_time()
         .with_writer(std::io::stderr)
         .init();
+    Ok(())
 }

@@ -1,0 +1,388 @@
+//! The configuration file: Python Onionbalance v3's `config.yaml`, read
+//! unchanged, plus optional keys of our own.
+//!
+//! ```yaml
+//! status-socket-location: /run/onionbalance/control   # optional
+//! fetch-interval: 300                                  # ours, seconds
+//! services:
+//! - key: master.key          # relative to this file; tor or PEM format
+//!   instances:
+//!   - address: 2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion
+//!     name: web1             # optional
+//! ```
+//!
+//! Every error names the file, the line and the key, so an operator can go
+//! straight to it. Keys we do not know are reported (once, with their line)
+//! and otherwise ignored, as Python Onionbalance ignores them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use onionlb_core::OnionAddress;
+use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
+use thiserror::Error;
+
+/// Default time between fetches of every instance's descriptor.
+pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// A loaded configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The balanced services.
+    pub services: Vec<ServiceConfig>,
+    /// Where to serve the status socket, if anywhere.
+    pub status_socket: Option<PathBuf>,
+    /// Time between scheduled fetches of instance descriptors.
+    pub fetch_interval: Duration,
+    /// Keys we did not recognise, with their lines, for a warning.
+    pub unknown_keys: Vec<(usize, String)>,
+}
+
+/// One balanced service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Its master key file, made absolute.
+    pub key: PathBuf,
+    /// The line of its `key:` entry, for errors about the key file.
+    pub key_line: usize,
+    /// Its instances, in file order.
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// One backend instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    /// Its onion address.
+    pub address: OnionAddress,
+    /// An operator's name for it, for logs and status.
+    pub name: Option<String>,
+}
+
+impl InstanceConfig {
+    /// The name to show: the configured one, or the address.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
+}
+
+/// A configuration that cannot be used, and where.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{}:{line}: {key}: {problem}", file.display())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The 1-based line (0 when the file could not be read at all).
+    pub line: usize,
+    /// The key, as a path: `services[0].instances[2].address`.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            key: "(file)".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text` as the contents of the file at `path`; relative key
+    /// paths are taken relative to that file's directory.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let reader = Reader { file: path };
+        let docs = MarkedYaml::load_from_str(text).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: e.marker().line(),
+            key: "(syntax)".into(),
+            problem: e.info().to_owned(),
+        })?;
+        let Some(root) = docs.first() else {
+            return Err(reader.error(1, "services", "the file is empty; it needs a services list"));
+        };
+        let top = reader.mapping(root, "(top level)")?;
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let mut config = Config {
+            path: path.to_owned(),
+            services: Vec::new(),
+            status_socket: None,
+            fetch_interval: DEFAULT_FETCH_INTERVAL,
+            unknown_keys: Vec::new(),
+        };
+        let mut saw_services = false;
+        for (key, value) in top {
+            match key.as_str() {
+                "services" => {
+                    saw_services = true;
+                    for (i, service) in reader.sequence(value, "services")?.iter().enumerate() {
+                        config.services.push(reader.service(
+                            service,
+                            &format!("services[{i}]"),
+                            base,
+                            &mut config.unknown_keys,
+                        )?);
+                    }
+                }
+                "status-socket-location" => {
+                    config.status_socket = Some(PathBuf::from(reader.string(value, &key)?));
+                }
+                "fetch-interval" => {
+                    let seconds = reader.positive_integer(value, &key)?;
+                    config.fetch_interval = Duration::from_secs(seconds);
+                }
+                _ => config.unknown_keys.push((line(value), key)),
+            }
+        }
+        if !saw_services || config.services.is_empty() {
+            return Err(reader.error(line(root), "services", "needs at least one service"));
+        }
+        Ok(config)
+    }
+}
+
+/// Walks the YAML tree, producing errors that name file, line and key.
+struct Reader<'a> {
+    file: &'a Path,
+}
+
+impl Reader<'_> {
+    fn error(&self, line: usize, key: &str, problem: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            key: key.to_owned(),
+            problem: problem.to_owned(),
+        }
+    }
+
+    fn service(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        base: &Path,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<ServiceConfig, ConfigError> {
+        let mut key = None;
+        let mut instances = None;
+        for (name, value) in self.mapping(node, at)? {
+            let path = format!("{at}.{name}");
+            match name.as_str() {
+                "key" => key = Some((base.join(self.string(value, &path)?), line(value))),
+                "instances" => {
+                    let mut list = Vec::new();
+                    for (i, instance) in self.sequence(value, &path)?.iter().enumerate() {
+                        list.push(self.instance(instance, &format!("{path}[{i}]"), unknown)?);
+                    }
+                    if list.is_empty() {
+                        return Err(self.error(line(value), &path, "needs at least one instance"));
+                    }
+                    instances = Some(list);
+                }
+                _ => unknown.push((line(value), path)),
+            }
+        }
+        let (key, key_line) = key.ok_or_else(|| {
+            self.error(
+                line(node),
+                &format!("{at}.key"),
+                "missing: the path of the master key",
+            )
+        })?;
+        let instances = instances.ok_or_else(|| {
+            self.error(
+                line(node),
+                &format!("{at}.instances"),
+                "missing: the list of instances",
+            )
+        })?;
+        Ok(ServiceConfig {
+            key,
+            key_line,
+            instances,
+        })
+    }
+
+    fn instance(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<InstanceConfig, ConfigError> {
+        let mut address = None;
+        let mut name = None;
+        for (key, value) in self.mapping(node, at)? {
+            let path = format!("{at}.{key}");
+            match key.as_str() {
+                "address" => {
+                    let text = self.string(value, &path)?;
+                    let parsed = text
+                        .parse::<OnionAddress>()
+                        .map_err(|e| self.error(line(value), &path, &e.to_string()))?;
+                    address = Some(parsed);
+                }
+                "name" => name = Some(self.string(value, &path)?),
+                _ => unknown.push((line(value), path)),
+            }
+        }
+        let address = address.ok_or_else(|| {
+            self.error(
+                line(node),
+                &format!("{at}.address"),
+                "missing: the instance's onion address",
+            )
+        })?;
+        Ok(InstanceConfig { address, name })
+    }
+
+    /// The entries of a mapping with string keys, in file order.
+    fn mapping<'n, 'i>(
+        &self,
+        node: &'n MarkedYaml<'i>,
+        at: &str,
+    ) -> Result<Vec<(String, &'n MarkedYaml<'i>)>, ConfigError> {
+        let YamlData::Mapping(map) = &node.data else {
+            return Err(self.error(line(node), at, "expected a mapping of `key: value` entries"));
+        };
+        map.iter()
+            .map(|(key, value)| match &key.data {
+                YamlData::Value(Scalar::String(name)) => Ok((name.to_string(), value)),
+                _ => Err(self.error(line(key), at, "keys must be plain names")),
+            })
+            .collect()
+    }
+
+    fn sequence<'n, 'i>(
+        &self,
+        node: &'n MarkedYaml<'i>,
+        at: &str,
+    ) -> Result<&'n [MarkedYaml<'i>], ConfigError> {
+        match &node.data {
+            YamlData::Sequence(items) => Ok(items),
+            _ => Err(self.error(line(node), at, "expected a list of `- ` entries")),
+        }
+    }
+
+    fn string(&self, node: &MarkedYaml<'_>, at: &str) -> Result<String, ConfigError> {
+        match &node.data {
+            YamlData::Value(Scalar::String(text)) if !text.is_empty() => Ok(text.to_string()),
+            _ => Err(self.error(line(node), at, "expected a non-empty text value")),
+        }
+    }
+
+    fn positive_integer(&self, node: &MarkedYaml<'_>, at: &str) -> Result<u64, ConfigError> {
+        match &node.data {
+            YamlData::Value(Scalar::Integer(n)) if *n > 0 => Ok(n.unsigned_abs()),
+            _ => Err(self.error(line(node), at, "expected a whole number above 0")),
+        }
+    }
+}
+
+fn line(node: &MarkedYaml<'_>) -> usize {
+    node.span.start.line()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const A: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
+    const B: &str = "aoqqpp7tzyil4hlq3umoos6atft6jvrqtosq2xy53sdgiesvgg4bqead";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/onionbalance/config.yaml"), text)
+    }
+
+    #[test]
+    fn python_onionbalance_config_is_read_unchanged() {
+        // As `onionbalance-config` writes it.
+        let text = format!("services:\n- instances:\n  - address: {A}\n    name: node1\n  - address: {B}\n    name: node2\n  key: KZXJ3PX.key\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.services.len(), 1);
+        let service = &config.services[0];
+        assert_eq!(service.key, Path::new("/etc/onionbalance/KZXJ3PX.key"));
+        assert_eq!(service.key_line, 7);
+        assert_eq!(service.instances[0].address.to_string(), A);
+        assert_eq!(
+            service.instances[1].address.to_string(),
+            format!("{B}.onion")
+        );
+        assert_eq!(service.instances[1].label(), "node2");
+        assert_eq!(config.status_socket, None);
+        assert_eq!(config.fetch_interval, DEFAULT_FETCH_INTERVAL);
+        assert!(config.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn several_services_absolute_keys_and_our_extensions() {
+        let text = format!(
+            "status-socket-location: /run/ob.sock\nfetch-interval: 60\nservices:\n  - key: /keys/a.pem\n    instances:\n      - address: {A}\n  - key: b.key\n    instances:\n      - address: {A}\n"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.services.len(), 2);
+        assert_eq!(config.services[0].key, Path::new("/keys/a.pem"));
+        assert_eq!(config.services[1].instances[0].label(), A);
+        assert_eq!(
+            config.status_socket.as_deref(),
+            Some(Path::new("/run/ob.sock"))
+        );
+        assert_eq!(config.fetch_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text = format!(
+            "services:\n- key: a.key\n  instances:\n  - address: {A}\n  - address: notanonion\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 5);
+        assert_eq!(err.key, "services[0].instances[1].address");
+        let shown = err.to_string();
+        assert!(
+            shown
+                .starts_with("/etc/onionbalance/config.yaml:5: services[0].instances[1].address: "),
+            "{shown}"
+        );
+
+        let err = parse("services:\n- instances:\n  - name: x\n").unwrap_err();
+        assert_eq!(err.key, "services[0].instances[0].address");
+        assert_eq!(err.line, 3);
+
+        let err = parse(&format!("services:\n- instances:\n  - address: {A}\n")).unwrap_err();
+        assert_eq!(err.key, "services[0].key");
+
+        let err = parse("services:\n- key: a.key\n  instances: []\n").unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (3, "services[0].instances"));
+
+        let err = parse("fetch-interval: soon\nservices: []\n").unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (1, "fetch-interval"));
+
+        let err = parse("services: [\n").unwrap_err();
+        assert_eq!(err.key, "(syntax)");
+        assert!(err.line >= 1);
+
+        assert_eq!(parse("").unwrap_err().key, "services");
+        assert_eq!(parse("other: 1\n").unwrap_err().key, "services");
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_for_a_warning() {
+        let text = format!("LOG_LEVEL: debug\nservices:\n- key: a.key\n  instances:\n  - address: {A}\n    weight: 3\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.unknown_keys,
+            vec![
+                (1, "LOG_LEVEL".to_owned()),
+                (6, "services[0].instances[0].weight".to_owned())
+            ]
+        );
+    }
+}
