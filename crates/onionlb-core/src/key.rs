@@ -20,6 +20,7 @@ use tor_hscrypto::pk::{HsIdKey, HsIdKeypair};
 use tor_llcrypto::pk::ed25519;
 
 use crate::address::OnionAddress;
+use crate::revision::RevisionKey;
 
 /// Header of tor's `hs_ed25519_secret_key` file, NUL-padded to 32 bytes.
 const TOR_HEADER: &[u8] = b"== ed25519v1-secret: type0 ==";
@@ -39,6 +40,7 @@ pub enum KeyFormat {
 pub struct MasterKey {
     keypair: HsIdKeypair,
     format: KeyFormat,
+    revision: RevisionKey,
 }
 
 /// Why bytes are not a usable master key.
@@ -71,10 +73,12 @@ impl MasterKey {
         }
         let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(text)
             .map_err(|e| KeyError::Pem(e.to_string()))?;
-        let keypair = ed25519::Keypair::from_bytes(&signing.to_bytes());
+        let seed = signing.to_bytes();
+        let keypair = ed25519::Keypair::from_bytes(&seed);
         Ok(MasterKey {
             keypair: HsIdKeypair::from(ed25519::ExpandedKeypair::from(&keypair)),
             format: KeyFormat::Pem,
+            revision: RevisionKey::from_identity_secret(&seed),
         })
     }
 
@@ -84,11 +88,13 @@ impl MasterKey {
         }
         let mut secret = [0u8; 64];
         secret.copy_from_slice(&bytes[TOR_HEADER_LEN..]);
+        let revision = RevisionKey::from_identity_secret(&secret);
         let expanded =
             ed25519::ExpandedKeypair::from_secret_key_bytes(secret).ok_or(KeyError::TorSecret)?;
         Ok(MasterKey {
             keypair: HsIdKeypair::from(expanded),
             format: KeyFormat::Tor,
+            revision,
         })
     }
 
@@ -105,6 +111,12 @@ impl MasterKey {
     /// The keypair, for blinding and signing.
     pub fn keypair(&self) -> &HsIdKeypair {
         &self.keypair
+    }
+
+    /// The key of its revision counters, derived as Python Onionbalance
+    /// derives it from the same file.
+    pub fn revision_key(&self) -> &RevisionKey {
+        &self.revision
     }
 }
 
@@ -146,6 +158,11 @@ mod test {
         assert_eq!(tor.format(), KeyFormat::Tor);
         assert_eq!(pem.address().to_string(), ADDRESS);
         assert_eq!(tor.address().to_string(), ADDRESS);
+        // Python Onionbalance keys its counters by the bytes as stored, so
+        // the two files of one identity count differently (vectors in
+        // revision.rs).
+        assert_eq!(pem.revision_key().encrypt(1000), 32711276);
+        assert_eq!(tor.revision_key().encrypt(1000), 33153415);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod consensus;
 pub mod hsdir;
 mod key;
 pub mod period;
+pub mod revision;
 
 pub use address::{AddressError, OnionAddress};
 pub use key::{KeyError, KeyFormat, MasterKey};
