@@ -2,6 +2,7 @@
 
 mod address;
 pub mod consensus;
+pub mod descriptor;
 pub mod hsdir;
 mod key;
 pub mod period;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use rand::RngCore;
+use rand::Rng as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -190,7 +190,7 @@ impl ControlClient {
             Method::SafeCookie(path) => {
                 let cookie = read_cookie(&path).await?;
                 let mut nonce = [0u8; 32];
-                rand::thread_rng().fill_bytes(&mut nonce);
+                rand::rng().fill_bytes(&mut nonce);
                 let reply = self
                     .request(
                         &Command::new("AUTHCHALLENGE")

@@ -1,0 +1,398 @@
+//! Onion service descriptors: checking an instance's before its intro
+//! points are used, and building and signing a master descriptor.
+//!
+//! The descriptor format and its encryption are Arti's (`tor-netdoc`); this
+//! module decides what is checked and what goes in.
+
+use std::num::NonZeroU8;
+use std::time::{Duration, SystemTime};
+
+use tor_cell::chancell::msg::HandshakeType;
+use tor_checkable::Timebound as _;
+use tor_hscrypto::pk::{HsBlindId, HsIdKey};
+use tor_hscrypto::time::TimePeriod;
+use tor_llcrypto::pk::ed25519;
+use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDesc, HsDescBuilder, IntroPointDesc};
+use tor_netdoc::NetdocBuilder as _;
+use tor_protover::{ProtoKind, Protocols};
+use tor_units::IntegerMinutes;
+
+use crate::key::MasterKey;
+
+/// Lifetime of the master descriptors we publish, as C tor's services use.
+pub const MASTER_LIFETIME_MINUTES: u16 = 180;
+
+/// Most intro points a descriptor may carry: C tor clients reject
+/// descriptors with more.
+pub const MAX_INTRO_POINTS: usize = 20;
+
+/// How long the certificates inside a master descriptor stay valid
+/// (C tor's `HS_DESC_CERT_LIFETIME`).
+const CERT_LIFETIME: Duration = Duration::from_secs(54 * 3600);
+
+/// An instance descriptor that passed every check.
+#[derive(Debug, Clone)]
+pub struct InstanceDescriptor {
+    /// The blinded key it was published under.
+    pub blinded: HsBlindId,
+    /// The time period of that key.
+    pub period: TimePeriod,
+    /// Its revision counter.
+    pub revision: u64,
+    /// Its introduction points.
+    pub intro_points: Vec<IntroPointDesc>,
+    /// When it stops being valid.
+    pub valid_until: Option<SystemTime>,
+    /// Its `flow-control` line, if it had one.
+    pub flow_control: Option<(Protocols, NonZeroU8)>,
+}
+
+/// Why an instance descriptor was not used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DescriptorError {
+    /// Larger than the network allows.
+    #[error("descriptor of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not signed by this instance's blinded key for any period in use:
+    /// another service's descriptor, or one for a period long gone.
+    #[error("descriptor is not signed by this instance's key for the current periods")]
+    WrongKey,
+    /// Malformed, badly signed, or undecryptable.
+    #[error("invalid descriptor: {0}")]
+    Invalid(String),
+    /// Outside its validity period.
+    #[error("descriptor is not valid now: {0}")]
+    Untimely(String),
+    /// The master descriptor could not be built.
+    #[error("cannot build descriptor: {0}")]
+    Build(String),
+}
+
+/// Checks an instance's descriptor: size, outer signature and signing-key
+/// certificate, that its blinded key is the instance's for one of
+/// `periods`, decryption and inner signature, and validity at `now`.
+/// (That its revision never goes backwards is the caller's to check, as it
+/// needs history.)
+pub fn validate_instance_descriptor(
+    text: &str,
+    instance: &HsIdKey,
+    periods: &[TimePeriod],
+    now: SystemTime,
+    max_size: usize,
+) -> Result<InstanceDescriptor, DescriptorError> {
+    if text.len() > max_size {
+        return Err(DescriptorError::TooLarge {
+            size: text.len(),
+            limit: max_size,
+        });
+    }
+    let signer = descriptor_signer(text).ok_or(DescriptorError::Invalid(
+        "no readable descriptor-signing-key-cert".into(),
+    ))?;
+    let (period, blinded, subcredential) = periods
+        .iter()
+        .find_map(|period| {
+            let (blinded, subcredential) = instance.compute_blinded_key(*period).ok()?;
+            (blinded.id() == signer).then_some((*period, blinded.id(), subcredential))
+        })
+        .ok_or(DescriptorError::WrongKey)?;
+
+    let bound = HsDesc::parse_decrypt_validate(text, &blinded, &subcredential, None)
+        .map_err(|e| DescriptorError::Invalid(error_chain(&e)))?;
+    let (_, valid_until) = bound.bounds_start_end();
+    let desc = bound
+        .if_valid_at(&now)
+        .map_err(|e| DescriptorError::Untimely(e.to_string()))?;
+    Ok(InstanceDescriptor {
+        blinded,
+        period,
+        revision: u64::from(desc.revision()),
+        intro_points: desc.intro_points().to_vec(),
+        valid_until,
+        flow_control: desc.flow_control(),
+    })
+}
+
+/// The blinded key that certified a descriptor's signing key, read from its
+/// `descriptor-signing-key-cert` (before any signature is trusted: it only
+/// picks which period to check against).
+fn descriptor_signer(text: &str) -> Option<HsBlindId> {
+    let after = text.split("descriptor-signing-key-cert\n").nth(1)?;
+    let body = after.strip_prefix("-----BEGIN ED25519 CERT-----\n")?;
+    let body = &body[..body.find("-----END ED25519 CERT-----")?];
+    let der: String = body.split_whitespace().collect();
+    let bytes = data_encoding::BASE64.decode(der.as_bytes()).ok()?;
+    let cert = tor_cert::Ed25519Cert::decode(&bytes).ok()?;
+    let unchecked = cert.should_have_signing_key().ok()?;
+    Some(HsBlindId::from(*unchecked.peek_signing_key()))
+}
+
+/// Everything that goes into one master descriptor.
+#[derive(Debug, Clone)]
+pub struct MasterDescriptorPlan<'a> {
+    /// The period it is for.
+    pub period: TimePeriod,
+    /// Its revision counter.
+    pub revision: u64,
+    /// Its intro points, at most [`MAX_INTRO_POINTS`].
+    pub intro_points: &'a [IntroPointDesc],
+    /// The `flow-control` line to write.
+    pub flow_control: Option<(Protocols, u8)>,
+    /// When it is built.
+    pub now: SystemTime,
+    /// Size limit (`HSV3MaxDescriptorSize`).
+    pub max_size: usize,
+}
+
+/// A built, signed, encrypted master descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterDescriptor {
+    /// The blinded key it is published under (what HSPOST's HSDirs index).
+    pub blinded: HsBlindId,
+    /// The descriptor text.
+    pub text: String,
+}
+
+/// Builds and signs a master descriptor for `key`.
+pub fn build_master_descriptor<R>(
+    key: &MasterKey,
+    plan: &MasterDescriptorPlan<'_>,
+    rng: &mut R,
+) -> Result<MasterDescriptor, DescriptorError>
+where
+    R: rand::Rng + rand::CryptoRng,
+{
+    let build = |e: &dyn std::fmt::Display| DescriptorError::Build(e.to_string());
+    if plan.intro_points.is_empty() || plan.intro_points.len() > MAX_INTRO_POINTS {
+        return Err(DescriptorError::Build(format!(
+            "{} intro points; a descriptor needs 1 to {MAX_INTRO_POINTS}",
+            plan.intro_points.len()
+        )));
+    }
+    let (blinded_public, blinded_keypair, subcredential) = key
+        .keypair()
+        .compute_blinded_key(plan.period)
+        .map_err(|e| build(&e))?;
+    let signing = ed25519::Keypair::generate(rng);
+    let expiry = plan.now + CERT_LIFETIME;
+    let cert = create_desc_sign_key_cert(&signing.verifying_key(), &blinded_keypair, expiry)
+        .map_err(|e| build(&e))?;
+    let text = HsDescBuilder::default()
+        .blinded_id(&blinded_public)
+        .hs_desc_sign(&signing)
+        .hs_desc_sign_cert(cert)
+        .create2_formats(&[HandshakeType::NTOR])
+        .auth_required(None)
+        .is_single_onion_service(false)
+        .intro_points(plan.intro_points)
+        .intro_auth_key_cert_expiry(expiry)
+        .intro_enc_key_cert_expiry(expiry)
+        .flow_control(plan.flow_control.clone())
+        .lifetime(IntegerMinutes::new(MASTER_LIFETIME_MINUTES))
+        .revision_counter(plan.revision.into())
+        .subcredential(subcredential)
+        .build_sign(rng)
+        .map_err(|e| build(&e))?;
+    if text.len() > plan.max_size {
+        return Err(DescriptorError::TooLarge {
+            size: text.len(),
+            limit: plan.max_size,
+        });
+    }
+    Ok(MasterDescriptor {
+        blinded: blinded_public.id(),
+        text,
+    })
+}
+
+/// The `flow-control` line C tor writes: the FlowCtrl versions it speaks
+/// and the consensus `cc_sendme_inc`.
+pub fn default_flow_control(sendme_inc: u8) -> Option<(Protocols, u8)> {
+    let versions = Protocols::from_kind_and_versions(ProtoKind::FlowCtrl, "1-2").ok()?;
+    Some((versions, sendme_inc))
+}
+
+/// An error with its causes, for logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use tor_hscrypto::pk::HsIdKey;
+    use tor_linkspec::LinkSpec;
+    use tor_llcrypto::pk::curve25519;
+
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n-----END PRIVATE KEY-----\n";
+
+    fn intro_point(rng: &mut rand::rngs::ThreadRng, port: u16) -> IntroPointDesc {
+        let curve = |rng: &mut rand::rngs::ThreadRng| {
+            curve25519::PublicKey::from(&curve25519::EphemeralSecret::random_from_rng(rng))
+        };
+        IntroPointDesc::builder()
+            .link_specifiers(vec![
+                LinkSpec::OrPort(Ipv4Addr::LOCALHOST.into(), port)
+                    .encode()
+                    .unwrap(),
+                LinkSpec::RsaId([7; 20].into()).encode().unwrap(),
+                LinkSpec::Ed25519Id([8; 32].into()).encode().unwrap(),
+            ])
+            .ipt_kp_ntor(curve(rng))
+            .kp_hs_ipt_sid(ed25519::Keypair::generate(rng).verifying_key().into())
+            .kp_hss_ntor(curve(rng).into())
+            .build()
+            .unwrap()
+    }
+
+    struct Fixture {
+        key: MasterKey,
+        identity: HsIdKey,
+        period: TimePeriod,
+        now: SystemTime,
+        intro_points: Vec<IntroPointDesc>,
+    }
+
+    fn fixture() -> Fixture {
+        let mut rng = rand::rng();
+        let key = MasterKey::from_bytes(PEM.as_bytes()).unwrap();
+        let identity = HsIdKey::from(key.keypair());
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_277_980);
+        let period =
+            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
+        let intro_points = (0..3).map(|i| intro_point(&mut rng, 9000 + i)).collect();
+        Fixture {
+            key,
+            identity,
+            period,
+            now,
+            intro_points,
+        }
+    }
+
+    fn build(f: &Fixture, revision: u64) -> MasterDescriptor {
+        let plan = MasterDescriptorPlan {
+            period: f.period,
+            revision,
+            intro_points: &f.intro_points,
+            flow_control: default_flow_control(31),
+            now: f.now,
+            max_size: 50_000,
+        };
+        build_master_descriptor(&f.key, &plan, &mut rand::rng()).unwrap()
+    }
+
+    #[test]
+    fn built_descriptor_validates_with_everything_in_it() {
+        let f = fixture();
+        let desc = build(&f, 4242);
+        assert!(
+            desc.text
+                .starts_with("hs-descriptor 3\ndescriptor-lifetime 180\n"),
+            "{}",
+            &desc.text[..60]
+        );
+        let periods = [f.period.prev().unwrap(), f.period, f.period.next().unwrap()];
+        let checked =
+            validate_instance_descriptor(&desc.text, &f.identity, &periods, f.now, 50_000).unwrap();
+        assert_eq!(checked.revision, 4242);
+        assert_eq!(checked.period, f.period);
+        assert_eq!(checked.blinded, desc.blinded);
+        assert_eq!(checked.intro_points.len(), 3);
+        let (versions, inc) = checked.flow_control.unwrap();
+        assert_eq!(
+            (versions.to_string(), inc.get()),
+            ("FlowCtrl=1-2".to_owned(), 31)
+        );
+        assert!(checked.valid_until.unwrap() > f.now);
+    }
+
+    #[test]
+    fn tampered_foreign_stale_and_oversized_descriptors_are_refused() {
+        let f = fixture();
+        let desc = build(&f, 1);
+        let periods = [f.period];
+
+        // A changed revision counter breaks the outer signature.
+        let tampered = desc
+            .text
+            .replace("revision-counter 1\n", "revision-counter 2\n");
+        assert_ne!(tampered, desc.text);
+        assert!(matches!(
+            validate_instance_descriptor(&tampered, &f.identity, &periods, f.now, 50_000),
+            Err(DescriptorError::Invalid(_))
+        ));
+
+        // Another service's key, or another period's.
+        let other = HsIdKey::from(&tor_hscrypto::pk::HsIdKeypair::from(
+            ed25519::ExpandedKeypair::from(&ed25519::Keypair::generate(&mut rand::rng())),
+        ));
+        assert_eq!(
+            validate_instance_descriptor(&desc.text, &other, &periods, f.now, 50_000).unwrap_err(),
+            DescriptorError::WrongKey
+        );
+        let later = [f.period.next().unwrap()];
+        assert_eq!(
+            validate_instance_descriptor(&desc.text, &f.identity, &later, f.now, 50_000)
+                .unwrap_err(),
+            DescriptorError::WrongKey
+        );
+
+        // Three days later it has expired.
+        let late = f.now + Duration::from_secs(3 * 86400);
+        assert!(matches!(
+            validate_instance_descriptor(&desc.text, &f.identity, &periods, late, 50_000),
+            Err(DescriptorError::Untimely(_))
+        ));
+
+        assert!(matches!(
+            validate_instance_descriptor(&desc.text, &f.identity, &periods, f.now, 1000),
+            Err(DescriptorError::TooLarge { limit: 1000, .. })
+        ));
+        assert!(matches!(
+            validate_instance_descriptor("hs-descriptor 3\n", &f.identity, &periods, f.now, 1000),
+            Err(DescriptorError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn intro_point_count_is_bounded() {
+        let f = fixture();
+        let mut rng = rand::rng();
+        let many: Vec<_> = (0..21).map(|i| intro_point(&mut rng, i)).collect();
+        for points in [&many[..0], &many[..]] {
+            let plan = MasterDescriptorPlan {
+                period: f.period,
+                revision: 1,
+                intro_points: points,
+                flow_control: None,
+                now: f.now,
+                max_size: 50_000,
+            };
+            assert!(build_master_descriptor(&f.key, &plan, &mut rng).is_err());
+        }
+        let plan = MasterDescriptorPlan {
+            period: f.period,
+            revision: 1,
+            intro_points: &many[..20],
+            flow_control: None,
+            now: f.now,
+            max_size: 50_000,
+        };
+        let desc = build_master_descriptor(&f.key, &plan, &mut rng).unwrap();
+        assert!(desc.text.len() < 50_000);
+    }
+}
