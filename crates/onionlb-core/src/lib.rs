@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod address;
+pub mod allocation;
 pub mod consensus;
 pub mod descriptor;
 pub mod hsdir;
