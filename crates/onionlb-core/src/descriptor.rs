@@ -12,7 +12,9 @@ use tor_checkable::Timebound as _;
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_llcrypto::pk::ed25519;
-use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDesc, HsDescBuilder, IntroPointDesc};
+use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDesc, HsDescBuilder};
+
+pub use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_netdoc::NetdocBuilder as _;
 use tor_protover::{ProtoKind, Protocols};
 use tor_units::IntegerMinutes;

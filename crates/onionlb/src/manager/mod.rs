@@ -1,8 +1,15 @@
 //! The manager: the daemon that balances the configured services.
 
+mod daemon;
 mod keyfile;
+mod network;
 
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
 use onionlb_core::MasterKey;
+use torctl::{ControlAddr, ControlClient, Credentials};
 
 use crate::cli::RunArgs;
 use crate::config::Config;
@@ -30,7 +37,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         print_summary(&config, &keys);
         return Ok(());
     }
-    anyhow::bail!("running the manager is not built yet; use --check to validate a configuration")
+    let control = connect(&args).await?;
+    daemon::Daemon::start(control, config, keys)
+        .await?
+        .run()
+        .await
+}
+
+/// Where Python Onionbalance looks for tor's control socket by default.
+const DEFAULT_CONTROL_SOCKET: &str = "/var/run/tor/control";
+
+/// Connects and authenticates to the management tor: its control socket
+/// when one is given or the default one exists, else its control port.
+async fn connect(args: &RunArgs) -> anyhow::Result<ControlClient> {
+    let addr = match &args.socket {
+        Some(socket) => ControlAddr::Unix(socket.clone()),
+        None if Path::new(DEFAULT_CONTROL_SOCKET).exists() => {
+            ControlAddr::Unix(DEFAULT_CONTROL_SOCKET.into())
+        }
+        None => ControlAddr::Tcp(SocketAddr::new(args.ip, args.port)),
+    };
+    let credentials = match &args.control_password_file {
+        Some(file) => {
+            let password = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the control password from {}", file.display()))?;
+            Credentials::Password(password.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        None => Credentials::Auto,
+    };
+    let control = ControlClient::connect_authenticated(&addr, &credentials)
+        .await
+        .with_context(|| format!("connecting to the management tor at {addr}"))?;
+    tracing::info!("connected to the management tor at {addr}");
+    Ok(control)
 }
 
 fn print_summary(config: &Config, keys: &[MasterKey]) {
