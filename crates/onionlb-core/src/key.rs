@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use thiserror::Error;
 use tor_hscrypto::pk::{HsIdKey, HsIdKeypair};
 use tor_llcrypto::pk::ed25519;
@@ -80,6 +80,21 @@ impl MasterKey {
             format: KeyFormat::Pem,
             revision: RevisionKey::from_identity_secret(&seed),
         })
+    }
+
+    /// A new random key, and its PKCS#8 PEM encoding to store (the format
+    /// `onionbalance-config` writes).
+    pub fn generate<R: rand::Rng + rand::CryptoRng>(
+        rng: &mut R,
+    ) -> Result<(Self, String), KeyError> {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let pem = signing
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| KeyError::Pem(e.to_string()))?;
+        let key = Self::from_bytes(pem.as_bytes())?;
+        Ok((key, pem.to_string()))
     }
 
     fn from_tor_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
@@ -163,6 +178,16 @@ mod test {
         // revision.rs).
         assert_eq!(pem.revision_key().encrypt(1000), 32711276);
         assert_eq!(tor.revision_key().encrypt(1000), 33153415);
+    }
+
+    #[test]
+    fn generated_keys_round_trip_through_pem() {
+        let (key, pem) = MasterKey::generate(&mut rand::rng()).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let again = MasterKey::from_bytes(pem.as_bytes()).unwrap();
+        assert_eq!(again.address(), key.address());
+        let (other, _) = MasterKey::generate(&mut rand::rng()).unwrap();
+        assert_ne!(other.address(), key.address());
     }
 
     #[test]

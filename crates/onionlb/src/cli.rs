@@ -72,7 +72,8 @@ pub enum Command {
     /// A private Tor network on loopback, for trying onionlb and testing it.
     #[command(subcommand)]
     Testnet(TestnetCommand),
-    /// Brings up a private network and shows a client reaching every instance.
+    /// Brings up a private network, runs onionlb on it, and shows a client's
+    /// requests to the master address spread over the instances.
     Demo(DemoArgs),
 }
 
@@ -148,8 +149,8 @@ pub struct DemoArgs {
     /// The network's directory and its shape.
     #[command(flatten)]
     pub shape: ShapeArgs,
-    /// Requests to make through the client to each instance.
-    #[arg(long, default_value_t = 1)]
+    /// Requests the client makes to the master address.
+    #[arg(long, default_value_t = 12)]
     pub requests: usize,
 }
 

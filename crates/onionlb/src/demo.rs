@@ -1,42 +1,180 @@
 //! `onionlb demo`: what the README's first command shows.
 
-use std::time::Instant;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use onionlb_core::MasterKey;
 use testnet::app::served_by;
 use testnet::Testnet;
 
 use crate::cli::DemoArgs;
 use crate::testnet_cmd::config;
 
-/// Brings up a private network, fetches a page from every instance over
-/// its onion address through the client tor, prints who answered, and
-/// stops the network.
+/// Bound on the master address becoming reachable once the manager runs.
+const MASTER_REACHABLE_WITHIN: Duration = Duration::from_secs(180);
+
+/// Brings up a private network whose instances serve a fresh master key,
+/// shows the client reaching each instance over its own address, runs the
+/// manager, and shows the client's requests to the master address spread
+/// over the instances. Stops everything it started.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let net = Testnet::start(config(&args.shape)?).await?;
+    let master_dir = args.shape.dir.join("master");
+    std::fs::create_dir_all(&master_dir)
+        .with_context(|| format!("creating {}", master_dir.display()))?;
+    let key_path = master_dir.join("master.pem");
+    let (key, pem) = MasterKey::generate(&mut rand::rng())?;
+    write_private(&key_path, &pem)?;
+    let master = key.address();
+
+    let mut net_config = config(&args.shape)?;
+    net_config.masters = vec![master];
+    let net = Testnet::start(net_config).await?;
     println!();
-    println!("Private Tor network up in {:.1} s. A tor client now fetches each instance's page over its onion address:", started.elapsed().as_secs_f64());
-    let mut failures = 0;
+    println!(
+        "Private Tor network up in {:.1} s. The client fetches each instance's page over its own onion address:",
+        started.elapsed().as_secs_f64()
+    );
     for (node, address) in net.layout().instances().zip(net.instance_addresses()) {
-        for _ in 0..args.requests {
-            let url = format!("http://{address}/");
-            let fetch_started = Instant::now();
-            match net.fetch(&url).await {
-                Ok(response) => println!(
-                    "  {:<10} {url:<72} -> {} ({:.1} s)",
-                    node.name,
-                    served_by(&response.body).unwrap_or("an unexpected answer"),
-                    fetch_started.elapsed().as_secs_f64()
-                ),
-                Err(e) => {
-                    failures += 1;
-                    println!("  {:<10} {url:<72} -> failed: {e}", node.name);
-                }
+        let response = net.fetch(&format!("http://{address}/")).await?;
+        println!(
+            "  {:<10} {address} -> {}",
+            node.name,
+            served_by(&response.body).unwrap_or("?")
+        );
+    }
+
+    let config_path = master_dir.join("config.yaml");
+    // The key path is relative to the configuration file, as in Python
+    // Onionbalance's configs.
+    let mut yaml = String::from("services:\n- key: master.pem\n  instances:\n");
+    for (node, address) in net.layout().instances().zip(net.instance_addresses()) {
+        yaml.push_str(&format!(
+            "  - address: {address}\n    name: {}\n",
+            node.name
+        ));
+    }
+    std::fs::write(&config_path, yaml)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let mut manager = ManagerProcess::spawn(
+        &config_path,
+        net.manager_control().addr.to_string(),
+        &master_dir,
+    )?;
+    println!();
+    println!("onionlb manages {master} (log: {}).", manager.log);
+
+    let url = format!("http://{master}/");
+    let waited = Instant::now();
+    loop {
+        if let Some(status) = manager.child.try_wait()? {
+            anyhow::bail!("onionlb exited ({status}); see {}", manager.log);
+        }
+        match net.fetch(&url).await {
+            Ok(response) if served_by(&response.body).is_some() => break,
+            _ if waited.elapsed() > MASTER_REACHABLE_WITHIN => {
+                anyhow::bail!(
+                    "the master address did not answer within {MASTER_REACHABLE_WITHIN:?}; see {}",
+                    manager.log
+                )
             }
+            _ => net.newnym().await?,
         }
     }
-    println!("Stopping the network.");
+    println!(
+        "The master address answers {:.1} s after onionlb started. {} requests, each on a fresh circuit:",
+        waited.elapsed().as_secs_f64(),
+        args.requests
+    );
+    let mut tally = std::collections::BTreeMap::new();
+    for request in 1..=args.requests {
+        let at = Instant::now();
+        let who = match net.fetch(&url).await {
+            Ok(response) => served_by(&response.body)
+                .unwrap_or("an unexpected answer")
+                .to_owned(),
+            Err(e) => format!("failed: {e}"),
+        };
+        println!(
+            "  request {request:>2} -> {who} ({:.1} s)",
+            at.elapsed().as_secs_f64()
+        );
+        *tally.entry(who).or_insert(0) += 1;
+    }
+    let summary: Vec<String> = tally.iter().map(|(who, n)| format!("{who}: {n}")).collect();
+    println!("Served by {}.", summary.join(", "));
+    println!("Stopping onionlb and the network.");
+    manager.stop();
     net.stop();
-    anyhow::ensure!(failures == 0, "{failures} fetches failed");
     Ok(())
+}
+
+/// The manager, run as an operator runs it.
+struct ManagerProcess {
+    child: Child,
+    log: String,
+}
+
+impl ManagerProcess {
+    fn spawn(config: &Path, control: String, dir: &Path) -> anyhow::Result<Self> {
+        let log_path = dir.join("onionlb.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let (host, port) = control
+            .rsplit_once(':')
+            .context("the management tor's control port is not host:port")?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("-c")
+            .arg(config)
+            .args(["-i", host, "-p", port])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting onionlb")?;
+        Ok(ManagerProcess {
+            child,
+            log: log_path.display().to_string(),
+        })
+    }
+
+    /// SIGTERM, and a bounded wait for it to exit.
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Writes a secret file, readable by its owner only from the start.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
