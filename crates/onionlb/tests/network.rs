@@ -4,23 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{fetch_until_served, testnet_config};
+
+use std::path::Path;
+use std::time::Duration;
 
 use testnet::app::served_by;
 use testnet::process::ProcessRecord;
-use testnet::{Config, Testnet};
+use testnet::Testnet;
 use torctl::{ControlClient, Credentials};
-
-fn config(name: &str) -> Config {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let app = vec![
-        env!("CARGO_BIN_EXE_onionlb").into(),
-        "testnet".into(),
-        "app".into(),
-    ];
-    Config::new(dir, app)
-}
 
 fn alive(record: &ProcessRecord) -> bool {
     Path::new("/proc")
@@ -36,25 +30,11 @@ fn alive(record: &ProcessRecord) -> bool {
         .is_empty()
 }
 
-/// Fetches `url` until the answer names `expected`, for at most `bound`,
-/// sending NEWNYM between tries so the client refetches descriptors.
-async fn fetch_until_served_by(net: &Testnet, url: &str, expected: &str, bound: Duration) {
-    let deadline = Instant::now() + bound;
-    loop {
-        match net.fetch(url).await {
-            Ok(response) if served_by(&response.body) == Some(expected) => return,
-            other => assert!(
-                Instant::now() < deadline,
-                "{expected} never answered at {url}: {other:?}"
-            ),
-        }
-        net.newnym().await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn client_reaches_every_instance_over_its_onion_address() {
-    let mut net = Testnet::start(config("network-test")).await.unwrap();
+    let mut net = Testnet::start(testnet_config("network-test"))
+        .await
+        .unwrap();
     let instances: Vec<_> = net.layout().instances().map(|n| n.name.clone()).collect();
     let addresses = net.instance_addresses().to_vec();
     assert_eq!(instances.len(), 3);
@@ -87,7 +67,7 @@ async fn client_reaches_every_instance_over_its_onion_address() {
     net.stop_app(0).unwrap();
     assert!(net.fetch(&url0).await.is_err());
     net.start_app(0).unwrap();
-    fetch_until_served_by(&net, &url0, &instances[0], Duration::from_secs(60)).await;
+    fetch_until_served(&net, &url0, Some(&instances[0]), Duration::from_secs(60)).await;
 
     // Stopping an instance's tor kills exactly that process; starting it
     // again (same keys, same address) makes it reachable again.
@@ -107,7 +87,7 @@ async fn client_reaches_every_instance_over_its_onion_address() {
         .await
         .unwrap();
     let url1 = format!("http://{}/", addresses[1]);
-    fetch_until_served_by(&net, &url1, &instances[1], Duration::from_secs(180)).await;
+    fetch_until_served(&net, &url1, Some(&instances[1]), Duration::from_secs(180)).await;
 
     // Stopping the network stops every process it started.
     let all = net.state().processes;
