@@ -75,6 +75,33 @@ impl Reply {
         })
     }
 
+    /// The reply as tor would send it: the inverse of [`ReplyParser`], for
+    /// proxies and simulators that speak tor's side of the protocol.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = String::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            let separator = if line.data.is_some() {
+                '+'
+            } else if i + 1 == self.lines.len() {
+                ' '
+            } else {
+                '-'
+            };
+            out.push_str(&format!("{:03}{separator}{}\r\n", line.status, line.text));
+            if let Some(data) = &line.data {
+                for data_line in data.split('\n') {
+                    if data_line.starts_with('.') {
+                        out.push('.');
+                    }
+                    out.push_str(data_line);
+                    out.push_str("\r\n");
+                }
+                out.push_str(".\r\n");
+            }
+        }
+        out.into_bytes()
+    }
+
     fn last(&self) -> &ReplyLine {
         // A `Reply` is only built by the parser, with at least one line.
         &self.lines[self.lines.len() - 1]
@@ -317,6 +344,14 @@ mod test {
         assert_eq!(replies, parse_all(input));
         assert_eq!(replies[0].status(), 552);
         assert!(!replies[0].is_success());
+    }
+
+    #[test]
+    fn replies_round_trip_through_bytes() {
+        let input: &[u8] = b"250-a=1\r\n250+md/all=\r\nonion-key\r\n..dot\r\n\r\nlast\r\n.\r\n250 OK\r\n650+HS_DESC_CONTENT x y z\r\nhs-descriptor 3\r\n.\r\n650 OK\r\n";
+        let replies = parse_all(input);
+        let encoded: Vec<u8> = replies.iter().flat_map(Reply::to_bytes).collect();
+        assert_eq!(encoded, input);
     }
 
     #[test]
