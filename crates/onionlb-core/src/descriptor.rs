@@ -60,9 +60,9 @@ pub enum DescriptorError {
         /// The limit.
         limit: usize,
     },
-    /// Not signed by this instance's blinded key for any period in use:
-    /// another service's descriptor, or one for a period long gone.
-    #[error("descriptor is not signed by this instance's key for the current periods")]
+    /// Not signed by this instance's blinded key for the periods asked
+    /// about: another service's descriptor, or one for another period.
+    #[error("descriptor is not signed by this instance's key for the period in use")]
     WrongKey,
     /// Malformed, badly signed, or undecryptable.
     #[error("invalid descriptor: {0}")]

@@ -7,94 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{fetch_until_served, testnet_config, tmp_dir};
+use common::{fetch_until_served, testnet_config, tmp_dir, Manager};
 use onionlb_core::MasterKey;
 use testnet::app::served_by;
 use testnet::Testnet;
-
-/// onionlb running against the network's management tor.
-struct Manager {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Manager {
-    fn start(net: &Testnet, dir: &Path, key_pem: &str) -> Manager {
-        std::fs::create_dir_all(dir).unwrap();
-        let key = dir.join("master.key");
-        let _ = std::fs::remove_file(&key);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key)
-            .unwrap();
-        file.write_all(key_pem.as_bytes()).unwrap();
-
-        let mut yaml = String::from("services:\n- key: master.key\n  instances:\n");
-        for (node, address) in net.layout().instances().zip(net.instance_addresses()) {
-            yaml.push_str(&format!(
-                "  - address: {address}\n    name: {}\n",
-                node.name
-            ));
-        }
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, yaml).unwrap();
-
-        let control = net.manager_control().addr.to_string();
-        let (_, port) = control.rsplit_once(':').unwrap();
-        let log = dir.join("onionlb.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_onionlb"))
-            .args(["-v", "debug", "-p", port, "-c"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Manager { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and it must exit cleanly within 10 s.
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "onionlb exited with {status}:\n{}",
-                    self.log()
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!(
-            "onionlb did not exit within 10 s of SIGTERM:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one() {
@@ -103,7 +21,22 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     let mut config = testnet_config("manager-test");
     config.masters = vec![master];
     let mut net = Testnet::start(config).await.unwrap();
-    let manager = Manager::start(&net, &tmp_dir("manager-test-onionlb"), &pem);
+    let control_port = net
+        .manager_control()
+        .addr
+        .to_string()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let manager = Manager::start(
+        &tmp_dir("manager-test-onionlb"),
+        &net,
+        &pem,
+        control_port,
+        "",
+    );
     let url = format!("http://{master}/");
 
     // The master address becomes reachable once onionlb has published.

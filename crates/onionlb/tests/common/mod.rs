@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testnet::app::served_by;
@@ -48,5 +51,92 @@ pub async fn fetch_until_served(
             "{url} never answered as expected ({expected:?}): {result:?}"
         );
         net.newnym().await.unwrap();
+    }
+}
+
+/// onionlb running against the network's management tor.
+pub struct Manager {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Manager {
+    /// Writes `key_pem` and a config listing `net`'s instances (plus
+    /// `extra_yaml` at the top level) to `dir`, and starts onionlb against
+    /// the control port `control_port` on 127.0.0.1.
+    pub fn start(
+        dir: &Path,
+        net: &Testnet,
+        key_pem: &str,
+        control_port: u16,
+        extra_yaml: &str,
+    ) -> Manager {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = dir.join("master.key");
+        let _ = std::fs::remove_file(&key);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap();
+        file.write_all(key_pem.as_bytes()).unwrap();
+
+        let mut yaml = format!("{extra_yaml}services:\n- key: master.key\n  instances:\n");
+        for (node, address) in net.layout().instances().zip(net.instance_addresses()) {
+            yaml.push_str(&format!(
+                "  - address: {address}\n    name: {}\n",
+                node.name
+            ));
+        }
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+
+        let port = control_port.to_string();
+        let log = dir.join("onionlb.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+            .args(["-v", "debug", "-p", &port, "-c"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Manager { child, log }
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and it must exit cleanly within 10 s.
+    pub fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "onionlb exited with {status}:\n{}",
+                    self.log()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!(
+            "onionlb did not exit within 10 s of SIGTERM:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

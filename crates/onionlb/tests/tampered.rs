@@ -1,0 +1,193 @@
+//! Bad instance descriptors reaching the manager are rejected, logged, and
+//! change nothing: the daemon keeps publishing from what it had.
+//!
+//! HSDirs check signatures and revisions themselves, so a real network
+//! never hands the manager such descriptors. Here a proxy on the control
+//! connection between onionlb and the management tor injects
+//! `HS_DESC_CONTENT` events carrying them, as a compromised or buggy path
+//! would; everything else is the real private network.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{fetch_until_served, testnet_config, tmp_dir, Manager};
+use onionlb_core::MasterKey;
+use testnet::Testnet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use torctl::{ControlAddr, Event, Reply, ReplyParser};
+
+/// The descriptors tor delivered to onionlb, as events.
+type Seen = Arc<Mutex<Vec<Reply>>>;
+
+/// Forwards one control connection, recording the `HS_DESC_CONTENT`
+/// events tor sends and letting the test slip events in between replies.
+async fn injecting_proxy(upstream: SocketAddr) -> (u16, mpsc::UnboundedSender<Vec<u8>>, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (inject, mut injected) = mpsc::unbounded_channel::<Vec<u8>>();
+    let seen = Seen::default();
+    let recorded = Arc::clone(&seen);
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = TcpStream::connect(upstream).await.unwrap();
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_tor, mut to_tor) = server.into_split();
+        tokio::spawn(async move { tokio::io::copy(&mut from_client, &mut to_tor).await });
+        let mut parser = ReplyParser::default();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            tokio::select! {
+                read = from_tor.read(&mut buf) => {
+                    let n = read.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    parser.feed(&buf[..n]);
+                    while let Some(reply) = parser.next_reply().unwrap() {
+                        to_client.write_all(&reply.to_bytes()).await.unwrap();
+                        if reply.event_keyword() == Some("HS_DESC_CONTENT") {
+                            recorded.lock().unwrap().push(reply);
+                        }
+                    }
+                }
+                Some(event) = injected.recv() => to_client.write_all(&event).await.unwrap(),
+            }
+        }
+    });
+    (port, inject, seen)
+}
+
+/// The first descriptor tor delivered for `address`.
+fn first_delivered(seen: &Seen, address: &str) -> String {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .find_map(|reply| {
+            let content = match Event::parse(reply) {
+                Event::HsDescContent(content) => content,
+                _ => return None,
+            };
+            (content.address == address && !content.descriptor.is_empty())
+                .then_some(content.descriptor)
+        })
+        .unwrap()
+}
+
+/// An `HS_DESC_CONTENT` event delivering `descriptor` for `address`.
+fn content_event(address: &str, descriptor: &str) -> Vec<u8> {
+    let mut event = format!("650+HS_DESC_CONTENT {address} x UNKNOWN\r\n");
+    for line in descriptor.trim_end().split('\n') {
+        if line.starts_with('.') {
+            event.push('.');
+        }
+        event.push_str(line);
+        event.push_str("\r\n");
+    }
+    event.push_str(".\r\n650 OK\r\n");
+    event.into_bytes()
+}
+
+/// Waits until the manager's log contains `needle` `times` times.
+async fn wait_for_log(manager: &Manager, needle: &str, times: usize, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    while manager.log().matches(needle).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log within {bound:?}:\n{}",
+            manager.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_foreign_and_replayed_descriptors_are_rejected_and_publishing_goes_on() {
+    let (key, pem) = MasterKey::generate(&mut rand::rng()).unwrap();
+    let master = key.address();
+    let mut config = testnet_config("tampered-test");
+    config.masters = vec![master];
+    let mut net = Testnet::start(config).await.unwrap();
+    let ControlAddr::Tcp(upstream) = net.manager_control().addr else {
+        panic!("the testnet's management tor listens on TCP");
+    };
+    let (proxy_port, inject, seen) = injecting_proxy(upstream).await;
+    let manager = Manager::start(
+        &tmp_dir("tampered-test-onionlb"),
+        &net,
+        &pem,
+        proxy_port,
+        "fetch-interval: 5\n",
+    );
+    let url = format!("http://{master}/");
+    fetch_until_served(&net, &url, None, Duration::from_secs(180)).await;
+
+    let instance1 = net.instance_addresses()[1].without_suffix();
+    let old = first_delivered(&seen, &instance1);
+    let other = first_delivered(&seen, &net.instance_addresses()[2].without_suffix());
+
+    // A bad signature: one character of the signature changed.
+    let signature_at = old.rfind("signature ").unwrap() + "signature ".len();
+    let mut tampered = old.clone();
+    let flipped = if &old[signature_at..=signature_at] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    tampered.replace_range(signature_at..=signature_at, flipped);
+    inject.send(content_event(&instance1, &tampered)).unwrap();
+    wait_for_log(
+        &manager,
+        "instance1: rejected a descriptor: invalid descriptor",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Another service's descriptor, delivered as instance1's.
+    inject.send(content_event(&instance1, &other)).unwrap();
+    wait_for_log(
+        &manager,
+        "instance1: rejected a descriptor: descriptor is not signed by this instance's key for the period in use",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // A replay: instance1 restarts with new intro points and a higher
+    // revision; once the manager has published them, the old descriptor is
+    // sent again.
+    net.stop_instance(1).unwrap();
+    net.start_instance(1, Duration::from_secs(120))
+        .await
+        .unwrap();
+    wait_for_log(
+        &manager,
+        "(intro points changed)",
+        1,
+        Duration::from_secs(180),
+    )
+    .await;
+    inject.send(content_event(&instance1, &old)).unwrap();
+    wait_for_log(
+        &manager,
+        "already seen (a replay)",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // None of it disturbed the service: the daemon runs and the master
+    // address still answers.
+    fetch_until_served(&net, &url, None, Duration::from_secs(120)).await;
+    let log = manager.log();
+    assert!(!log.contains("ERROR"), "{log}");
+    manager.stop();
+    net.stop();
+}
