@@ -9,6 +9,28 @@
 //! filled as fully as the live instances allow, up to its limit: an
 //! instance with more intro points than its share gets more slots only
 //! when others cannot fill theirs.
+//!
+//! # Distinct descriptors per HSDir
+//!
+//! One descriptor holds at most 20 intro points, but nothing makes every
+//! HSDir hold the same descriptor. A client fetches from one HSDir chosen
+//! uniformly among the `hsdir_spread_fetch` HSDirs of each of the
+//! `hsdir_n_replicas` replicas (3 x 2 = 6 by default), then picks an intro
+//! point uniformly from that descriptor. So when every fetchable HSDir `h`
+//! holds a full descriptor, instance `i`'s share of clients is
+//!
+//! ```text
+//!     share(i) = sum over h of (1 / |F|) * (slots of i in h / 20)
+//! ```
+//!
+//! where `F` is the set of fetchable HSDirs: its slots over all of `F`
+//! divided by `20 * |F|` (120 by default). [`plan`] deals those slots out
+//! as one round-robin stream over the instances, cut into descriptors of
+//! 20: every instance gets `120 / N` slots, give or take one, so up to 120
+//! instances each get an equal share (with more, some get none). HSDirs
+//! that only store (the last of each replica's `spread_store`) are never
+//! asked by clients; they get copies of the fetchable ones' descriptors,
+//! in case the ring shifts.
 
 /// Takes up to `limit` items round-robin from `per_instance`, starting with
 /// instance `offset` (modulo their number).
@@ -30,6 +52,51 @@ pub fn spread<T: Clone>(per_instance: &[Vec<T>], limit: usize, offset: usize) ->
         }
     }
     chosen
+}
+
+/// One descriptor of a plan: its intro points and the HSDirs that get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedDescriptor<T, D> {
+    /// The intro points it carries.
+    pub intro_points: Vec<T>,
+    /// The HSDirs it is uploaded to.
+    pub hsdirs: Vec<D>,
+}
+
+/// Plans the descriptors of one slot: `fetchable` are the HSDirs clients
+/// fetch from, `store` all HSDirs that store it (a superset, in ring
+/// order). When every live intro point fits in one descriptor, that one
+/// goes everywhere; otherwise each fetchable HSDir gets its own (see the
+/// module documentation for the arithmetic).
+pub fn plan<T: Clone, D: Clone + PartialEq>(
+    per_instance: &[Vec<T>],
+    fetchable: &[D],
+    store: &[D],
+    limit: usize,
+    offset: usize,
+) -> Vec<PlannedDescriptor<T, D>> {
+    let total: usize = per_instance.iter().map(Vec::len).sum();
+    if total <= limit || fetchable.len() <= 1 {
+        return vec![PlannedDescriptor {
+            intro_points: spread(per_instance, limit, offset),
+            hsdirs: store.to_vec(),
+        }];
+    }
+    let instances = per_instance.len().max(1);
+    let mut planned: Vec<PlannedDescriptor<T, D>> = fetchable
+        .iter()
+        .enumerate()
+        .map(|(k, hsdir)| PlannedDescriptor {
+            intro_points: spread(per_instance, limit, (offset + k * limit) % instances),
+            hsdirs: vec![hsdir.clone()],
+        })
+        .collect();
+    let store_only = store.iter().filter(|dir| !fetchable.contains(dir));
+    for (j, hsdir) in store_only.enumerate() {
+        let copy_of = j % planned.len();
+        planned[copy_of].hsdirs.push(hsdir.clone());
+    }
+    planned
 }
 
 #[cfg(test)]
@@ -76,6 +143,60 @@ mod test {
         assert_eq!(counts(&spread(&instances(&[1, 30]), 20, 0), 2), [1, 19]);
         assert!(spread(&instances(&[0, 0]), 20, 0).is_empty());
         assert!(spread::<u8>(&[], 20, 0).is_empty());
+    }
+
+    /// Each instance's client share under a plan, in slots out of
+    /// `20 * fetchable`.
+    fn slot_totals(
+        plan: &[PlannedDescriptor<(usize, usize), u8>],
+        fetchable: &[u8],
+        instances: usize,
+    ) -> Vec<usize> {
+        let mut totals = vec![0; instances];
+        for descriptor in plan {
+            let fetched = descriptor
+                .hsdirs
+                .iter()
+                .filter(|d| fetchable.contains(d))
+                .count();
+            for (instance, _) in &descriptor.intro_points {
+                totals[*instance] += fetched;
+            }
+        }
+        totals
+    }
+
+    #[test]
+    fn few_intro_points_share_one_descriptor() {
+        let store = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let plan = plan(&instances(&[3, 3, 3]), &store[..6], &store, 20, 0);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].intro_points.len(), 9);
+        assert_eq!(plan[0].hsdirs, store);
+    }
+
+    #[test]
+    fn distinct_descriptors_give_equal_shares() {
+        let store = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let fetchable = &store[..6];
+        for n in [7usize, 12, 40, 60, 120] {
+            let plan = plan(&instances(&vec![3; n]), fetchable, &store, 20, 5);
+            assert_eq!(plan.len(), 6, "{n} instances");
+            assert!(plan.iter().all(|d| d.intro_points.len() == 20));
+            // Every HSDir gets exactly one descriptor.
+            let mut all: Vec<u8> = plan.iter().flat_map(|d| d.hsdirs.clone()).collect();
+            all.sort();
+            assert_eq!(all, store);
+            // Shares differ by at most one slot in 120.
+            let totals = slot_totals(&plan, fetchable, n);
+            let (min, max) = (totals.iter().min().unwrap(), totals.iter().max().unwrap());
+            assert!(max - min <= 1, "{n} instances: {totals:?}");
+            assert_eq!(totals.iter().sum::<usize>(), 120);
+            // The descriptors differ from each other.
+            assert!(plan
+                .windows(2)
+                .any(|w| w[0].intro_points != w[1].intro_points));
+        }
     }
 
     #[test]
