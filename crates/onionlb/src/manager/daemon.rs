@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use onionlb_core::allocation::spread;
+use onionlb_core::allocation::plan;
 use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, validate_instance_descriptor,
@@ -41,8 +41,6 @@ struct Service {
     instances: Vec<Instance>,
     /// What was last published for each slot (first, second).
     published: [Option<Published>; 2],
-    /// Rotates which instances get the spare intro point slots.
-    offset: usize,
     /// Last revision published per blinded key.
     revisions: HashMap<HsBlindId, u64>,
     /// Set once "no live instance" has been said, until one is back.
@@ -63,10 +61,11 @@ struct Instance {
 /// A master descriptor that was sent to HSDirs.
 struct Published {
     period: u64,
-    intro_keys: Vec<[u8; 32]>,
+    /// Each descriptor's intro point keys (sorted) and HSDirs.
+    layout: Vec<(Vec<[u8; 32]>, Vec<RsaId>)>,
     at: SystemTime,
-    hsdirs: Vec<RsaId>,
-    text: String,
+    /// The descriptor each HSDir was sent.
+    texts: BTreeMap<RsaId, String>,
     /// HSDirs whose upload failed, with the attempt count and next try.
     retries: BTreeMap<RsaId, (u32, Instant)>,
 }
@@ -129,7 +128,6 @@ impl Daemon {
                     })
                     .collect(),
                 published: [None, None],
-                offset: 0,
                 revisions: HashMap::new(),
                 warned_empty: false,
             })
@@ -298,7 +296,7 @@ impl Daemon {
             return;
         };
         for published in service.published.iter_mut().flatten() {
-            let Some(&dir) = published.hsdirs.iter().find(|d| d.to_string() == hsdir) else {
+            let Some(&dir) = published.texts.keys().find(|d| d.to_string() == hsdir) else {
                 continue;
             };
             match event.action.as_str() {
@@ -347,29 +345,41 @@ impl Daemon {
             return;
         }
         service.warned_empty = false;
-        let intro_points = spread(&live, MAX_INTRO_POINTS, service.offset);
-        let mut intro_keys: Vec<[u8; 32]> = intro_points
-            .iter()
-            .map(|ip| ip.ipt_sid_key().to_bytes())
-            .collect();
-        intro_keys.sort_unstable();
         let Ok((blinded, _)) = HsIdKey::from(service.key.keypair()).compute_blinded_key(period)
         else {
             return;
         };
-        let hsdirs = ring.responsible(&blinded.id(), params.n_replicas, params.spread_store);
+        let store = ring.responsible(&blinded.id(), params.n_replicas, params.spread_store);
+        let fetchable = ring.responsible(&blinded.id(), params.n_replicas, params.spread_fetch);
+        // The two slots start the round-robin at different instances, so
+        // the spare slots do not always fall to the same ones.
+        let planned = plan(&live, &fetchable, &store, MAX_INTRO_POINTS, slot);
+        let layout: Vec<(Vec<[u8; 32]>, Vec<RsaId>)> = planned
+            .iter()
+            .map(|descriptor| {
+                let mut keys: Vec<[u8; 32]> = descriptor
+                    .intro_points
+                    .iter()
+                    .map(|ip| ip.ipt_sid_key().to_bytes())
+                    .collect();
+                keys.sort_unstable();
+                (keys, descriptor.hsdirs.clone())
+            })
+            .collect();
         let reason = match &service.published[slot] {
-            None => Some("first publication"),
-            Some(p) if p.period != period.interval_num() => Some("new time period"),
-            Some(p) if p.intro_keys != intro_keys => Some("intro points changed"),
-            Some(p) if p.hsdirs != hsdirs => Some("HSDir set changed"),
-            Some(p) if now.duration_since(p.at).unwrap_or_default() >= REPUBLISH_AFTER => {
-                Some("age")
+            None => "first publication",
+            Some(p) if p.period != period.interval_num() => "new time period",
+            Some(p)
+                if p.layout
+                    .iter()
+                    .map(|(k, _)| k)
+                    .ne(layout.iter().map(|(k, _)| k)) =>
+            {
+                "intro points changed"
             }
-            Some(_) => None,
-        };
-        let Some(reason) = reason else {
-            return;
+            Some(p) if p.layout != layout => "HSDir set changed",
+            Some(p) if now.duration_since(p.at).unwrap_or_default() >= REPUBLISH_AFTER => "age",
+            Some(_) => return,
         };
         let descriptor_slot = if slot == 0 {
             DescriptorSlot::First
@@ -382,42 +392,51 @@ impl Daemon {
                 .revision_key()
                 .counter(descriptor_slot, now, self.view.rules.run_length);
         let revision = next_revision(computed, service.revisions.get(&blinded.id()).copied());
-        let flow_control = default_flow_control(self.view.sendme_inc);
-        let plan = MasterDescriptorPlan {
-            period,
-            revision,
-            intro_points: &intro_points,
-            flow_control,
-            now,
-            max_size: self.view.max_descriptor_size,
-        };
-        let descriptor = match build_master_descriptor(&service.key, &plan, &mut rand::rng()) {
-            Ok(descriptor) => descriptor,
-            Err(e) => {
-                tracing::error!("{}: cannot build a descriptor: {e}", service.address);
-                return;
+        let mut texts = BTreeMap::new();
+        for descriptor in &planned {
+            let plan = MasterDescriptorPlan {
+                period,
+                revision,
+                intro_points: &descriptor.intro_points,
+                flow_control: default_flow_control(self.view.sendme_inc),
+                now,
+                max_size: self.view.max_descriptor_size,
+            };
+            match build_master_descriptor(&service.key, &plan, &mut rand::rng()) {
+                Ok(built) => {
+                    for hsdir in &descriptor.hsdirs {
+                        texts.insert(*hsdir, built.text.clone());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("{}: cannot build a descriptor: {e}", service.address);
+                    return;
+                }
             }
-        };
-        service.revisions.insert(descriptor.blinded, revision);
-        service.offset = service.offset.wrapping_add(1);
+        }
+        service.revisions.insert(blinded.id(), revision);
         tracing::info!(
-            "{}: publishing {} descriptor ({reason}): {} intro points from {} instance(s), revision {revision}, to {} HSDirs",
+            "{}: publishing {} descriptor ({reason}): {} distinct, {} intro point slots from {} instance(s), revision {revision}, to {} HSDirs",
             service.address,
             if slot == 0 { "first" } else { "second" },
-            intro_points.len(),
+            planned.len(),
+            planned.iter().map(|d| d.intro_points.len()).sum::<usize>(),
             live.iter().filter(|l| !l.is_empty()).count(),
-            hsdirs.len()
+            store.len()
         );
         let address = service.address;
+        for descriptor in &planned {
+            if let Some(text) = descriptor.hsdirs.first().and_then(|dir| texts.get(dir)) {
+                upload(&self.control, address, text, &descriptor.hsdirs).await;
+            }
+        }
         service.published[slot] = Some(Published {
             period: period.interval_num(),
-            intro_keys,
+            layout,
             at: now,
-            hsdirs: hsdirs.clone(),
-            text: descriptor.text.clone(),
+            texts,
             retries: BTreeMap::new(),
         });
-        upload(&self.control, address, &descriptor.text, &hsdirs).await;
     }
 
     /// Uploads again to HSDirs whose upload failed, when their time comes.
@@ -442,8 +461,10 @@ impl Daemon {
                 // Wait for this attempt's result before trying again.
                 entry.1 = now + MAX_RETRY;
             }
+            if let Some(text) = published.texts.get(dir) {
+                upload(&self.control, address, text, std::slice::from_ref(dir)).await;
+            }
         }
-        upload(&self.control, address, &published.text, &due).await;
     }
 }
 

@@ -1,0 +1,201 @@
+//! More intro points than one descriptor holds: with 12 instances (36
+//! intro points), each HSDir gets its own descriptor of 20, and every
+//! instance still serves clients through the master address.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{testnet_config, tmp_dir, Manager};
+use onionlb_core::descriptor::validate_instance_descriptor;
+use onionlb_core::MasterKey;
+use testnet::app::served_by;
+use testnet::layout::Role;
+use testnet::torrc::VOTING_INTERVAL_SECS;
+use testnet::Testnet;
+use tor_hscrypto::pk::HsIdKey;
+use tor_hscrypto::time::TimePeriod;
+use torctl::{Command, ControlClient, Credentials, Event};
+
+const INSTANCES: usize = 12;
+
+/// The time periods a testing network may be publishing for now.
+fn periods_now() -> Vec<TimePeriod> {
+    let run = Duration::from_secs(u64::from(VOTING_INTERVAL_SECS) * 24);
+    let current = TimePeriod::new(run, SystemTime::now(), run / 2).unwrap();
+    vec![current.prev().unwrap(), current, current.next().unwrap()]
+}
+
+/// Intro point keys of a descriptor, decrypted with `identity`.
+fn intro_keys(text: &str, identity: &HsIdKey) -> Option<BTreeSet<[u8; 32]>> {
+    let text = if text.ends_with('\n') {
+        text.to_owned()
+    } else {
+        format!("{text}\n")
+    };
+    let descriptor =
+        validate_instance_descriptor(&text, identity, &periods_now(), SystemTime::now(), 50_000)
+            .ok()?;
+    Some(
+        descriptor
+            .intro_points
+            .iter()
+            .map(|ip| ip.ipt_sid_key().to_bytes())
+            .collect(),
+    )
+}
+
+async fn control_of(net: &Testnet, name: &str) -> ControlClient {
+    let node = net.layout().node(name).unwrap();
+    ControlClient::connect_authenticated(
+        &node.control_addr(),
+        &Credentials::CookieFile(node.cookie_path()),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_hsdir_gets_its_own_descriptor_and_every_instance_answers() {
+    let (key, pem) = MasterKey::generate(&mut rand::rng()).unwrap();
+    let master = key.address();
+    let mut config = testnet_config("distinct-test");
+    config.instances = INSTANCES;
+    config.masters = vec![master];
+    config.bootstrap_timeout = Duration::from_secs(300);
+    config.reachable_timeout = Duration::from_secs(300);
+    let net = Testnet::start(config).await.unwrap();
+    let control_port = net
+        .manager_control()
+        .addr
+        .to_string()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let manager = Manager::start(
+        &tmp_dir("distinct-test-onionlb"),
+        &net,
+        &pem,
+        control_port,
+        "",
+    );
+    let url = format!("http://{master}/");
+
+    // Each instance's intro points, from its own descriptor.
+    let names: Vec<String> = net.layout().instances().map(|n| n.name.clone()).collect();
+    let mut owner: BTreeMap<[u8; 32], String> = BTreeMap::new();
+    for (name, address) in names.iter().zip(net.instance_addresses()) {
+        let control = control_of(&net, name).await;
+        let text = control
+            .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
+            .await
+            .unwrap();
+        let identity = HsIdKey::try_from(address.hs_id()).unwrap();
+        for key in intro_keys(&text, &identity).unwrap() {
+            owner.insert(key, name.clone());
+        }
+    }
+    assert_eq!(owner.len(), INSTANCES * 3);
+
+    // Wait for the manager to publish, then ask every HSDir for the master
+    // descriptor it holds.
+    // (It may first publish with fewer instances, as their descriptors
+    // arrive.)
+    let all_in = "6 distinct, 120 intro point slots from 12 instance(s)";
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while manager.log().matches(all_in).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "never published for all instances:\n{}",
+            manager.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let client = control_of(&net, "client").await;
+    let mut events = client.take_events().unwrap();
+    client
+        .request(&Command::setevents(["HS_DESC_CONTENT"]))
+        .await
+        .unwrap();
+    let relays: Vec<String> = net
+        .layout()
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.role, Role::Authority | Role::Relay))
+        .map(|n| {
+            let text = std::fs::read_to_string(n.data_dir.join("fingerprint")).unwrap();
+            text.split_whitespace().nth(1).unwrap().to_owned()
+        })
+        .collect();
+    let fetch = Command::new("HSFETCH")
+        .arg(master.without_suffix())
+        .args(relays.iter().map(|fp| format!("SERVER=${fp}")));
+    client.request(&fetch).await.unwrap();
+    let master_identity = HsIdKey::from(key.keypair());
+    let mut held: BTreeMap<String, BTreeSet<[u8; 32]>> = BTreeMap::new();
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered < relays.len() && Instant::now() < deadline {
+        let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await
+        else {
+            continue;
+        };
+        if let Event::HsDescContent(content) = Event::parse(&reply) {
+            answered += 1;
+            if let (Some(hsdir), Some(keys)) = (
+                content.hsdir,
+                intro_keys(&content.descriptor, &master_identity),
+            ) {
+                held.insert(hsdir, keys);
+            }
+        }
+    }
+    // Every HSDir holding a descriptor holds 20 intro points, and not all
+    // hold the same ones.
+    assert!(
+        held.len() >= 6,
+        "only {} HSDirs hold a master descriptor",
+        held.len()
+    );
+    assert!(held.values().all(|keys| keys.len() == 20), "{held:?}");
+    let distinct: BTreeSet<_> = held.values().collect();
+    assert!(distinct.len() >= 2, "every HSDir holds the same descriptor");
+    let present: BTreeSet<&String> = held
+        .values()
+        .flatten()
+        .filter_map(|k| owner.get(k))
+        .collect();
+    assert_eq!(
+        present.len(),
+        INSTANCES,
+        "instances missing from every descriptor"
+    );
+
+    // Every instance answers through the master address.
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while served.len() < INSTANCES {
+        assert!(
+            Instant::now() < deadline,
+            "not every instance answered: {served:?}"
+        );
+        if let Ok(response) = net.fetch(&url).await {
+            if let Some(who) = served_by(&response.body) {
+                *served.entry(who.to_owned()).or_default() += 1;
+            }
+        }
+        if served.values().sum::<usize>() % 20 == 19 {
+            // Fetch the master descriptor again, likely from another HSDir.
+            net.newnym().await.unwrap();
+        }
+    }
+
+    manager.stop();
+    net.stop();
+}
