@@ -58,6 +58,9 @@ pub struct Config {
     /// Masters the instances serve as balancer instances; empty for plain
     /// onion services.
     pub masters: Vec<OnionAddress>,
+    /// Whether the client tor uses entry guards (see
+    /// [`torrc::Options::client_guards`]).
+    pub client_guards: bool,
     /// The tor programs.
     pub programs: Programs,
     /// Program and leading arguments that run the instance app; the
@@ -83,6 +86,7 @@ impl Config {
             instances: 3,
             base_port: None,
             masters: Vec::new(),
+            client_guards: true,
             programs: Programs::default(),
             app_command,
             bootstrap_timeout: Duration::from_secs(180),
@@ -159,8 +163,12 @@ impl Testnet {
 
         let authorities = make_keys(&config.programs, &layout, &defaults_torrc).await?;
         progress(started, "authority and relay keys made");
+        let options = torrc::Options {
+            masters: config.masters.clone(),
+            client_guards: config.client_guards,
+        };
         for node in &layout.nodes {
-            write_config(node, &authorities, &config.masters)?;
+            write_config(node, &authorities, &options)?;
         }
 
         let mut net = Testnet {
@@ -793,11 +801,12 @@ async fn make_keys(
 fn write_config(
     node: &Node,
     authorities: &[Authority],
-    masters: &[OnionAddress],
+    options: &torrc::Options,
 ) -> Result<(), Error> {
     let path = node.torrc_path();
-    std::fs::write(&path, torrc::torrc(node, authorities, masters))
+    std::fs::write(&path, torrc::torrc(node, authorities, options))
         .map_err(Error::io("writing", &path))?;
+    let masters = &options.masters;
     if node.role == Role::Instance && !masters.is_empty() {
         let hs_dir = node.hs_dir();
         std::fs::DirBuilder::new()

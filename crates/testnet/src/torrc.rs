@@ -43,9 +43,30 @@ impl Authority {
     }
 }
 
-/// The torrc of `node`, given the network's authorities and the masters an
-/// instance serves (empty: a plain onion service).
-pub fn torrc(node: &Node, authorities: &[Authority], masters: &[OnionAddress]) -> String {
+/// Choices about the network that are not its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Masters the instances serve (empty: plain onion services).
+    pub masters: Vec<OnionAddress>,
+    /// Whether the client tor uses entry guards. Real clients do; a test
+    /// measuring how clients spread over instances may turn them off, since
+    /// on a network of a few relays one guard rules out every intro point
+    /// that sits on it.
+    pub client_guards: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            masters: Vec::new(),
+            client_guards: true,
+        }
+    }
+}
+
+/// The torrc of `node`, given the network's authorities and options.
+pub fn torrc(node: &Node, authorities: &[Authority], options: &Options) -> String {
+    let masters = &options.masters;
     let mut out = String::new();
     let dir = node.data_dir.display();
     let mut line = |text: String| {
@@ -115,6 +136,10 @@ pub fn torrc(node: &Node, authorities: &[Authority], masters: &[OnionAddress]) -
         }
     }
 
+    if node.role == Role::Client && !options.client_guards {
+        line("UseEntryGuards 0".into());
+    }
+
     if let Some(app_port) = node.app_port {
         line(format!("HiddenServiceDir {}", node.hs_dir().display()));
         line(format!("HiddenServicePort 80 127.0.0.1:{app_port}"));
@@ -168,7 +193,7 @@ mod test {
     fn every_tor_stays_on_the_private_loopback_network() {
         let layout = layout();
         for node in &layout.nodes {
-            let text = torrc(node, &authorities(), &[]);
+            let text = torrc(node, &authorities(), &Options::default());
             let lines = lines(&text);
             for required in [
                 "TestingTorNetwork 1",
@@ -210,18 +235,26 @@ mod test {
     #[test]
     fn roles_get_their_options() {
         let layout = layout();
-        let auth = torrc(layout.node("auth0").unwrap(), &authorities(), &[]);
+        let auth = torrc(
+            layout.node("auth0").unwrap(),
+            &authorities(),
+            &Options::default(),
+        );
         assert!(lines(&auth).contains(&"V3AuthoritativeDirectory 1"));
         assert!(lines(&auth).contains(&"V3AuthVotingInterval 20"));
         assert!(lines(&auth).contains(&"ORPort 127.0.0.1:40000"));
         assert!(lines(&auth).contains(&"SocksPort 0"));
 
-        let relay = torrc(layout.node("relay0").unwrap(), &authorities(), &[]);
+        let relay = torrc(
+            layout.node("relay0").unwrap(),
+            &authorities(),
+            &Options::default(),
+        );
         assert!(lines(&relay).contains(&"ExitPolicy reject *:*"));
         assert!(lines(&relay).contains(&"Nickname relay0"));
         assert!(!relay.contains("Authoritative"));
 
-        let client = torrc(layout.client(), &authorities(), &[]);
+        let client = torrc(layout.client(), &authorities(), &Options::default());
         let socks = format!(
             "SocksPort 127.0.0.1:{} ExtendedErrors",
             layout.client().socks_port.unwrap()
@@ -229,7 +262,7 @@ mod test {
         assert!(lines(&client).contains(&socks.as_str()));
         assert!(!client.contains("ORPort"));
 
-        let manager = torrc(layout.manager(), &authorities(), &[]);
+        let manager = torrc(layout.manager(), &authorities(), &Options::default());
         assert!(lines(&manager).contains(&"SocksPort 0"));
         assert!(!manager.contains("HiddenService"));
     }
@@ -238,7 +271,7 @@ mod test {
     fn instances_serve_their_app_and_masters() {
         let layout = layout();
         let instance = layout.instances().next().unwrap();
-        let plain = torrc(instance, &authorities(), &[]);
+        let plain = torrc(instance, &authorities(), &Options::default());
         assert!(lines(&plain).contains(&"HiddenServiceDir /n/instance0/hs"));
         let port_line = format!(
             "HiddenServicePort 80 127.0.0.1:{}",
@@ -248,8 +281,27 @@ mod test {
         assert!(!plain.contains("HiddenServiceOnionbalanceInstance"));
 
         let master: OnionAddress = MASTER.parse().unwrap();
-        let balanced = torrc(instance, &authorities(), &[master]);
+        let options = Options {
+            masters: vec![master],
+            ..Options::default()
+        };
+        let balanced = torrc(instance, &authorities(), &options);
         assert!(lines(&balanced).contains(&"HiddenServiceOnionbalanceInstance 1"));
+    }
+
+    #[test]
+    fn client_guards_can_be_turned_off() {
+        let layout = layout();
+        let guarded = torrc(layout.client(), &authorities(), &Options::default());
+        assert!(!guarded.contains("UseEntryGuards"));
+        let options = Options {
+            client_guards: false,
+            ..Options::default()
+        };
+        assert!(
+            lines(&torrc(layout.client(), &authorities(), &options)).contains(&"UseEntryGuards 0")
+        );
+        assert!(!torrc(layout.manager(), &authorities(), &options).contains("UseEntryGuards"));
     }
 
     #[test]

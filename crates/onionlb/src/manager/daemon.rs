@@ -196,7 +196,15 @@ impl Daemon {
             Event::HsDesc(event) => self.on_hs_desc(&event),
             Event::StatusClient { action } if action == "CONSENSUS_ARRIVED" => {
                 match NetworkView::load(&self.control, self.testing_network).await {
-                    Ok(view) => self.view = view,
+                    Ok(view) => {
+                        let period = |v: &NetworkView| v.rings[v.fetch_slot].slot().period;
+                        if period(&view) != period(&self.view) {
+                            // Clients now fetch another period's descriptors,
+                            // with the instances' new intro points: fetch them.
+                            self.next_fetch = Instant::now();
+                        }
+                        self.view = view;
+                    }
                     Err(e) => tracing::warn!("keeping the previous consensus: {e}"),
                 }
             }
