@@ -59,11 +59,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&config_path, yaml)
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let mut manager = ManagerProcess::spawn(
-        &config_path,
-        net.manager_control().addr.to_string(),
-        &master_dir,
-    )?;
+    let torctl::ControlAddr::Tcp(control) = net.manager_control().addr else {
+        anyhow::bail!("the testnet's management tor does not listen on TCP");
+    };
+    let mut manager = ManagerProcess::spawn(&config_path, control, &master_dir)?;
     println!();
     println!("onionlb manages {master} (log: {}).", manager.log);
 
@@ -119,17 +118,19 @@ struct ManagerProcess {
 }
 
 impl ManagerProcess {
-    fn spawn(config: &Path, control: String, dir: &Path) -> anyhow::Result<Self> {
+    fn spawn(config: &Path, control: std::net::SocketAddr, dir: &Path) -> anyhow::Result<Self> {
         let log_path = dir.join("onionlb.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let (host, port) = control
-            .rsplit_once(':')
-            .context("the management tor's control port is not host:port")?;
         let child = std::process::Command::new(std::env::current_exe()?)
             .arg("-c")
             .arg(config)
-            .args(["-i", host, "-p", port])
+            .args([
+                "-i",
+                &control.ip().to_string(),
+                "-p",
+                &control.port().to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{testnet_config, tmp_dir, Manager};
+use common::{manager_port, testnet_config, tmp_dir, Manager};
 use onionlb_core::descriptor::validate_instance_descriptor;
 use onionlb_core::MasterKey;
 use testnet::app::served_by;
@@ -72,15 +72,7 @@ async fn each_hsdir_gets_its_own_descriptor_and_every_instance_answers() {
     config.bootstrap_timeout = Duration::from_secs(300);
     config.reachable_timeout = Duration::from_secs(300);
     let net = Testnet::start(config).await.unwrap();
-    let control_port = net
-        .manager_control()
-        .addr
-        .to_string()
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+    let control_port = manager_port(&net);
     // Instances take new intro points for each new descriptor, and a
     // testing network's time periods last 8 minutes: fetch often, so the
     // master descriptors follow (pushed updates are issue 6's agent).

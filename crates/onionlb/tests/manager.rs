@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{fetch_until_served, testnet_config, tmp_dir, Manager};
+use common::{fetch_until_served, manager_port, testnet_config, tmp_dir, Manager};
 use onionlb_core::MasterKey;
 use testnet::app::served_by;
 use testnet::Testnet;
@@ -21,15 +21,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     let mut config = testnet_config("manager-test");
     config.masters = vec![master];
     let mut net = Testnet::start(config).await.unwrap();
-    let control_port = net
-        .manager_control()
-        .addr
-        .to_string()
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+    let control_port = manager_port(&net);
     let manager = Manager::start(
         &tmp_dir("manager-test-onionlb"),
         &net,

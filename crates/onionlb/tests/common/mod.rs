@@ -22,6 +22,14 @@ pub fn testnet_config(name: &str) -> Config {
     Config::new(tmp_dir(name), app)
 }
 
+/// The management tor's control port (the testnet's tors listen on TCP).
+pub fn manager_port(net: &Testnet) -> u16 {
+    match net.manager_control().addr {
+        torctl::ControlAddr::Tcp(addr) => addr.port(),
+        other => panic!("the management tor listens on {other}, not TCP"),
+    }
+}
+
 /// `target/tmp/<name>`.
 pub fn tmp_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
