@@ -2,12 +2,12 @@
 
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use onionlb_core::MasterKey;
 use testnet::app::served_by;
+use testnet::process::{Process, STOP_GRACE};
 use testnet::Testnet;
 
 use crate::cli::DemoArgs;
@@ -62,22 +62,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let torctl::ControlAddr::Tcp(control) = net.manager_control().addr else {
         anyhow::bail!("the testnet's management tor does not listen on TCP");
     };
-    let mut manager = ManagerProcess::spawn(&config_path, control, &master_dir)?;
+    let log = master_dir.join("onionlb.log");
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg("-c").arg(&config_path).args([
+        "-i",
+        &control.ip().to_string(),
+        "-p",
+        &control.port().to_string(),
+    ]);
+    let marker = config_path.display().to_string();
+    // Should the demo fail before stopping it, onionlb still exits on its
+    // own: dropping `net` stops the management tor it depends on.
+    let mut manager = Process::spawn("onionlb", &marker, command, &log)?;
+    let log = log.display();
     println!();
-    println!("onionlb manages {master} (log: {}).", manager.log);
+    println!("onionlb manages {master} (log: {log}).");
 
     let url = format!("http://{master}/");
     let waited = Instant::now();
     loop {
-        if let Some(status) = manager.child.try_wait()? {
-            anyhow::bail!("onionlb exited ({status}); see {}", manager.log);
+        if let Some(status) = manager.exit_status() {
+            anyhow::bail!("onionlb exited ({status}); see {log}");
         }
         match net.fetch(&url).await {
             Ok(response) if served_by(&response.body).is_some() => break,
             _ if waited.elapsed() > MASTER_REACHABLE_WITHIN => {
                 anyhow::bail!(
-                    "the master address did not answer within {MASTER_REACHABLE_WITHIN:?}; see {}",
-                    manager.log
+                    "the master address did not answer within {MASTER_REACHABLE_WITHIN:?}; see {log}"
                 )
             }
             _ => net.newnym().await?,
@@ -106,64 +117,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let summary: Vec<String> = tally.iter().map(|(who, n)| format!("{who}: {n}")).collect();
     println!("Served by {}.", summary.join(", "));
     println!("Stopping onionlb and the network.");
-    manager.stop();
+    manager.stop(STOP_GRACE);
     net.stop();
     Ok(())
-}
-
-/// The manager, run as an operator runs it.
-struct ManagerProcess {
-    child: Child,
-    log: String,
-}
-
-impl ManagerProcess {
-    fn spawn(config: &Path, control: std::net::SocketAddr, dir: &Path) -> anyhow::Result<Self> {
-        let log_path = dir.join("onionlb.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .arg("-c")
-            .arg(config)
-            .args([
-                "-i",
-                &control.ip().to_string(),
-                "-p",
-                &control.port().to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting onionlb")?;
-        Ok(ManagerProcess {
-            child,
-            log: log_path.display().to_string(),
-        })
-    }
-
-    /// SIGTERM, and a bounded wait for it to exit.
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ManagerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
 }
 
 /// Writes a secret file, readable by its owner only from the start.
