@@ -30,6 +30,25 @@ impl std::fmt::Display for RsaId {
     }
 }
 
+/// The text was not a 40-digit hex fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("not a relay fingerprint (40 hex digits): {0:?}")]
+pub struct BadFingerprint(pub String);
+
+impl std::str::FromStr for RsaId {
+    type Err = BadFingerprint;
+
+    /// Reads a fingerprint as tor's events write it: 40 hex digits, either
+    /// case, no `$`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadFingerprint(s.to_owned());
+        let bytes = data_encoding::HEXUPPER_PERMISSIVE
+            .decode(s.as_bytes())
+            .map_err(|_| bad())?;
+        Ok(RsaId(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
 /// One relay's entry in the consensus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayStatus {
@@ -303,6 +322,23 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn fingerprints_round_trip_and_bad_ones_are_refused() {
+        let id = RsaId([0xab; 20]);
+        let text = id.to_string();
+        assert_eq!(text.parse::<RsaId>(), Ok(id));
+        assert_eq!(text.to_lowercase().parse::<RsaId>(), Ok(id));
+        for bad in [
+            "",
+            "AB",
+            &text[..38],
+            &format!("{text}00"),
+            &format!("${text}"),
+        ] {
+            assert!(bad.parse::<RsaId>().is_err(), "{bad:?}");
+        }
+    }
 
     /// A consensus and microdescriptors from a private network that
     /// onionlb's testnet ran (3 authorities, 4 relays), as the management

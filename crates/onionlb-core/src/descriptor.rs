@@ -234,68 +234,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod test {
     use super::*;
-    use std::net::Ipv4Addr;
+    use crate::test_support::{build, fixture, intro_point};
     use tor_hscrypto::pk::HsIdKey;
-    use tor_linkspec::LinkSpec;
-    use tor_llcrypto::pk::curve25519;
-
-    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n-----END PRIVATE KEY-----\n";
-
-    fn intro_point(rng: &mut rand::rngs::ThreadRng, port: u16) -> IntroPointDesc {
-        let curve = |rng: &mut rand::rngs::ThreadRng| {
-            curve25519::PublicKey::from(&curve25519::EphemeralSecret::random_from_rng(rng))
-        };
-        IntroPointDesc::builder()
-            .link_specifiers(vec![
-                LinkSpec::OrPort(Ipv4Addr::LOCALHOST.into(), port)
-                    .encode()
-                    .unwrap(),
-                LinkSpec::RsaId([7; 20].into()).encode().unwrap(),
-                LinkSpec::Ed25519Id([8; 32].into()).encode().unwrap(),
-            ])
-            .ipt_kp_ntor(curve(rng))
-            .kp_hs_ipt_sid(ed25519::Keypair::generate(rng).verifying_key().into())
-            .kp_hss_ntor(curve(rng).into())
-            .build()
-            .unwrap()
-    }
-
-    struct Fixture {
-        key: MasterKey,
-        identity: HsIdKey,
-        period: TimePeriod,
-        now: SystemTime,
-        intro_points: Vec<IntroPointDesc>,
-    }
-
-    fn fixture() -> Fixture {
-        let mut rng = rand::rng();
-        let key = MasterKey::from_bytes(PEM.as_bytes()).unwrap();
-        let identity = HsIdKey::from(key.keypair());
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_277_980);
-        let period =
-            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
-        let intro_points = (0..3).map(|i| intro_point(&mut rng, 9000 + i)).collect();
-        Fixture {
-            key,
-            identity,
-            period,
-            now,
-            intro_points,
-        }
-    }
-
-    fn build(f: &Fixture, revision: u64) -> MasterDescriptor {
-        let plan = MasterDescriptorPlan {
-            period: f.period,
-            revision,
-            intro_points: &f.intro_points,
-            flow_control: default_flow_control(31),
-            now: f.now,
-            max_size: 50_000,
-        };
-        build_master_descriptor(&f.key, &plan, &mut rand::rng()).unwrap()
-    }
 
     #[test]
     fn built_descriptor_validates_with_everything_in_it() {

@@ -1,6 +1,7 @@
 //! The manager end to end on a private Tor network: real C tor instances,
 //! HSDirs and client; onionlb run as an operator runs it, with a Python
-//! Onionbalance style config.
+//! Onionbalance style config, through an instance's death and the
+//! management tor's restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,7 +28,8 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         &net,
         &pem,
         control_port,
-        "",
+        // Short enough that the instance restarted below is fetched soon.
+        "fetch-interval: 15\n",
     );
     let url = format!("http://{master}/");
 
@@ -73,6 +75,29 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         let who = served_by(&response.body).unwrap();
         assert_ne!(who, instances[0], "a dead instance answered");
     }
+
+    // The management tor restarts while the dead instance comes back with
+    // new intro points: onionlb reconnects, subscribes to its events again,
+    // fetches the new descriptor and publishes the new intro points, and
+    // clients reach the returned instance through the master address.
+    net.stop_manager();
+    net.start_instance(0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    net.start_manager(Duration::from_secs(60)).await.unwrap();
+    let reconnected = "reconnected to the management tor";
+    manager.wait_for_log(
+        reconnected,
+        "(intro points changed)",
+        Duration::from_secs(120),
+    );
+    manager.wait_for_log(reconnected, "accepted by HSDir", Duration::from_secs(60));
+    fetch_until_served(&net, &url, Some(&instances[0]), Duration::from_secs(120)).await;
+    let log = manager.log();
+    assert!(
+        log.contains("lost the control connection to the management tor"),
+        "{log}"
+    );
 
     manager.stop();
     net.stop();

@@ -329,10 +329,8 @@ impl Testnet {
     /// Stops instance `index`'s tor (its app keeps running), as a crash or
     /// seizure would.
     pub fn stop_instance(&mut self, index: usize) -> Result<(), Error> {
-        let name = self.instance(index)?.name.clone();
-        if let Some(mut tor) = self.tors.remove(&name) {
-            tor.stop(STOP_GRACE);
-        }
+        let node = self.instance(index)?.clone();
+        self.stop_tor(&node);
         Ok(())
     }
 
@@ -340,15 +338,39 @@ impl Testnet {
     /// it has bootstrapped.
     pub async fn start_instance(&mut self, index: usize, timeout: Duration) -> Result<(), Error> {
         let node = self.instance(index)?.clone();
+        self.start_tor(&node, timeout).await
+    }
+
+    /// Stops the management tor, as a restart or crash would; whatever is
+    /// connected to its control port loses the connection.
+    pub fn stop_manager(&mut self) {
+        let node = self.layout.manager().clone();
+        self.stop_tor(&node);
+    }
+
+    /// Starts the management tor again (same data directory, so it comes
+    /// back with its cached consensus) and waits until it has bootstrapped.
+    pub async fn start_manager(&mut self, timeout: Duration) -> Result<(), Error> {
+        let node = self.layout.manager().clone();
+        self.start_tor(&node, timeout).await
+    }
+
+    fn stop_tor(&mut self, node: &Node) {
+        if let Some(mut tor) = self.tors.remove(&node.name) {
+            tor.stop(STOP_GRACE);
+        }
+    }
+
+    async fn start_tor(&mut self, node: &Node, timeout: Duration) -> Result<(), Error> {
         if self.tors.contains_key(&node.name) {
             return Err(Error::Usage(format!("{} is already running", node.name)));
         }
-        self.spawn_tor(&node)?;
+        self.spawn_tor(node)?;
         self.write_state()?;
         let deadline = Instant::now() + timeout;
-        let control = self.connect(&node, deadline).await?;
+        let control = self.connect(node, deadline).await?;
         let mut controls = HashMap::new();
-        controls.insert(node.name.clone(), (control, node));
+        controls.insert(node.name.clone(), (control, node.clone()));
         self.wait_for_bootstrap(&controls, deadline).await
     }
 

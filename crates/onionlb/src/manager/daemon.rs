@@ -10,27 +10,28 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use onionlb_core::allocation::plan;
 use onionlb_core::consensus::RsaId;
+use onionlb_core::coalesce::Coalescer;
 use onionlb_core::descriptor::{
-    build_master_descriptor, default_flow_control, validate_instance_descriptor,
-    InstanceDescriptor, IntroPointDesc, MasterDescriptorPlan, MAX_INTRO_POINTS,
+    build_master_descriptor, default_flow_control, IntroPointDesc, MasterDescriptorPlan,
+    MAX_INTRO_POINTS,
 };
+use onionlb_core::instance::{Accepted, InstanceState};
 use onionlb_core::period::DescriptorSlot;
+use onionlb_core::publish::{publish_reason, DescriptorLayout, Layout};
 use onionlb_core::revision::next_revision;
+use onionlb_core::upload::Uploads;
 use onionlb_core::{MasterKey, OnionAddress};
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
-use torctl::{Command, ControlClient, Event, HsDescContent, HsDescEvent};
+use torctl::{Command, Connector, ControlClient, Event, HsDescContent, HsDescEvent};
 
 use crate::config::{Config, InstanceConfig};
 use crate::manager::network::{NetworkView, ViewError};
 
-/// Republish a descriptor at least this often.
-const REPUBLISH_AFTER: Duration = Duration::from_secs(3600);
+/// The events the manager follows: fetched descriptors, upload results,
+/// new consensuses.
+pub const EVENTS: [&str; 3] = ["HS_DESC", "HS_DESC_CONTENT", "STATUS_CLIENT"];
 /// How often the loop looks at what is due.
 const TICK: Duration = Duration::from_secs(1);
-/// First retry delay after an upload to an HSDir failed; doubles up to
-/// [`MAX_RETRY`].
-const FIRST_RETRY: Duration = Duration::from_secs(5);
-const MAX_RETRY: Duration = Duration::from_secs(300);
 /// How long to wait for a consensus before asking again.
 const CONSENSUS_POLL: Duration = Duration::from_secs(5);
 
@@ -45,33 +46,30 @@ struct Service {
     revisions: HashMap<HsBlindId, u64>,
     /// Set once "no live instance" has been said, until one is back.
     warned_empty: bool,
+    /// Instance changes not yet published.
+    changes: Coalescer,
 }
 
 /// One backend instance and its last good descriptor.
 struct Instance {
     config: InstanceConfig,
-    identity: HsIdKey,
-    descriptor: Option<InstanceDescriptor>,
-    /// Highest revision seen per blinded key: a lower one is a replay.
-    revisions: HashMap<HsBlindId, u64>,
+    state: InstanceState,
     /// Why it is unusable, as last reported (so it is said once).
     problem: Option<String>,
 }
 
 /// A master descriptor that was sent to HSDirs.
 struct Published {
-    period: u64,
-    /// Each descriptor's intro point keys (sorted) and HSDirs.
-    layout: Vec<(Vec<[u8; 32]>, Vec<RsaId>)>,
+    layout: Layout,
     at: SystemTime,
     /// The descriptor each HSDir was sent.
     texts: BTreeMap<RsaId, String>,
-    /// HSDirs whose upload failed, with the attempt count and next try.
-    retries: BTreeMap<RsaId, (u32, Instant)>,
+    uploads: Uploads,
 }
 
 /// The running manager.
 pub struct Daemon {
+    connector: Connector,
     control: ControlClient,
     config: Config,
     services: Vec<Service>,
@@ -81,21 +79,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Subscribes to events, waits for a consensus (saying so), and is
-    /// ready to run.
+    /// Connects to the management tor (once: a manager that cannot reach
+    /// its tor at start-up is misconfigured, and says so), waits for a
+    /// consensus (saying so), and is ready to run.
     pub async fn start(
-        control: ControlClient,
+        connector: Connector,
         config: Config,
         keys: Vec<MasterKey>,
     ) -> anyhow::Result<Self> {
-        control
-            .request(&Command::setevents([
-                "HS_DESC",
-                "HS_DESC_CONTENT",
-                "STATUS_CLIENT",
-            ]))
+        let control = connector
+            .connect()
             .await
-            .context("subscribing to events")?;
+            .with_context(|| format!("connecting to the management tor at {}", connector.addr()))?;
+        tracing::info!("connected to the management tor at {}", connector.addr());
         let testing = control
             .request(&Command::getconf(["TestingTorNetwork"]))
             .await
@@ -119,10 +115,10 @@ impl Daemon {
                     .iter()
                     .filter_map(|instance| {
                         Some(Instance {
-                            identity: HsIdKey::try_from(instance.address.hs_id()).ok()?,
+                            state: InstanceState::new(
+                                HsIdKey::try_from(instance.address.hs_id()).ok()?,
+                            ),
                             config: instance.clone(),
-                            descriptor: None,
-                            revisions: HashMap::new(),
                             problem: None,
                         })
                     })
@@ -130,9 +126,11 @@ impl Daemon {
                 published: [None, None],
                 revisions: HashMap::new(),
                 warned_empty: false,
+                changes: Coalescer::default(),
             })
             .collect();
         Ok(Daemon {
+            connector,
             control,
             config,
             services,
@@ -142,16 +140,11 @@ impl Daemon {
         })
     }
 
-    /// Runs until SIGINT or SIGTERM, or until the control connection ends.
+    /// Runs until SIGINT or SIGTERM. When the management tor goes away
+    /// (restart, crash), keeps its state, reconnects with backoff and goes
+    /// on where it was.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        let mut events = self
-            .control
-            .take_events()
-            .context("the control connection's events were already taken")?;
-        let mut tick = tokio::time::interval(TICK);
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
+        let mut stop = StopSignals::install()?;
         for service in &self.services {
             tracing::info!(
                 "balancing {} over {} instance(s)",
@@ -160,20 +153,67 @@ impl Daemon {
             );
         }
         loop {
+            if self.serve(&mut stop).await? == Ended::Stopped {
+                break;
+            }
+            tracing::warn!(
+                "lost the control connection to the management tor at {}; reconnecting",
+                self.connector.addr()
+            );
+            let now = Instant::now();
+            for published in self
+                .services
+                .iter_mut()
+                .flat_map(|s| s.published.iter_mut().flatten())
+            {
+                published.uploads.connection_lost(now);
+            }
+            let reconnect = self.connector.reconnect(|error, delay| {
+                tracing::warn!(
+                    "cannot reach the management tor: {}; trying again in {delay:.1?}",
+                    error_chain(error)
+                );
+            });
+            let Some(control) = stop.unless_stopped(reconnect).await else {
+                break;
+            };
+            self.control = control;
+            match stop
+                .unless_stopped(wait_for_view(&self.control, self.testing_network))
+                .await
+            {
+                None => break,
+                Some(Ok(view)) => self.view = view,
+                // Lost again: the next round reconnects.
+                Some(Err(e)) => tracing::warn!("{e:#}"),
+            }
+            tracing::info!("reconnected to the management tor; fetching instance descriptors");
+            self.next_fetch = Instant::now();
+        }
+        tracing::info!("stopping");
+        Ok(())
+    }
+
+    /// Follows one control connection until it ends or a stop signal
+    /// arrives.
+    async fn serve(&mut self, stop: &mut StopSignals) -> anyhow::Result<Ended> {
+        let mut events = self
+            .control
+            .take_events()
+            .context("the control connection's events were already taken")?;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else {
-                        anyhow::bail!("the management tor closed the control connection");
+                        return Ok(Ended::ConnectionLost);
                     };
                     self.handle_event(Event::parse(&event)).await;
                 }
                 _ = tick.tick() => self.on_tick().await,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
+                () = stop.recv() => return Ok(Ended::Stopped),
             }
         }
-        tracing::info!("stopping");
-        Ok(())
     }
 
     async fn on_tick(&mut self) {
@@ -183,9 +223,16 @@ impl Daemon {
         }
         let now = SystemTime::now();
         for index in 0..self.services.len() {
+            // Let a burst of instance changes settle into one publication.
+            let settling = self.services[index].changes.is_settling(Instant::now());
             for slot in 0..2 {
-                self.publish_if_due(index, slot, now).await;
+                if !settling {
+                    self.publish_if_due(index, slot, now).await;
+                }
                 self.retry_failed(index, slot).await;
+            }
+            if !settling {
+                self.services[index].changes.clear();
             }
         }
     }
@@ -222,7 +269,7 @@ impl Daemon {
                 continue;
             }
             asked.push(address);
-            let Ok((blinded, _)) = instance.identity.compute_blinded_key(ring.slot().period) else {
+            let Ok((blinded, _)) = instance.state.identity().compute_blinded_key(ring.slot().period) else {
                 continue;
             };
             let servers = ring.responsible(
@@ -255,38 +302,33 @@ impl Daemon {
         // otherwise pass it).
         let periods = [self.view.rings[self.view.fetch_slot].slot().period];
         let max_size = self.view.max_descriptor_size;
-        for instance in self.services.iter_mut().flat_map(|s| &mut s.instances) {
-            if instance.config.address.without_suffix() != content.address {
-                continue;
-            }
-            let label = instance.config.label();
-            match validate_instance_descriptor(&text, &instance.identity, &periods, now, max_size) {
-                Ok(descriptor) => {
-                    let highest = instance
-                        .revisions
-                        .get(&descriptor.blinded)
-                        .copied()
-                        .unwrap_or(0);
-                    if descriptor.revision < highest {
-                        instance.report(format!(
-                            "rejected a descriptor with revision {} below {highest} already seen (a replay)",
-                            descriptor.revision
-                        ));
-                        continue;
-                    }
-                    instance
-                        .revisions
-                        .insert(descriptor.blinded, descriptor.revision);
-                    if instance.problem.take().is_some() || instance.descriptor.is_none() {
-                        tracing::info!(
-                            "{label}: usable, {} intro point(s), revision {}",
-                            descriptor.intro_points.len(),
-                            descriptor.revision
-                        );
-                    }
-                    instance.descriptor = Some(descriptor);
+        let arrived = Instant::now();
+        for service in &mut self.services {
+            for instance in &mut service.instances {
+                if instance.config.address.without_suffix() != content.address {
+                    continue;
                 }
-                Err(e) => instance.report(format!("rejected a descriptor: {e}")),
+                match instance.state.offer(&text, &periods, now, max_size) {
+                    Ok(Accepted::Unchanged) => {}
+                    Ok(change) => {
+                        if let Some(descriptor) = instance.state.descriptor() {
+                            tracing::info!(
+                                "{}: {}, {} intro point(s), revision {}",
+                                instance.config.label(),
+                                if change == Accepted::NowUsable {
+                                    "usable"
+                                } else {
+                                    "new intro points"
+                                },
+                                descriptor.intro_points.len(),
+                                descriptor.revision
+                            );
+                        }
+                        instance.problem = None;
+                        service.changes.changed(arrived);
+                    }
+                    Err(rejected) => instance.report(rejected.to_string()),
+                }
             }
         }
     }
@@ -303,26 +345,25 @@ impl Daemon {
         let Some(hsdir) = event.hsdir.as_deref() else {
             return;
         };
+        let Ok(dir) = hsdir.parse::<RsaId>() else {
+            return;
+        };
+        // tor's upload events do not say which descriptor they are about;
+        // an HSDir responsible for both slots hears from both.
+        let now = Instant::now();
         for published in service.published.iter_mut().flatten() {
-            let Some(&dir) = published.texts.keys().find(|d| d.to_string() == hsdir) else {
-                continue;
-            };
             match event.action.as_str() {
-                "UPLOADED" => {
-                    published.retries.remove(&dir);
+                "UPLOADED" if published.uploads.accepted(&dir, now) => {
                     tracing::debug!("{}: descriptor accepted by HSDir {hsdir}", service.address);
                 }
                 "FAILED" => {
-                    let attempts = published.retries.get(&dir).map_or(0, |(n, _)| *n) + 1;
-                    let delay = (FIRST_RETRY * 2u32.saturating_pow(attempts - 1)).min(MAX_RETRY);
-                    tracing::warn!(
-                        "{}: HSDir {hsdir} refused the descriptor ({}); retrying in {delay:?}",
-                        service.address,
-                        event.reason.as_deref().unwrap_or("no reason given")
-                    );
-                    published
-                        .retries
-                        .insert(dir, (attempts, Instant::now() + delay));
+                    let reason = event.reason.as_deref().unwrap_or("no reason given");
+                    if let Some(delay) = published.uploads.failed(&dir, reason, now) {
+                        tracing::warn!(
+                            "{}: upload to HSDir {hsdir} failed ({reason}); retrying in {delay:?}",
+                            service.address,
+                        );
+                    }
                 }
                 _ => {}
             }
@@ -362,32 +403,25 @@ impl Daemon {
         // The two slots start the round-robin at different instances, so
         // the spare slots do not always fall to the same ones.
         let planned = plan(&live, &fetchable, &store, MAX_INTRO_POINTS, slot);
-        let layout: Vec<(Vec<[u8; 32]>, Vec<RsaId>)> = planned
-            .iter()
-            .map(|descriptor| {
-                let mut keys: Vec<[u8; 32]> = descriptor
-                    .intro_points
-                    .iter()
-                    .map(|ip| ip.ipt_sid_key().to_bytes())
-                    .collect();
-                keys.sort_unstable();
-                (keys, descriptor.hsdirs.clone())
-            })
-            .collect();
-        let reason = match &service.published[slot] {
-            None => "first publication",
-            Some(p) if p.period != period.interval_num() => "new time period",
-            Some(p)
-                if p.layout
-                    .iter()
-                    .map(|(k, _)| k)
-                    .ne(layout.iter().map(|(k, _)| k)) =>
-            {
-                "intro points changed"
-            }
-            Some(p) if p.layout != layout => "HSDir set changed",
-            Some(p) if now.duration_since(p.at).unwrap_or_default() >= REPUBLISH_AFTER => "age",
-            Some(_) => return,
+        let layout = Layout {
+            period: period.interval_num(),
+            descriptors: planned
+                .iter()
+                .map(|descriptor| {
+                    DescriptorLayout::new(
+                        descriptor
+                            .intro_points
+                            .iter()
+                            .map(|ip| ip.ipt_sid_key().to_bytes())
+                            .collect(),
+                        descriptor.hsdirs.clone(),
+                    )
+                })
+                .collect(),
+        };
+        let previous = service.published[slot].as_ref().map(|p| (&p.layout, p.at));
+        let Some(reason) = publish_reason(previous, &layout, now) else {
+            return;
         };
         let descriptor_slot = if slot == 0 {
             DescriptorSlot::First
@@ -433,44 +467,42 @@ impl Daemon {
             store.len()
         );
         let address = service.address;
+        let mut failed = Vec::new();
         for descriptor in &planned {
             if let Some(text) = descriptor.hsdirs.first().and_then(|dir| texts.get(dir)) {
-                upload(&self.control, address, text, &descriptor.hsdirs).await;
+                if let Err(e) = upload(&self.control, address, text, &descriptor.hsdirs).await {
+                    failed.push((descriptor.hsdirs.clone(), e));
+                }
+            }
+        }
+        let mut uploads = Uploads::sent(texts.keys().copied(), Instant::now());
+        for (hsdirs, error) in failed {
+            for dir in &hsdirs {
+                uploads.failed(dir, &error, Instant::now());
             }
         }
         service.published[slot] = Some(Published {
-            period: period.interval_num(),
             layout,
             at: now,
             texts,
-            retries: BTreeMap::new(),
+            uploads,
         });
     }
 
-    /// Uploads again to HSDirs whose upload failed, when their time comes.
+    /// Uploads again to HSDirs whose upload failed or went unanswered,
+    /// when their time comes.
     async fn retry_failed(&mut self, index: usize, slot: usize) {
         let service = &mut self.services[index];
         let address = service.address;
         let Some(published) = &mut service.published[slot] else {
             return;
         };
-        let now = Instant::now();
-        let due: Vec<RsaId> = published
-            .retries
-            .iter()
-            .filter(|(_, (_, at))| *at <= now)
-            .map(|(dir, _)| *dir)
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        for dir in &due {
-            if let Some(entry) = published.retries.get_mut(dir) {
-                // Wait for this attempt's result before trying again.
-                entry.1 = now + MAX_RETRY;
-            }
-            if let Some(text) = published.texts.get(dir) {
-                upload(&self.control, address, text, std::slice::from_ref(dir)).await;
+        for dir in published.uploads.take_due(Instant::now()) {
+            let Some(text) = published.texts.get(&dir) else {
+                continue;
+            };
+            if let Err(e) = upload(&self.control, address, text, std::slice::from_ref(&dir)).await {
+                published.uploads.failed(&dir, &e, Instant::now());
             }
         }
     }
@@ -480,13 +512,13 @@ impl Instance {
     /// Its intro points, if its last good descriptor is still valid; says
     /// once why not.
     fn live_intro_points(&mut self, now: SystemTime) -> Option<Vec<IntroPointDesc>> {
-        let descriptor = self.descriptor.as_ref()?;
-        if descriptor.valid_until.is_some_and(|end| end <= now) {
-            self.report("its descriptor expired".into());
-            self.descriptor = None;
-            return None;
+        match self.state.live_descriptor(now) {
+            Ok(descriptor) => Some(descriptor?.intro_points.clone()),
+            Err(expired) => {
+                self.report(expired.to_string());
+                None
+            }
         }
-        Some(descriptor.intro_points.clone())
     }
 
     /// Logs why it is unusable, once per distinct reason.
@@ -498,15 +530,25 @@ impl Instance {
     }
 }
 
-/// `+HSPOST SERVER=$fp... HSADDRESS=addr` with the descriptor.
-async fn upload(control: &ControlClient, address: OnionAddress, text: &str, hsdirs: &[RsaId]) {
+/// `+HSPOST SERVER=$fp... HSADDRESS=addr` with the descriptor. tor
+/// reports the result per HSDir later, in `HS_DESC` events; an error here
+/// means tor did not take the command (logged, and returned as the reason
+/// for the retry).
+async fn upload(
+    control: &ControlClient,
+    address: OnionAddress,
+    text: &str,
+    hsdirs: &[RsaId],
+) -> Result<(), String> {
     let command = Command::new("HSPOST")
         .args(hsdirs.iter().map(|fp| format!("SERVER=${fp}")))
         .arg(format!("HSADDRESS={}", address.without_suffix()))
         .data(text);
-    if let Err(e) = control.request(&command).await {
-        tracing::error!("{address}: HSPOST failed: {e}");
-    }
+    control.request(&command).await.map(drop).map_err(|e| {
+        let reason = error_chain(&e);
+        tracing::error!("{address}: HSPOST failed: {reason}");
+        reason
+    })
 }
 
 /// Loads the network view, waiting (and saying so once) while tor has no
@@ -535,4 +577,57 @@ async fn wait_for_view(
         }
         tokio::time::sleep(CONSENSUS_POLL).await;
     }
+}
+
+/// How a control connection's service ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// SIGINT or SIGTERM: exit.
+    Stopped,
+    /// tor closed the connection or it broke: reconnect.
+    ConnectionLost,
+}
+
+/// SIGINT and SIGTERM, which stop the manager wherever it is waiting.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Resolves when either signal arrives.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+
+    /// `work`'s result, or `None` if a stop signal came first.
+    async fn unless_stopped<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            result = work => Some(result),
+            () = self.recv() => None,
+        }
+    }
+}
+
+/// An error and its causes on one line, for logs.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

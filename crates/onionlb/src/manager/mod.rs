@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use onionlb_core::MasterKey;
-use torctl::{ControlAddr, ControlClient, Credentials};
+use torctl::{Connector, ControlAddr, Credentials};
 
 use crate::cli::RunArgs;
 use crate::config::Config;
@@ -37,8 +37,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         print_summary(&config, &keys);
         return Ok(());
     }
-    let control = connect(&args).await?;
-    daemon::Daemon::start(control, config, keys)
+    daemon::Daemon::start(connector(&args)?, config, keys)
         .await?
         .run()
         .await
@@ -47,9 +46,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Where Python Onionbalance looks for tor's control socket by default.
 const DEFAULT_CONTROL_SOCKET: &str = "/var/run/tor/control";
 
-/// Connects and authenticates to the management tor: its control socket
-/// when one is given or the default one exists, else its control port.
-async fn connect(args: &RunArgs) -> anyhow::Result<ControlClient> {
+/// How to reach the management tor: its control socket when one is given
+/// or the default one exists, else its control port; with the events the
+/// manager follows.
+fn connector(args: &RunArgs) -> anyhow::Result<Connector> {
     let addr = match &args.socket {
         Some(socket) => ControlAddr::Unix(socket.clone()),
         None if Path::new(DEFAULT_CONTROL_SOCKET).exists() => {
@@ -65,11 +65,7 @@ async fn connect(args: &RunArgs) -> anyhow::Result<ControlClient> {
         }
         None => Credentials::Auto,
     };
-    let control = ControlClient::connect_authenticated(&addr, &credentials)
-        .await
-        .with_context(|| format!("connecting to the management tor at {addr}"))?;
-    tracing::info!("connected to the management tor at {addr}");
-    Ok(control)
+    Ok(Connector::new(addr, credentials).subscribe(daemon::EVENTS))
 }
 
 fn print_summary(config: &Config, keys: &[MasterKey]) {

@@ -119,6 +119,25 @@ impl Manager {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `bound` until the log has a line containing `needle`
+    /// after the first line containing `after`; returns that line.
+    pub fn wait_for_log(&self, after: &str, needle: &str, bound: Duration) -> String {
+        let deadline = Instant::now() + bound;
+        loop {
+            let log = self.log();
+            if let Some(start) = log.find(after) {
+                if let Some(line) = log[start..].lines().find(|l| l.contains(needle)) {
+                    return line.to_owned();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} after {after:?} within {bound:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// SIGTERM, and it must exit cleanly within 10 s.
     pub fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
