@@ -24,6 +24,8 @@ use crate::revision::RevisionKey;
 
 /// Header of tor's `hs_ed25519_secret_key` file, NUL-padded to 32 bytes.
 const TOR_HEADER: &[u8] = b"== ed25519v1-secret: type0 ==";
+/// Header of tor's `hs_ed25519_public_key` file, NUL-padded to 32 bytes.
+const TOR_PUBLIC_HEADER: &[u8] = b"== ed25519v1-public: type0 ==";
 const TOR_HEADER_LEN: usize = 32;
 const TOR_FILE_LEN: usize = TOR_HEADER_LEN + 64;
 
@@ -39,8 +41,25 @@ pub enum KeyFormat {
 /// The identity keypair of an onion service we publish descriptors for.
 pub struct MasterKey {
     keypair: HsIdKeypair,
+    /// The expanded secret as tor's key file holds it (clamped scalar, not
+    /// reduced, then hash prefix), so it is written back byte for byte.
+    tor_secret: [u8; 64],
+    /// The seed, when the key came from one (PEM, or generated): PKCS#8
+    /// stores it, and an expanded key cannot be turned back into it.
+    seed: Option<[u8; 32]>,
     format: KeyFormat,
     revision: RevisionKey,
+}
+
+/// The files tor keeps in a `HiddenServiceDir` for a service's identity.
+#[derive(Clone)]
+pub struct TorKeyFiles {
+    /// `hs_ed25519_secret_key`.
+    pub secret_key: Vec<u8>,
+    /// `hs_ed25519_public_key`.
+    pub public_key: Vec<u8>,
+    /// `hostname`: the address and a newline.
+    pub hostname: String,
 }
 
 /// Why bytes are not a usable master key.
@@ -58,6 +77,9 @@ pub enum KeyError {
     /// Neither format.
     #[error("neither tor's hs_ed25519_secret_key format nor a PEM private key")]
     UnknownFormat,
+    /// PKCS#8 holds a seed, and a key read from tor's format has none.
+    #[error("a key read from tor's hs_ed25519_secret_key format cannot be written as PEM (tor keeps no seed); keep the tor format")]
+    NoSeed,
 }
 
 impl MasterKey {
@@ -77,6 +99,8 @@ impl MasterKey {
         let keypair = ed25519::Keypair::from_bytes(&seed);
         Ok(MasterKey {
             keypair: HsIdKeypair::from(ed25519::ExpandedKeypair::from(&keypair)),
+            tor_secret: expand_seed(&seed),
+            seed: Some(seed),
             format: KeyFormat::Pem,
             revision: RevisionKey::from_identity_secret(&seed),
         })
@@ -89,12 +113,9 @@ impl MasterKey {
     ) -> Result<(Self, String), KeyError> {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let pem = signing
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|e| KeyError::Pem(e.to_string()))?;
+        let pem = seed_pem(&seed)?;
         let key = Self::from_bytes(pem.as_bytes())?;
-        Ok((key, pem.to_string()))
+        Ok((key, pem))
     }
 
     fn from_tor_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
@@ -108,9 +129,42 @@ impl MasterKey {
             ed25519::ExpandedKeypair::from_secret_key_bytes(secret).ok_or(KeyError::TorSecret)?;
         Ok(MasterKey {
             keypair: HsIdKeypair::from(expanded),
+            tor_secret: secret,
+            seed: None,
             format: KeyFormat::Tor,
             revision,
         })
+    }
+
+    /// The key as a file in `format`: tor's `hs_ed25519_secret_key`
+    /// bytes, or PKCS#8 PEM (only for keys that have a seed).
+    pub fn encode(&self, format: KeyFormat) -> Result<Vec<u8>, KeyError> {
+        match format {
+            KeyFormat::Tor => {
+                let mut file = tor_header(TOR_HEADER);
+                file.extend_from_slice(&self.tor_secret);
+                Ok(file)
+            }
+            KeyFormat::Pem => {
+                let seed = self.seed.ok_or(KeyError::NoSeed)?;
+                Ok(seed_pem(&seed)?.into_bytes())
+            }
+        }
+    }
+
+    /// What tor's `HiddenServiceDir` holds for this identity, so an
+    /// instance tor can be given a key made here.
+    pub fn tor_key_files(&self) -> TorKeyFiles {
+        let expanded: &ed25519::ExpandedKeypair = self.keypair.as_ref();
+        let mut secret_key = tor_header(TOR_HEADER);
+        secret_key.extend_from_slice(&self.tor_secret);
+        let mut public_key = tor_header(TOR_PUBLIC_HEADER);
+        public_key.extend_from_slice(expanded.public().as_bytes());
+        TorKeyFiles {
+            secret_key,
+            public_key,
+            hostname: format!("{}\n", self.address()),
+        }
     }
 
     /// The service's onion address.
@@ -132,6 +186,45 @@ impl MasterKey {
     /// derives it from the same file.
     pub fn revision_key(&self) -> &RevisionKey {
         &self.revision
+    }
+}
+
+/// A seed as PKCS#8 v1 PEM (no public key), as OpenSSL and Python's
+/// `cryptography` (so `onionbalance-config`) write it.
+fn seed_pem(seed: &[u8; 32]) -> Result<String, KeyError> {
+    let pkcs8 = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: *seed,
+        public_key: None,
+    };
+    let pem = pkcs8
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| KeyError::Pem(e.to_string()))?;
+    Ok(pem.to_string())
+}
+
+/// The expanded secret key of an ed25519 seed, as tor stores it:
+/// SHA-512 of the seed with the scalar half clamped (RFC 8032 5.1.5).
+fn expand_seed(seed: &[u8; 32]) -> [u8; 64] {
+    use sha2::{Digest as _, Sha512};
+    let mut expanded: [u8; 64] = Sha512::digest(seed).into();
+    expanded[0] &= 248;
+    expanded[31] &= 63;
+    expanded[31] |= 64;
+    expanded
+}
+
+/// A tor key file header, NUL-padded to its 32 bytes.
+fn tor_header(text: &[u8]) -> Vec<u8> {
+    let mut header = text.to_vec();
+    header.resize(TOR_HEADER_LEN, 0);
+    header
+}
+
+impl fmt::Debug for TorKeyFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TorKeyFiles")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
     }
 }
 
@@ -188,6 +281,24 @@ mod test {
         assert_eq!(again.address(), key.address());
         let (other, _) = MasterKey::generate(&mut rand::rng()).unwrap();
         assert_ne!(other.address(), key.address());
+    }
+
+    #[test]
+    fn keys_are_written_in_both_formats_as_they_are_read() {
+        let pem = MasterKey::from_bytes(PEM.as_bytes()).unwrap();
+        assert_eq!(pem.encode(KeyFormat::Tor).unwrap(), tor_file());
+        assert_eq!(pem.encode(KeyFormat::Pem).unwrap(), PEM.as_bytes());
+        let tor = MasterKey::from_bytes(&tor_file()).unwrap();
+        assert_eq!(tor.encode(KeyFormat::Tor).unwrap(), tor_file());
+        assert_eq!(tor.encode(KeyFormat::Pem).unwrap_err(), KeyError::NoSeed);
+
+        let files = tor.tor_key_files();
+        assert_eq!(files.secret_key, tor_file());
+        assert_eq!(files.hostname, format!("{ADDRESS}\n"));
+        assert_eq!(files.public_key.len(), 64);
+        assert!(files.public_key.starts_with(b"== ed25519v1-public: type0 ==\0\0\0"));
+        let address: OnionAddress = ADDRESS.parse().unwrap();
+        assert_eq!(&files.public_key[32..], address.hs_id().as_ref());
     }
 
     #[test]

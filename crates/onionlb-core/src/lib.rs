@@ -17,4 +17,4 @@ pub mod upload;
 mod test_support;
 
 pub use address::{AddressError, OnionAddress};
-pub use key::{KeyError, KeyFormat, MasterKey};
+pub use key::{KeyError, KeyFormat, MasterKey, TorKeyFiles};
