@@ -75,19 +75,22 @@ impl InstanceState {
     ) -> Result<Accepted, Rejected> {
         let descriptor =
             validate_instance_descriptor(text, &self.identity, periods, now, max_size)?;
-        let seen = self.revisions.get(&descriptor.blinded).copied().unwrap_or(0);
+        let seen = self
+            .revisions
+            .get(&descriptor.blinded)
+            .copied()
+            .unwrap_or(0);
         if descriptor.revision < seen {
             return Err(Rejected::Replay {
                 revision: descriptor.revision,
                 seen,
             });
         }
-        self.revisions.insert(descriptor.blinded, descriptor.revision);
+        self.revisions
+            .insert(descriptor.blinded, descriptor.revision);
         let outcome = match &self.descriptor {
             None => Accepted::NowUsable,
-            Some(old) if intro_keys(old) != intro_keys(&descriptor) => {
-                Accepted::IntroPointsChanged
-            }
+            Some(old) if intro_keys(old) != intro_keys(&descriptor) => Accepted::IntroPointsChanged,
             Some(_) => Accepted::Unchanged,
         };
         self.descriptor = Some(descriptor);
@@ -96,7 +99,10 @@ impl InstanceState {
 
     /// The descriptor in use, if it is still valid at `now`. An expired
     /// one is dropped, and `Err` says so once.
-    pub fn live_descriptor(&mut self, now: SystemTime) -> Result<Option<&InstanceDescriptor>, Expired> {
+    pub fn live_descriptor(
+        &mut self,
+        now: SystemTime,
+    ) -> Result<Option<&InstanceDescriptor>, Expired> {
         if self
             .descriptor
             .as_ref()
@@ -188,7 +194,9 @@ mod test {
                 seen: 9
             })
         );
-        let tampered = new.text.replace("revision-counter 9\n", "revision-counter 99\n");
+        let tampered = new
+            .text
+            .replace("revision-counter 9\n", "revision-counter 99\n");
         assert!(matches!(
             state.offer(&tampered, &periods, f.now, 50_000),
             Err(Rejected::Invalid(_))

@@ -296,7 +296,9 @@ mod test {
         assert_eq!(files.secret_key, tor_file());
         assert_eq!(files.hostname, format!("{ADDRESS}\n"));
         assert_eq!(files.public_key.len(), 64);
-        assert!(files.public_key.starts_with(b"== ed25519v1-public: type0 ==\0\0\0"));
+        assert!(files
+            .public_key
+            .starts_with(b"== ed25519v1-public: type0 ==\0\0\0"));
         let address: OnionAddress = ADDRESS.parse().unwrap();
         assert_eq!(&files.public_key[32..], address.hs_id().as_ref());
     }

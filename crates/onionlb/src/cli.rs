@@ -75,6 +75,58 @@ pub enum Command {
     /// Brings up a private network, runs onionlb on it, and shows a client's
     /// requests to the master address spread over the instances.
     Demo(DemoArgs),
+    /// Writes a master key, config.yaml, and each instance's keys, torrc
+    /// lines and ob_config. Asks questions unless --no-interactive.
+    Config(ConfigArgs),
+}
+
+/// `onionlb config`
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Run from the flags alone, asking nothing.
+    #[arg(long)]
+    pub no_interactive: bool,
+    /// Directory to write to.
+    #[arg(long, default_value = "onionlb-config")]
+    pub output: PathBuf,
+    /// Use this master key (tor's hs_ed25519_secret_key or PEM) instead of
+    /// generating one, keeping the service's address.
+    #[arg(long, value_name = "FILE")]
+    pub import_key: Option<PathBuf>,
+    /// How to store the master key (default: tor for a new key, the
+    /// imported key's own format otherwise).
+    #[arg(long, value_enum)]
+    pub key_format: Option<KeyFormatArg>,
+    /// An instance that already runs (repeatable): it gets an ob_config
+    /// and torrc lines, no keys.
+    #[arg(long = "instance", value_name = "ADDRESS")]
+    pub instances: Vec<OnionAddress>,
+    /// New instances to generate keys for (default: 2 when no --instance
+    /// is given, else 0).
+    #[arg(long, value_name = "N")]
+    pub new_instances: Option<usize>,
+    /// Port clients connect to on the onion address.
+    #[arg(long, default_value_t = 80)]
+    pub virtual_port: u16,
+    /// Where each instance's tor forwards connections.
+    #[arg(long, default_value = "127.0.0.1:80")]
+    pub target: String,
+    /// Where new instances' HiddenServiceDirs will live on their machines
+    /// (BASE/NAME); by default, where they are written.
+    #[arg(long, value_name = "BASE")]
+    pub hs_dir_base: Option<PathBuf>,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A master key file format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyFormatArg {
+    /// tor's hs_ed25519_secret_key.
+    Tor,
+    /// PKCS#8 PEM, as onionbalance-config writes it.
+    Pem,
 }
 
 /// `onionlb testnet ...`

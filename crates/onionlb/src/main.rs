@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod demo;
+mod generate;
 mod manager;
 mod testnet_cmd;
 
@@ -22,20 +23,21 @@ fn main() -> ExitCode {
         eprintln!("onionlb: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("onionlb: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        // The generator needs no runtime.
+        Some(Command::Config(args)) => generate::run(args),
+        command => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(async {
+                match command {
+                    Some(Command::Testnet(args)) => testnet_cmd::run(args).await,
+                    Some(Command::Demo(args)) => demo::run(args).await,
+                    Some(Command::Config(args)) => generate::run(args),
+                    None => manager::run(cli.run).await,
+                }
+            }),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+        },
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Some(Command::Testnet(args)) => testnet_cmd::run(args).await,
-            Some(Command::Demo(args)) => demo::run(args).await,
-            None => manager::run(cli.run).await,
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

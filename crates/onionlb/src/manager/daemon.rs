@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use onionlb_core::allocation::plan;
-use onionlb_core::consensus::RsaId;
 use onionlb_core::coalesce::Coalescer;
+use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, IntroPointDesc, MasterDescriptorPlan,
     MAX_INTRO_POINTS,
@@ -269,7 +269,11 @@ impl Daemon {
                 continue;
             }
             asked.push(address);
-            let Ok((blinded, _)) = instance.state.identity().compute_blinded_key(ring.slot().period) else {
+            let Ok((blinded, _)) = instance
+                .state
+                .identity()
+                .compute_blinded_key(ring.slot().period)
+            else {
                 continue;
             };
             let servers = ring.responsible(
