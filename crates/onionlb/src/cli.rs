@@ -75,9 +75,30 @@ pub enum Command {
     /// Brings up a private network, runs onionlb on it, and shows a client's
     /// requests to the master address spread over the instances.
     Demo(DemoArgs),
+    /// Shows what the running manager is doing, from its status socket.
+    Status(StatusArgs),
     /// Writes a master key, config.yaml, and each instance's keys, torrc
     /// lines and ob_config. Asks questions unless --no-interactive.
     Config(ConfigArgs),
+}
+
+/// `onionlb status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The configuration whose status-socket-location to read.
+    #[arg(
+        short,
+        long,
+        env = "ONIONBALANCE_CONFIG",
+        default_value = "config.yaml"
+    )]
+    pub config: PathBuf,
+    /// The status socket (instead of the configuration's).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `onionlb config`

@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod generate;
 mod manager;
+mod status;
 mod testnet_cmd;
 
 use std::process::ExitCode;
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
                 match command {
                     Some(Command::Testnet(args)) => testnet_cmd::run(args).await,
                     Some(Command::Demo(args)) => demo::run(args).await,
+                    Some(Command::Status(args)) => {
+                        let config = args.config.clone();
+                        status::run(args, &config).await
+                    }
                     Some(Command::Config(args)) => generate::run(args),
                     None => manager::run(cli.run).await,
                 }

@@ -23,13 +23,18 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     config.masters = vec![master];
     let mut net = Testnet::start(config).await.unwrap();
     let control_port = manager_port(&net);
+    let dir = tmp_dir("manager-test-onionlb");
+    let socket = dir.join("status.sock");
     let manager = Manager::start(
-        &tmp_dir("manager-test-onionlb"),
+        &dir,
         &net,
         &pem,
         control_port,
         // Short enough that the instance restarted below is fetched soon.
-        "fetch-interval: 15\n",
+        &format!(
+            "fetch-interval: 15\nstatus-socket-location: {}\n",
+            socket.display()
+        ),
     );
     let url = format!("http://{master}/");
 
@@ -42,6 +47,35 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         log.contains("1 distinct, 9 intro point slots from 3 instance(s)"),
         "{log}"
     );
+
+    // The status socket: Python Onionbalance's JSON fields, and the table.
+    let json = onionlb_status(&dir, &["--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let service = &status["services"][0];
+    assert_eq!(service["onionAddress"], master.to_string());
+    assert!(
+        service["publishAttemptFirstDescriptor"].is_string(),
+        "{json}"
+    );
+    assert!(
+        service["publishAttemptSecondDescriptor"].is_string(),
+        "{json}"
+    );
+    let instances = service["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 3, "{json}");
+    for (instance, address) in instances.iter().zip(net.instance_addresses()) {
+        assert_eq!(instance["onionAddress"], address.to_string());
+        assert_eq!(instance["introPointsNum"], 3, "{json}");
+        assert!(instance["descriptorReceived"].is_string(), "{json}");
+        assert_eq!(instance["live"], true, "{json}");
+    }
+    assert_eq!(status["manager"]["controlConnected"], true);
+    let table = onionlb_status(&dir, &[]);
+    assert!(
+        table.contains(&format!("{master}: 3 of 3 instance(s) live")),
+        "{table}"
+    );
+    assert!(table.contains("first descriptor: period"), "{table}");
 
     // (a) With fresh circuits, every instance answers at least once in 30.
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
@@ -98,7 +132,28 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         log.contains("lost the control connection to the management tor"),
         "{log}"
     );
+    let table = onionlb_status(&dir, &[]);
+    assert!(table.contains("(1 reconnect(s))"), "{table}");
 
     manager.stop();
+    assert!(!socket.exists(), "the status socket outlived the manager");
     net.stop();
+}
+
+/// `onionlb status -c DIR/config.yaml ARGS`, which must succeed.
+fn onionlb_status(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .arg("status")
+        .arg("-c")
+        .arg(dir.join("config.yaml"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "onionlb status failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
 }

@@ -5,6 +5,7 @@
 //! feeds them tor's events and the clock, and sends what they decide.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -12,8 +13,7 @@ use onionlb_core::allocation::plan;
 use onionlb_core::coalesce::Coalescer;
 use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::{
-    build_master_descriptor, default_flow_control, IntroPointDesc, MasterDescriptorPlan,
-    MAX_INTRO_POINTS,
+    build_master_descriptor, default_flow_control, MasterDescriptorPlan, MAX_INTRO_POINTS,
 };
 use onionlb_core::instance::{Accepted, InstanceState};
 use onionlb_core::period::DescriptorSlot;
@@ -21,11 +21,15 @@ use onionlb_core::publish::{publish_reason, DescriptorLayout, Layout};
 use onionlb_core::revision::next_revision;
 use onionlb_core::upload::Uploads;
 use onionlb_core::{MasterKey, OnionAddress};
-use tor_hscrypto::pk::{HsBlindId, HsIdKey};
+use tokio::sync::watch;
+use tor_hscrypto::pk::HsIdKey;
 use torctl::{Command, Connector, ControlClient, Event, HsDescContent, HsDescEvent};
 
-use crate::config::{Config, InstanceConfig};
+use crate::config::Config;
 use crate::manager::network::{NetworkView, ViewError};
+use crate::manager::snapshot::{self, ControlHealth};
+use crate::manager::state::{Instance, Published, Service};
+use crate::status::report::StatusReport;
 
 /// The events the manager follows: fetched descriptors, upload results,
 /// new consensuses.
@@ -34,38 +38,6 @@ pub const EVENTS: [&str; 3] = ["HS_DESC", "HS_DESC_CONTENT", "STATUS_CLIENT"];
 const TICK: Duration = Duration::from_secs(1);
 /// How long to wait for a consensus before asking again.
 const CONSENSUS_POLL: Duration = Duration::from_secs(5);
-
-/// One balanced service and what has been published for it.
-struct Service {
-    key: MasterKey,
-    address: OnionAddress,
-    instances: Vec<Instance>,
-    /// What was last published for each slot (first, second).
-    published: [Option<Published>; 2],
-    /// Last revision published per blinded key.
-    revisions: HashMap<HsBlindId, u64>,
-    /// Set once "no live instance" has been said, until one is back.
-    warned_empty: bool,
-    /// Instance changes not yet published.
-    changes: Coalescer,
-}
-
-/// One backend instance and its last good descriptor.
-struct Instance {
-    config: InstanceConfig,
-    state: InstanceState,
-    /// Why it is unusable, as last reported (so it is said once).
-    problem: Option<String>,
-}
-
-/// A master descriptor that was sent to HSDirs.
-struct Published {
-    layout: Layout,
-    at: SystemTime,
-    /// The descriptor each HSDir was sent.
-    texts: BTreeMap<RsaId, String>,
-    uploads: Uploads,
-}
 
 /// The running manager.
 pub struct Daemon {
@@ -76,6 +48,8 @@ pub struct Daemon {
     testing_network: bool,
     view: NetworkView,
     next_fetch: Instant,
+    health: ControlHealth,
+    status: watch::Sender<Arc<StatusReport>>,
 }
 
 impl Daemon {
@@ -103,7 +77,7 @@ impl Daemon {
             );
         }
         let view = wait_for_view(&control, testing_network).await?;
-        let services = config
+        let services: Vec<Service> = config
             .services
             .iter()
             .zip(keys)
@@ -120,6 +94,8 @@ impl Daemon {
                             ),
                             config: instance.clone(),
                             problem: None,
+                            received: None,
+                            intro_set_modified: None,
                         })
                     })
                     .collect(),
@@ -129,6 +105,16 @@ impl Daemon {
                 changes: Coalescer::default(),
             })
             .collect();
+        let health = ControlHealth {
+            connected: true,
+            reconnects: 0,
+        };
+        let (status, _) = watch::channel(Arc::new(snapshot::report(
+            &services,
+            health,
+            SystemTime::now(),
+            Instant::now(),
+        )));
         Ok(Daemon {
             connector,
             control,
@@ -137,7 +123,24 @@ impl Daemon {
             testing_network,
             view,
             next_fetch: Instant::now(),
+            health,
+            status,
         })
+    }
+
+    /// The status reports, refreshed every second.
+    pub fn status_reports(&self) -> watch::Receiver<Arc<StatusReport>> {
+        self.status.subscribe()
+    }
+
+    fn refresh_status(&self) {
+        let report = snapshot::report(
+            &self.services,
+            self.health,
+            SystemTime::now(),
+            Instant::now(),
+        );
+        self.status.send_replace(Arc::new(report));
     }
 
     /// Runs until SIGINT or SIGTERM. When the management tor goes away
@@ -160,6 +163,8 @@ impl Daemon {
                 "lost the control connection to the management tor at {}; reconnecting",
                 self.connector.addr()
             );
+            self.health.connected = false;
+            self.refresh_status();
             let now = Instant::now();
             for published in self
                 .services
@@ -178,6 +183,9 @@ impl Daemon {
                 break;
             };
             self.control = control;
+            self.health.connected = true;
+            self.health.reconnects += 1;
+            self.refresh_status();
             match stop
                 .unless_stopped(wait_for_view(&self.control, self.testing_network))
                 .await
@@ -235,6 +243,7 @@ impl Daemon {
                 self.services[index].changes.clear();
             }
         }
+        self.refresh_status();
     }
 
     async fn handle_event(&mut self, event: Event) {
@@ -312,9 +321,14 @@ impl Daemon {
                 if instance.config.address.without_suffix() != content.address {
                     continue;
                 }
-                match instance.state.offer(&text, &periods, now, max_size) {
+                let outcome = instance.state.offer(&text, &periods, now, max_size);
+                if outcome.is_ok() {
+                    instance.received = Some(now);
+                }
+                match outcome {
                     Ok(Accepted::Unchanged) => {}
                     Ok(change) => {
+                        instance.intro_set_modified = Some(now);
                         if let Some(descriptor) = instance.state.descriptor() {
                             tracing::info!(
                                 "{}: {}, {} intro point(s), revision {}",
@@ -488,6 +502,8 @@ impl Daemon {
         service.published[slot] = Some(Published {
             layout,
             at: now,
+            revision,
+            reason,
             texts,
             uploads,
         });
@@ -508,28 +524,6 @@ impl Daemon {
             if let Err(e) = upload(&self.control, address, text, std::slice::from_ref(&dir)).await {
                 published.uploads.failed(&dir, &e, Instant::now());
             }
-        }
-    }
-}
-
-impl Instance {
-    /// Its intro points, if its last good descriptor is still valid; says
-    /// once why not.
-    fn live_intro_points(&mut self, now: SystemTime) -> Option<Vec<IntroPointDesc>> {
-        match self.state.live_descriptor(now) {
-            Ok(descriptor) => Some(descriptor?.intro_points.clone()),
-            Err(expired) => {
-                self.report(expired.to_string());
-                None
-            }
-        }
-    }
-
-    /// Logs why it is unusable, once per distinct reason.
-    fn report(&mut self, problem: String) {
-        if self.problem.as_deref() != Some(problem.as_str()) {
-            tracing::warn!("{}: {problem}", self.config.label());
-            self.problem = Some(problem);
         }
     }
 }

@@ -3,6 +3,8 @@
 mod daemon;
 mod keyfile;
 mod network;
+mod snapshot;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,10 +39,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         print_summary(&config, &keys);
         return Ok(());
     }
-    daemon::Daemon::start(connector(&args)?, config, keys)
-        .await?
-        .run()
-        .await
+    let socket = crate::status::socket_location(&config);
+    let daemon = daemon::Daemon::start(connector(&args)?, config, keys).await?;
+    // Held until the daemon stops; dropping it removes the socket.
+    let _status = match socket {
+        Some(path) => {
+            Some(crate::status::StatusServer::start(&path, daemon.status_reports()).await?)
+        }
+        None => None,
+    };
+    daemon.run().await
 }
 
 /// Where Python Onionbalance looks for tor's control socket by default.

@@ -1,0 +1,75 @@
+//! What the manager keeps per service and per instance between events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use onionlb_core::coalesce::Coalescer;
+use onionlb_core::consensus::RsaId;
+use onionlb_core::descriptor::IntroPointDesc;
+use onionlb_core::instance::InstanceState;
+use onionlb_core::publish::{Layout, PublishReason};
+use onionlb_core::upload::Uploads;
+use onionlb_core::{MasterKey, OnionAddress};
+use tor_hscrypto::pk::HsBlindId;
+
+use crate::config::InstanceConfig;
+
+/// One balanced service and what has been published for it.
+pub(super) struct Service {
+    pub(super) key: MasterKey,
+    pub(super) address: OnionAddress,
+    pub(super) instances: Vec<Instance>,
+    /// What was last published for each slot (first, second).
+    pub(super) published: [Option<Published>; 2],
+    /// Last revision published per blinded key.
+    pub(super) revisions: HashMap<HsBlindId, u64>,
+    /// Set once "no live instance" has been said, until one is back.
+    pub(super) warned_empty: bool,
+    /// Instance changes not yet published.
+    pub(super) changes: Coalescer,
+}
+
+/// One backend instance and its last good descriptor.
+pub(super) struct Instance {
+    pub(super) config: InstanceConfig,
+    pub(super) state: InstanceState,
+    /// Why it is unusable, as last reported (so it is said once).
+    pub(super) problem: Option<String>,
+    /// When a descriptor of it was last accepted.
+    pub(super) received: Option<SystemTime>,
+    /// When its intro points last changed.
+    pub(super) intro_set_modified: Option<SystemTime>,
+}
+
+/// A master descriptor that was sent to HSDirs.
+pub(super) struct Published {
+    pub(super) layout: Layout,
+    pub(super) at: SystemTime,
+    pub(super) revision: u64,
+    pub(super) reason: PublishReason,
+    /// The descriptor each HSDir was sent.
+    pub(super) texts: BTreeMap<RsaId, String>,
+    pub(super) uploads: Uploads,
+}
+
+impl Instance {
+    /// Its intro points, if its last good descriptor is still valid; says
+    /// once why not.
+    pub(super) fn live_intro_points(&mut self, now: SystemTime) -> Option<Vec<IntroPointDesc>> {
+        match self.state.live_descriptor(now) {
+            Ok(descriptor) => Some(descriptor?.intro_points.clone()),
+            Err(expired) => {
+                self.report(expired.to_string());
+                None
+            }
+        }
+    }
+
+    /// Logs why it is unusable, once per distinct reason.
+    pub(super) fn report(&mut self, problem: String) {
+        if self.problem.as_deref() != Some(problem.as_str()) {
+            tracing::warn!("{}: {problem}", self.config.label());
+            self.problem = Some(problem);
+        }
+    }
+}
