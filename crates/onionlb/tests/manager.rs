@@ -77,6 +77,45 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     );
     assert!(table.contains("first descriptor: period"), "{table}");
 
+    // SIGHUP: a renamed instance keeps its descriptor and the service its
+    // publications; an invalid config changes nothing and says where.
+    let config = std::fs::read_to_string(manager.config()).unwrap();
+    let first_name = net.layout().instances().next().unwrap().name.clone();
+    std::fs::write(
+        manager.config(),
+        config.replace(&format!("name: {first_name}\n"), "name: renamed\n"),
+    )
+    .unwrap();
+    manager.signal(nix::sys::signal::Signal::SIGHUP);
+    let reloaded = "reloaded configuration";
+    manager.wait_for_log("", reloaded, Duration::from_secs(10));
+    let json = onionlb_status(&dir, &["--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let renamed = &status["services"][0]["instances"][0];
+    assert_eq!(renamed["name"], "renamed", "{json}");
+    assert_eq!(renamed["live"], true, "{json}");
+    assert_eq!(renamed["introPointsNum"], 3, "{json}");
+    std::fs::write(manager.config(), "services:\n- instances: []\n").unwrap();
+    manager.signal(nix::sys::signal::Signal::SIGHUP);
+    let refused = manager.wait_for_log(
+        reloaded,
+        "not reloading, keeping the running configuration",
+        Duration::from_secs(10),
+    );
+    assert!(
+        refused.contains("config.yaml:2: services[0].key"),
+        "{refused}"
+    );
+    std::fs::write(manager.config(), &config).unwrap();
+    manager.signal(nix::sys::signal::Signal::SIGHUP);
+    manager.wait_for_log("not reloading", reloaded, Duration::from_secs(10));
+    let log = manager.log();
+    let after_reload = &log[log.find(reloaded).unwrap()..];
+    assert!(
+        !after_reload.contains("(first publication)"),
+        "a reload dropped what was published:\n{log}"
+    );
+
     // (a) With fresh circuits, every instance answers at least once in 30.
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..30 {

@@ -4,18 +4,17 @@
 //! All protocol rules live in `onionlb-core`; this is the tokio shell that
 //! feeds them tor's events and the clock, and sends what they decide.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use onionlb_core::allocation::plan;
-use onionlb_core::coalesce::Coalescer;
 use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, MasterDescriptorPlan, MAX_INTRO_POINTS,
 };
-use onionlb_core::instance::{Accepted, InstanceState};
+use onionlb_core::instance::Accepted;
 use onionlb_core::period::DescriptorSlot;
 use onionlb_core::publish::{publish_reason, DescriptorLayout, Layout};
 use onionlb_core::revision::next_revision;
@@ -28,7 +27,8 @@ use torctl::{Command, Connector, ControlClient, Event, HsDescContent, HsDescEven
 use crate::config::Config;
 use crate::manager::network::{NetworkView, ViewError};
 use crate::manager::snapshot::{self, ControlHealth};
-use crate::manager::state::{Instance, Published, Service};
+use crate::manager::state::{Published, Service};
+use crate::manager::ConfigSource;
 use crate::status::report::StatusReport;
 
 /// The events the manager follows: fetched descriptors, upload results,
@@ -41,6 +41,7 @@ const CONSENSUS_POLL: Duration = Duration::from_secs(5);
 
 /// The running manager.
 pub struct Daemon {
+    source: ConfigSource,
     connector: Connector,
     control: ControlClient,
     config: Config,
@@ -58,6 +59,7 @@ impl Daemon {
     /// consensus (saying so), and is ready to run.
     pub async fn start(
         connector: Connector,
+        source: ConfigSource,
         config: Config,
         keys: Vec<MasterKey>,
     ) -> anyhow::Result<Self> {
@@ -81,29 +83,7 @@ impl Daemon {
             .services
             .iter()
             .zip(keys)
-            .map(|(service, key)| Service {
-                address: key.address(),
-                key,
-                instances: service
-                    .instances
-                    .iter()
-                    .filter_map(|instance| {
-                        Some(Instance {
-                            state: InstanceState::new(
-                                HsIdKey::try_from(instance.address.hs_id()).ok()?,
-                            ),
-                            config: instance.clone(),
-                            problem: None,
-                            received: None,
-                            intro_set_modified: None,
-                        })
-                    })
-                    .collect(),
-                published: [None, None],
-                revisions: HashMap::new(),
-                warned_empty: false,
-                changes: Coalescer::default(),
-            })
+            .map(|(service, key)| Service::new(key, &service.instances))
             .collect();
         let health = ControlHealth {
             connected: true,
@@ -116,6 +96,7 @@ impl Daemon {
             Instant::now(),
         )));
         Ok(Daemon {
+            source,
             connector,
             control,
             config,
@@ -143,7 +124,8 @@ impl Daemon {
         self.status.send_replace(Arc::new(report));
     }
 
-    /// Runs until SIGINT or SIGTERM. When the management tor goes away
+    /// Runs until SIGINT or SIGTERM; SIGHUP reloads the configuration.
+    /// When the management tor goes away
     /// (restart, crash), keeps its state, reconnects with backoff and goes
     /// on where it was.
     pub async fn run(mut self) -> anyhow::Result<()> {
@@ -219,9 +201,67 @@ impl Daemon {
                     self.handle_event(Event::parse(&event)).await;
                 }
                 _ = tick.tick() => self.on_tick().await,
-                () = stop.recv() => return Ok(Ended::Stopped),
+                signal = stop.next() => match signal {
+                    Signal::Reload => self.reload(),
+                    Signal::Stop => return Ok(Ended::Stopped),
+                },
             }
         }
+    }
+
+    /// Reads the configuration again (SIGHUP). Services and instances that
+    /// stay keep what was fetched and published for them; an invalid
+    /// configuration changes nothing and says why.
+    fn reload(&mut self) {
+        let (config, keys) = match self.source.load() {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!("not reloading, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        if crate::status::socket_location(&config) != crate::status::socket_location(&self.config) {
+            tracing::warn!("a new status-socket-location takes effect at the next start");
+        }
+        let mut old = std::mem::take(&mut self.services);
+        let now = Instant::now();
+        let mut fetch = false;
+        for (service_config, key) in config.services.iter().zip(keys) {
+            let address = key.address();
+            let service = match old.iter().position(|s| s.address == address) {
+                Some(at) => {
+                    let mut service = old.swap_remove(at);
+                    if service.set_instances(&service_config.instances) {
+                        service.changes.changed(now);
+                        fetch = true;
+                    }
+                    service
+                }
+                None => {
+                    tracing::info!("{address}: added");
+                    fetch = true;
+                    Service::new(key, &service_config.instances)
+                }
+            };
+            self.services.push(service);
+        }
+        for gone in &old {
+            tracing::warn!(
+                "{}: removed from the configuration; its published descriptors stay on the HSDirs until they expire",
+                gone.address
+            );
+        }
+        self.config = config;
+        if fetch {
+            // New instances need descriptors now, not at the next round.
+            self.next_fetch = Instant::now();
+        }
+        tracing::info!(
+            "reloaded configuration {}: {} service(s)",
+            self.config.path.display(),
+            self.services.len()
+        );
+        self.refresh_status();
     }
 
     async fn on_tick(&mut self) {
@@ -586,10 +626,19 @@ enum Ended {
     ConnectionLost,
 }
 
-/// SIGINT and SIGTERM, which stop the manager wherever it is waiting.
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// The signals the manager acts on: SIGINT and SIGTERM stop it wherever
+/// it is waiting; SIGHUP reloads the configuration.
 struct StopSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -598,14 +647,25 @@ impl StopSignals {
         Ok(StopSignals {
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    /// Resolves when either signal arrives.
+    /// Resolves when SIGINT or SIGTERM arrives.
     async fn recv(&mut self) {
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}
+        }
+    }
+
+    /// The next signal of the three. A SIGHUP that arrives while only
+    /// [`StopSignals::recv`] waits is kept until this is called.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
         }
     }
 

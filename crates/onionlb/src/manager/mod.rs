@@ -19,28 +19,17 @@ use crate::config::Config;
 /// Loads the configuration and keys, then runs the manager (or, with
 /// `--check`, reports what it would balance).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
-    for (line, key) in &config.unknown_keys {
-        tracing::warn!(
-            "{}:{line}: unknown key {key} ignored",
-            config.path.display()
-        );
-    }
-    let mut keys = Vec::new();
-    for (index, service) in config.services.iter().enumerate() {
-        keys.push(keyfile::load(
-            &config.path,
-            index,
-            service,
-            args.allow_shared_key_file,
-        )?);
-    }
+    let source = ConfigSource {
+        path: args.config.clone(),
+        allow_shared_key_file: args.allow_shared_key_file,
+    };
+    let (config, keys) = source.load()?;
     if args.check {
         print_summary(&config, &keys);
         return Ok(());
     }
     let socket = crate::status::socket_location(&config);
-    let daemon = daemon::Daemon::start(connector(&args)?, config, keys).await?;
+    let daemon = daemon::Daemon::start(connector(&args)?, source, config, keys).await?;
     // Held until the daemon stops; dropping it removes the socket.
     let _status = match socket {
         Some(path) => {
@@ -49,6 +38,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     daemon.run().await
+}
+
+/// Where the configuration comes from, for the start and for each
+/// reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The config file.
+    pub path: std::path::PathBuf,
+    /// `--allow-shared-key-file`.
+    pub allow_shared_key_file: bool,
+}
+
+impl ConfigSource {
+    /// Reads the configuration and every service's key; warns about keys
+    /// it does not know.
+    pub fn load(&self) -> Result<(Config, Vec<MasterKey>), crate::config::ConfigError> {
+        let config = Config::load(&self.path)?;
+        for (line, key) in &config.unknown_keys {
+            tracing::warn!(
+                "{}:{line}: unknown key {key} ignored",
+                config.path.display()
+            );
+        }
+        let keys = config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(index, service)| {
+                keyfile::load(&config.path, index, service, self.allow_shared_key_file)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((config, keys))
+    }
 }
 
 /// Where Python Onionbalance looks for tor's control socket by default.

@@ -10,7 +10,7 @@ use onionlb_core::instance::InstanceState;
 use onionlb_core::publish::{Layout, PublishReason};
 use onionlb_core::upload::Uploads;
 use onionlb_core::{MasterKey, OnionAddress};
-use tor_hscrypto::pk::HsBlindId;
+use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 
 use crate::config::InstanceConfig;
 
@@ -52,7 +52,57 @@ pub(super) struct Published {
     pub(super) uploads: Uploads,
 }
 
+impl Service {
+    /// A service with nothing fetched or published yet.
+    pub(super) fn new(key: MasterKey, instances: &[InstanceConfig]) -> Self {
+        Service {
+            address: key.address(),
+            key,
+            instances: instances.iter().filter_map(Instance::new).collect(),
+            published: [None, None],
+            revisions: HashMap::new(),
+            warned_empty: false,
+            changes: Coalescer::default(),
+        }
+    }
+
+    /// Takes a reloaded instance list: instances it already had keep
+    /// their descriptors and history (under their new names); others start
+    /// afresh. Returns whether the set of instances changed.
+    pub(super) fn set_instances(&mut self, configs: &[InstanceConfig]) -> bool {
+        let mut old = std::mem::take(&mut self.instances);
+        let before: Vec<_> = old.iter().map(|i| i.config.address).collect();
+        self.instances = configs
+            .iter()
+            .filter_map(|config| {
+                match old.iter().position(|i| i.config.address == config.address) {
+                    Some(at) => {
+                        let mut kept = old.swap_remove(at);
+                        kept.config = config.clone();
+                        Some(kept)
+                    }
+                    None => Instance::new(config),
+                }
+            })
+            .collect();
+        let after: Vec<_> = self.instances.iter().map(|i| i.config.address).collect();
+        before != after
+    }
+}
+
 impl Instance {
+    /// An instance with nothing known yet; `None` for an address that is
+    /// not a valid ed25519 key (the config loader already refuses those).
+    pub(super) fn new(config: &InstanceConfig) -> Option<Self> {
+        Some(Instance {
+            state: InstanceState::new(HsIdKey::try_from(config.address.hs_id()).ok()?),
+            config: config.clone(),
+            problem: None,
+            received: None,
+            intro_set_modified: None,
+        })
+    }
+
     /// Its intro points, if its last good descriptor is still valid; says
     /// once why not.
     pub(super) fn live_intro_points(&mut self, now: SystemTime) -> Option<Vec<IntroPointDesc>> {

@@ -138,6 +138,17 @@ impl Manager {
         }
     }
 
+    /// Sends it `signal`.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// The config file it runs with.
+    pub fn config(&self) -> PathBuf {
+        self.log.with_file_name("config.yaml")
+    }
+
     /// SIGTERM, and it must exit cleanly within 10 s.
     pub fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
