@@ -103,7 +103,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         Duration::from_secs(10),
     );
     assert!(
-        refused.contains("config.yaml:2: services[0].key"),
+        refused.contains("config.yaml:2: services[0]"),
         "{refused}"
     );
     std::fs::write(manager.config(), &config).unwrap();
