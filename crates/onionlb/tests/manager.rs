@@ -102,10 +102,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         "not reloading, keeping the running configuration",
         Duration::from_secs(10),
     );
-    assert!(
-        refused.contains("config.yaml:2: services[0]"),
-        "{refused}"
-    );
+    assert!(refused.contains("config.yaml:2: services[0]"), "{refused}");
     std::fs::write(manager.config(), &config).unwrap();
     manager.signal(nix::sys::signal::Signal::SIGHUP);
     manager.wait_for_log("not reloading", reloaded, Duration::from_secs(10));
