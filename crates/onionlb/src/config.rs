@@ -4,6 +4,7 @@
 //! ```yaml
 //! status-socket-location: /run/onionbalance/control   # optional
 //! fetch-interval: 300                                  # ours, seconds
+//! metrics-listen: 127.0.0.1:9851                       # ours, loopback only
 //! services:
 //! - key: master.key          # relative to this file; tor or PEM format
 //!   instances:
@@ -36,6 +37,8 @@ pub struct Config {
     pub status_socket: Option<PathBuf>,
     /// Time between scheduled fetches of instance descriptors.
     pub fetch_interval: Duration,
+    /// Where to serve Prometheus metrics (loopback), if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Keys we did not recognise, with their lines, for a warning.
     pub unknown_keys: Vec<(usize, String)>,
 }
@@ -116,6 +119,7 @@ impl Config {
             services: Vec::new(),
             status_socket: None,
             fetch_interval: DEFAULT_FETCH_INTERVAL,
+            metrics_listen: None,
             unknown_keys: Vec::new(),
         };
         let mut saw_services = false;
@@ -138,6 +142,24 @@ impl Config {
                 "fetch-interval" => {
                     let seconds = reader.positive_integer(value, &key)?;
                     config.fetch_interval = Duration::from_secs(seconds);
+                }
+                "metrics-listen" => {
+                    let text = reader.string(value, &key)?;
+                    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                        reader.error(
+                            line(value),
+                            &key,
+                            &format!("{text:?} is not an address:port such as 127.0.0.1:9851"),
+                        )
+                    })?;
+                    if !addr.ip().is_loopback() {
+                        return Err(reader.error(
+                            line(value),
+                            &key,
+                            &format!("{addr} is not a loopback address; metrics are served on loopback only"),
+                        ));
+                    }
+                    config.metrics_listen = Some(addr);
                 }
                 _ => config.unknown_keys.push((line(value), key)),
             }
@@ -364,6 +386,10 @@ mod test {
 
         let err = parse("fetch-interval: soon\nservices: []\n").unwrap_err();
         assert_eq!((err.line, err.key.as_str()), (1, "fetch-interval"));
+        for bad in ["metrics-listen: 0.0.0.0:9851", "metrics-listen: localhost"] {
+            let err = parse(&format!("{bad}\nservices: []\n")).unwrap_err();
+            assert_eq!((err.line, err.key.as_str()), (1, "metrics-listen"), "{err}");
+        }
 
         let err = parse("services: [\n").unwrap_err();
         assert_eq!(err.key, "(syntax)");

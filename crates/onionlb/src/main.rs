@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod generate;
 mod manager;
+mod metrics;
 mod status;
 mod testnet_cmd;
 

@@ -25,6 +25,11 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     let control_port = manager_port(&net);
     let dir = tmp_dir("manager-test-onionlb");
     let socket = dir.join("status.sock");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let manager = Manager::start(
         &dir,
         &net,
@@ -32,7 +37,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         control_port,
         // Short enough that the instance restarted below is fetched soon.
         &format!(
-            "fetch-interval: 15\nstatus-socket-location: {}\n",
+            "fetch-interval: 15\nstatus-socket-location: {}\nmetrics-listen: 127.0.0.1:{metrics_port}\n",
             socket.display()
         ),
     );
@@ -76,6 +81,24 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         "{table}"
     );
     assert!(table.contains("first descriptor: period"), "{table}");
+
+    // A metrics scrape.
+    let metrics = scrape(metrics_port);
+    for line in [
+        format!("onionlb_live_instances{{service=\"{master}\"}} 3"),
+        format!("onionlb_intro_points_published{{service=\"{master}\",slot=\"first\"}} 9"),
+        "onionlb_control_reconnects_total 0".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("result=\"attempted\"} ") && metrics.contains("result=\"accepted\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("onionlb_instance_descriptor_age_seconds{"),
+        "{metrics}"
+    );
 
     // SIGHUP: a renamed instance keeps its descriptor and the service its
     // publications; an invalid config changes nothing and says where.
@@ -170,10 +193,24 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     );
     let table = onionlb_status(&dir, &[]);
     assert!(table.contains("(1 reconnect(s))"), "{table}");
+    assert!(scrape(metrics_port).contains("onionlb_control_reconnects_total 1"));
 
     manager.stop();
     assert!(!socket.exists(), "the status socket outlived the manager");
     net.stop();
+}
+
+/// GET /metrics from the manager's metrics endpoint.
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200 OK\r\n"), "{response}");
+    response
 }
 
 /// `onionlb status -c DIR/config.yaml ARGS`, which must succeed.

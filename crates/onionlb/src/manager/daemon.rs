@@ -29,6 +29,7 @@ use crate::manager::network::{NetworkView, ViewError};
 use crate::manager::snapshot::{self, ControlHealth};
 use crate::manager::state::{Published, Service};
 use crate::manager::ConfigSource;
+use crate::metrics::Metrics;
 use crate::status::report::StatusReport;
 
 /// The events the manager follows: fetched descriptors, upload results,
@@ -51,6 +52,7 @@ pub struct Daemon {
     next_fetch: Instant,
     health: ControlHealth,
     status: watch::Sender<Arc<StatusReport>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Daemon {
@@ -106,6 +108,7 @@ impl Daemon {
             next_fetch: Instant::now(),
             health,
             status,
+            metrics: Arc::new(Metrics::default()),
         })
     }
 
@@ -114,20 +117,23 @@ impl Daemon {
         self.status.subscribe()
     }
 
+    /// The metrics, for the endpoint to serve.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Brings the status report and the metrics' gauges up to date.
     fn refresh_status(&self) {
-        let report = snapshot::report(
-            &self.services,
-            self.health,
-            SystemTime::now(),
-            Instant::now(),
-        );
+        let now = SystemTime::now();
+        let report = snapshot::report(&self.services, self.health, now, Instant::now());
         self.status.send_replace(Arc::new(report));
+        self.metrics
+            .set_gauges(&snapshot::gauges(&self.services, now));
     }
 
     /// Runs until SIGINT or SIGTERM; SIGHUP reloads the configuration.
-    /// When the management tor goes away
-    /// (restart, crash), keeps its state, reconnects with backoff and goes
-    /// on where it was.
+    /// When the management tor goes away (restart, crash), keeps its
+    /// state, reconnects with backoff and goes on where it was.
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut stop = StopSignals::install()?;
         for service in &self.services {
@@ -167,6 +173,7 @@ impl Daemon {
             self.control = control;
             self.health.connected = true;
             self.health.reconnects += 1;
+            self.metrics.reconnected();
             self.refresh_status();
             match stop
                 .unless_stopped(wait_for_view(&self.control, self.testing_network))
@@ -393,14 +400,21 @@ impl Daemon {
 
     /// Follows uploads of our master descriptors.
     fn on_hs_desc(&mut self, event: &HsDescEvent) {
+        let Some(hsdir) = event.hsdir.as_deref() else {
+            return;
+        };
+        if event.action == "FAILED" {
+            for instance in self.services.iter().flat_map(|s| &s.instances) {
+                if instance.config.address.without_suffix() == event.address {
+                    self.metrics.fetch_failed(&instance.config.label());
+                }
+            }
+        }
         let Some(service) = self
             .services
             .iter_mut()
             .find(|s| s.address.without_suffix() == event.address)
         else {
-            return;
-        };
-        let Some(hsdir) = event.hsdir.as_deref() else {
             return;
         };
         let Ok(dir) = hsdir.parse::<RsaId>() else {
@@ -409,14 +423,17 @@ impl Daemon {
         // tor's upload events do not say which descriptor they are about;
         // an HSDir responsible for both slots hears from both.
         let now = Instant::now();
+        let mut ours = false;
         for published in service.published.iter_mut().flatten() {
             match event.action.as_str() {
                 "UPLOADED" if published.uploads.accepted(&dir, now) => {
+                    ours = true;
                     tracing::debug!("{}: descriptor accepted by HSDir {hsdir}", service.address);
                 }
                 "FAILED" => {
                     let reason = event.reason.as_deref().unwrap_or("no reason given");
                     if let Some(delay) = published.uploads.failed(&dir, reason, now) {
+                        ours = true;
                         tracing::warn!(
                             "{}: upload to HSDir {hsdir} failed ({reason}); retrying in {delay:?}",
                             service.address,
@@ -425,6 +442,15 @@ impl Daemon {
                 }
                 _ => {}
             }
+        }
+        if ours {
+            let result = if event.action == "UPLOADED" {
+                "accepted"
+            } else {
+                "failed"
+            };
+            self.metrics
+                .upload(&service.address.to_string(), hsdir, result);
         }
     }
 
@@ -528,7 +554,15 @@ impl Daemon {
         let mut failed = Vec::new();
         for descriptor in &planned {
             if let Some(text) = descriptor.hsdirs.first().and_then(|dir| texts.get(dir)) {
-                if let Err(e) = upload(&self.control, address, text, &descriptor.hsdirs).await {
+                if let Err(e) = upload(
+                    &self.control,
+                    &self.metrics,
+                    address,
+                    text,
+                    &descriptor.hsdirs,
+                )
+                .await
+                {
                     failed.push((descriptor.hsdirs.clone(), e));
                 }
             }
@@ -561,7 +595,15 @@ impl Daemon {
             let Some(text) = published.texts.get(&dir) else {
                 continue;
             };
-            if let Err(e) = upload(&self.control, address, text, std::slice::from_ref(&dir)).await {
+            if let Err(e) = upload(
+                &self.control,
+                &self.metrics,
+                address,
+                text,
+                std::slice::from_ref(&dir),
+            )
+            .await
+            {
                 published.uploads.failed(&dir, &e, Instant::now());
             }
         }
@@ -574,6 +616,7 @@ impl Daemon {
 /// for the retry).
 async fn upload(
     control: &ControlClient,
+    metrics: &Metrics,
     address: OnionAddress,
     text: &str,
     hsdirs: &[RsaId],
@@ -582,6 +625,9 @@ async fn upload(
         .args(hsdirs.iter().map(|fp| format!("SERVER=${fp}")))
         .arg(format!("HSADDRESS={}", address.without_suffix()))
         .data(text);
+    for dir in hsdirs {
+        metrics.upload(&address.to_string(), &dir.to_string(), "attempted");
+    }
     control.request(&command).await.map(drop).map_err(|e| {
         let reason = error_chain(&e);
         tracing::error!("{address}: HSPOST failed: {reason}");

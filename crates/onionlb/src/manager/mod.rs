@@ -29,12 +29,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let socket = crate::status::socket_location(&config);
+    let metrics_listen = config.metrics_listen;
     let daemon = daemon::Daemon::start(connector(&args)?, source, config, keys).await?;
     // Held until the daemon stops; dropping it removes the socket.
     let _status = match socket {
         Some(path) => {
             Some(crate::status::StatusServer::start(&path, daemon.status_reports()).await?)
         }
+        None => None,
+    };
+    let _metrics = match metrics_listen {
+        Some(addr) => Some(crate::metrics::serve(addr, daemon.metrics()).await?),
         None => None,
     };
     daemon.run().await

@@ -5,11 +5,60 @@ use std::time::{Instant, SystemTime};
 use onionlb_core::publish::REPUBLISH_AFTER;
 use onionlb_core::upload::UploadState;
 
-use crate::manager::state::{Published, Service};
+use crate::manager::state::{Instance, Published, Service};
+use crate::metrics::ServiceGauges;
 use crate::status::report::{
     timestamp, DescriptorStatus, InstanceStatus, ManagerStatus, ServiceStatus, StatusReport,
     UploadStatus,
 };
+
+/// The metrics' gauges for `services` at `now`.
+pub fn gauges(services: &[Service], now: SystemTime) -> Vec<ServiceGauges> {
+    let secs = |then: SystemTime| {
+        i64::try_from(now.duration_since(then).unwrap_or_default().as_secs()).unwrap_or(i64::MAX)
+    };
+    services
+        .iter()
+        .map(|service| ServiceGauges {
+            service: service.address.to_string(),
+            live_instances: service
+                .instances
+                .iter()
+                .filter(|i| is_live(i, now))
+                .count()
+                .try_into()
+                .unwrap_or(i64::MAX),
+            intro_points: service.published.each_ref().map(|p| {
+                p.as_ref().map(|p| {
+                    let n: usize = p
+                        .layout
+                        .descriptors
+                        .iter()
+                        .map(|d| d.intro_keys.len())
+                        .sum();
+                    i64::try_from(n).unwrap_or(i64::MAX)
+                })
+            }),
+            master_age: service
+                .published
+                .each_ref()
+                .map(|p| p.as_ref().map(|p| secs(p.at))),
+            instance_age: service
+                .instances
+                .iter()
+                .filter_map(|i| Some((i.config.label(), secs(i.received?))))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Whether `instance`'s intro points are usable at `now`.
+fn is_live(instance: &Instance, now: SystemTime) -> bool {
+    instance
+        .state
+        .descriptor()
+        .is_some_and(|d| d.valid_until.is_none_or(|end| end > now))
+}
 
 /// Where the control connection stands.
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,7 +135,7 @@ fn service_status(
             .map(|instance| {
                 let descriptor = instance.state.descriptor();
                 let valid_until = descriptor.and_then(|d| d.valid_until);
-                let live = descriptor.is_some() && valid_until.is_none_or(|end| end > now);
+                let live = is_live(instance, now);
                 InstanceStatus {
                     onion_address: instance.config.address.to_string(),
                     intro_points_num: descriptor.map(|d| d.intro_points.len()),

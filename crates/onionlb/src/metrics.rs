@@ -1,0 +1,264 @@
+//! Prometheus metrics, served on loopback when the configuration asks for
+//! them (`metrics-listen: 127.0.0.1:PORT`).
+//!
+//! Counters are bumped where things happen; gauges are set from the
+//! manager's state once a second. The endpoint speaks just enough HTTP for
+//! a scraper: any request gets the OpenMetrics text.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context as _};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric onionlb exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    live_instances: Family<Labels, Gauge>,
+    intro_points: Family<Labels, Gauge>,
+    master_age: Family<Labels, Gauge>,
+    instance_age: Family<Labels, Gauge>,
+    uploads: Family<Labels, Counter>,
+    fetch_failures: Family<Labels, Counter>,
+    reconnects: Counter,
+}
+
+/// One service's gauges, set together.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceGauges {
+    /// The master address.
+    pub service: String,
+    /// Instances whose intro points are published.
+    pub live_instances: i64,
+    /// Intro points published per slot (first, second).
+    pub intro_points: [Option<i64>; 2],
+    /// Seconds since each slot's descriptor was published.
+    pub master_age: [Option<i64>; 2],
+    /// Seconds since each instance's descriptor was received, by name.
+    pub instance_age: Vec<(String, i64)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("onionlb"),
+            live_instances: Family::default(),
+            intro_points: Family::default(),
+            master_age: Family::default(),
+            instance_age: Family::default(),
+            uploads: Family::default(),
+            fetch_failures: Family::default(),
+            reconnects: Counter::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register(
+            "live_instances",
+            "Instances whose intro points are in the master descriptors",
+            metrics.live_instances.clone(),
+        );
+        r.register(
+            "intro_points_published",
+            "Intro points in the last published master descriptor(s), per slot",
+            metrics.intro_points.clone(),
+        );
+        r.register(
+            "master_descriptor_age_seconds",
+            "Seconds since the master descriptor of a slot was published",
+            metrics.master_age.clone(),
+        );
+        r.register(
+            "instance_descriptor_age_seconds",
+            "Seconds since an instance's descriptor was last received",
+            metrics.instance_age.clone(),
+        );
+        r.register(
+            "uploads",
+            "Master descriptor uploads per HSDir, by result: attempted, accepted, failed",
+            metrics.uploads.clone(),
+        );
+        r.register(
+            "fetch_failures",
+            "Failed fetches of an instance's descriptor from an HSDir",
+            metrics.fetch_failures.clone(),
+        );
+        r.register(
+            "control_reconnects",
+            "Reconnections to the management tor's control port",
+            metrics.reconnects.clone(),
+        );
+        metrics
+    }
+}
+
+impl Metrics {
+    /// An upload of `service`'s descriptor to `hsdir` was sent, accepted
+    /// or refused (`result`).
+    pub fn upload(&self, service: &str, hsdir: &str, result: &'static str) {
+        self.uploads
+            .get_or_create(&vec![
+                ("service", service.to_owned()),
+                ("hsdir", hsdir.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// A fetch of `instance`'s descriptor failed.
+    pub fn fetch_failed(&self, instance: &str) {
+        self.fetch_failures
+            .get_or_create(&vec![("instance", instance.to_owned())])
+            .inc();
+    }
+
+    /// The control connection was re-established.
+    pub fn reconnected(&self) {
+        self.reconnects.inc();
+    }
+
+    /// Replaces every gauge with `services`' values, so services and
+    /// instances that went away vanish from the output.
+    pub fn set_gauges(&self, services: &[ServiceGauges]) {
+        self.live_instances.clear();
+        self.intro_points.clear();
+        self.master_age.clear();
+        self.instance_age.clear();
+        for s in services {
+            let service = || ("service", s.service.clone());
+            self.live_instances
+                .get_or_create(&vec![service()])
+                .set(s.live_instances);
+            for (slot, name) in ["first", "second"].into_iter().enumerate() {
+                let labels = vec![service(), ("slot", name.to_owned())];
+                if let Some(n) = s.intro_points[slot] {
+                    self.intro_points.get_or_create(&labels).set(n);
+                }
+                if let Some(age) = s.master_age[slot] {
+                    self.master_age.get_or_create(&labels).set(age);
+                }
+            }
+            for (instance, age) in &s.instance_age {
+                self.instance_age
+                    .get_or_create(&vec![service(), ("instance", instance.clone())])
+                    .set(*age);
+            }
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Serves `metrics` on `addr`, which must be a loopback address: the
+/// metrics name every instance and HSDir, which is nobody else's business.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<MetricsServer> {
+    if !addr.ip().is_loopback() {
+        bail!(
+            "metrics-listen {addr} is not a loopback address; metrics are served on loopback only"
+        );
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics scrapes on {addr}"))?;
+    tracing::info!("metrics at http://{addr}/metrics");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                // The request itself does not matter; read what is there.
+                let mut request = [0u8; 1024];
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    stream.read(&mut request),
+                )
+                .await;
+                let body = metrics.render();
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    Ok(MetricsServer {
+        task: Mutex::new(Some(task)),
+    })
+}
+
+/// The running endpoint; stops when dropped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.task.lock() {
+            if let Some(task) = task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn gauges_and_counters_render_with_labels_and_vanish_when_gone() {
+        let metrics = Metrics::default();
+        metrics.upload("m.onion", "AA", "attempted");
+        metrics.upload("m.onion", "AA", "accepted");
+        metrics.fetch_failed("web1");
+        metrics.reconnected();
+        metrics.set_gauges(&[ServiceGauges {
+            service: "m.onion".into(),
+            live_instances: 2,
+            intro_points: [Some(6), None],
+            master_age: [Some(30), None],
+            instance_age: vec![("web1".into(), 12)],
+        }]);
+        let text = metrics.render();
+        for line in [
+            "onionlb_live_instances{service=\"m.onion\"} 2",
+            "onionlb_intro_points_published{service=\"m.onion\",slot=\"first\"} 6",
+            "onionlb_master_descriptor_age_seconds{service=\"m.onion\",slot=\"first\"} 30",
+            "onionlb_instance_descriptor_age_seconds{service=\"m.onion\",instance=\"web1\"} 12",
+            "onionlb_uploads_total{service=\"m.onion\",hsdir=\"AA\",result=\"accepted\"} 1",
+            "onionlb_fetch_failures_total{instance=\"web1\"} 1",
+            "onionlb_control_reconnects_total 1",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("slot=\"second\""), "{text}");
+        metrics.set_gauges(&[]);
+        assert!(!metrics.render().contains("onionlb_live_instances{"));
+    }
+
+    #[tokio::test]
+    async fn only_loopback_is_served() {
+        let addr: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let err = serve(addr, Arc::new(Metrics::default())).await.unwrap_err();
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+    }
+}
