@@ -27,6 +27,10 @@ pub enum Role {
     Manager,
     /// The client tor: SOCKS and control port.
     Client,
+    /// A tor started later and configured by the caller (say, an
+    /// operator's onion service set up as a guide says): control port,
+    /// no SOCKS, the caller's own torrc lines.
+    Guest,
 }
 
 impl Role {

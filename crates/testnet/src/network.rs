@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -372,6 +372,72 @@ impl Testnet {
         let mut controls = HashMap::new();
         controls.insert(node.name.clone(), (control, node.clone()));
         self.wait_for_bootstrap(&controls, deadline).await
+    }
+
+    /// Starts a tor that joins the network as a client and is otherwise
+    /// configured by `extra_torrc` (for instance an onion service's
+    /// `HiddenServiceDir` lines, as an operator would write them), and
+    /// waits until it has bootstrapped. Its directory is `DIR/name`; it
+    /// stops with the network.
+    pub async fn start_guest(
+        &mut self,
+        name: &str,
+        extra_torrc: &str,
+        timeout: Duration,
+    ) -> Result<ControlEndpoint, Error> {
+        if self.tors.contains_key(name) || self.layout.nodes.iter().any(|n| n.name == name) {
+            return Err(Error::Usage(format!(
+                "{name} is already a tor of this network"
+            )));
+        }
+        let data_dir = self.layout.dir.join(name);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data_dir)
+            .map_err(Error::io("creating", &data_dir))?;
+        let node = Node {
+            name: name.to_owned(),
+            role: Role::Guest,
+            data_dir,
+            control_port: free_port()?,
+            relay_ports: None,
+            socks_port: None,
+            app_port: None,
+        };
+        let mut text = torrc::torrc(&node, &self.authorities, &torrc::Options::default());
+        text.push_str(extra_torrc);
+        let path = node.torrc_path();
+        std::fs::write(&path, text).map_err(Error::io("writing", &path))?;
+        self.spawn_tor(&node)?;
+        self.write_state()?;
+        let deadline = Instant::now() + timeout;
+        let control = self.connect(&node, deadline).await?;
+        let mut controls = HashMap::new();
+        controls.insert(node.name.clone(), (control, node.clone()));
+        self.wait_for_bootstrap(&controls, deadline).await?;
+        Ok(ControlEndpoint {
+            addr: node.control_addr(),
+            cookie: node.cookie_path(),
+        })
+    }
+
+    /// Starts an HTTP app that answers with `name` on a free loopback
+    /// port, and returns the port; it stops with the network.
+    pub fn start_guest_app(&mut self, name: &str) -> Result<u16, Error> {
+        let port = free_port()?;
+        let node = Node {
+            name: name.to_owned(),
+            role: Role::Guest,
+            data_dir: self.layout.dir.join(name),
+            control_port: 0,
+            relay_ports: None,
+            socks_port: None,
+            app_port: Some(port),
+        };
+        self.spawn_app(&node)?;
+        self.write_state()?;
+        Ok(port)
     }
 
     /// Stops instance `index`'s HTTP app (its tor keeps running), as an
@@ -817,6 +883,17 @@ async fn make_keys(
     }
     authorities.sort_by(|a, b| a.nickname.cmp(&b.nickname));
     Ok(authorities)
+}
+
+/// A loopback port nothing listens on now. Another program could take it
+/// before the caller does; on a test machine that is rare enough.
+fn free_port() -> Result<u16, Error> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(Error::io("finding a free port on", Path::new("127.0.0.1")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(Error::io("finding a free port on", Path::new("127.0.0.1")))?;
+    Ok(addr.port())
 }
 
 /// Writes `node`'s torrc, and an instance's `ob_config`.

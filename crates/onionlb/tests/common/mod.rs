@@ -100,12 +100,19 @@ impl Manager {
         let config = dir.join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
 
+        Manager::spawn(&config, control_port)
+    }
+
+    /// Starts onionlb with `config` against the control port
+    /// `control_port` on 127.0.0.1, logging at debug level to
+    /// `onionlb.log` beside the config.
+    pub fn spawn(config: &Path, control_port: u16) -> Manager {
         let port = control_port.to_string();
-        let log = dir.join("onionlb.log");
+        let log = config.with_file_name("onionlb.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_onionlb"))
             .args(["-v", "debug", "-p", &port, "-c"])
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
