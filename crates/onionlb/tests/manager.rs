@@ -195,6 +195,9 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     assert!(table.contains("(1 reconnect(s))"), "{table}");
     assert!(scrape(metrics_port).contains("onionlb_control_reconnects_total 1"));
 
+    // No key material in the log, at debug level.
+    let key_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!manager.log().contains(&key_body));
     manager.stop();
     assert!(!socket.exists(), "the status socket outlived the manager");
     net.stop();
