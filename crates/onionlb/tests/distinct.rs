@@ -186,13 +186,20 @@ async fn each_hsdir_gets_its_own_descriptor_and_every_instance_answers() {
         "instances missing from every descriptor"
     );
 
+    // Which instances each HSDir's descriptor carries, for the failure
+    // message below.
+    let carried: BTreeMap<&String, Vec<&String>> = held
+        .iter()
+        .map(|(hsdir, keys)| (hsdir, keys.iter().filter_map(|k| owner.get(k)).collect()))
+        .collect();
+
     // Every instance answers through the master address.
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while served.len() < INSTANCES {
         assert!(
             Instant::now() < deadline,
-            "not every instance answered: {served:?}"
+            "not every instance answered: {served:?}\nHSDirs held: {carried:#?}"
         );
         if let Ok(response) = net.fetch(&url).await {
             if let Some(who) = served_by(&response.body) {
