@@ -5,6 +5,7 @@ pub mod allocation;
 pub mod coalesce;
 pub mod consensus;
 pub mod descriptor;
+pub mod fetch;
 pub mod hsdir;
 pub mod instance;
 mod key;

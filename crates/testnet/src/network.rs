@@ -426,10 +426,16 @@ impl Testnet {
     /// port, and returns the port; it stops with the network.
     pub fn start_guest_app(&mut self, name: &str) -> Result<u16, Error> {
         let port = free_port()?;
+        let data_dir = self.layout.dir.join(name);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data_dir)
+            .map_err(Error::io("creating", &data_dir))?;
         let node = Node {
             name: name.to_owned(),
             role: Role::Guest,
-            data_dir: self.layout.dir.join(name),
+            data_dir,
             control_port: 0,
             relay_ports: None,
             socks_port: None,

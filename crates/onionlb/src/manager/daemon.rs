@@ -4,7 +4,7 @@
 //! All protocol rules live in `onionlb-core`; this is the tokio shell that
 //! feeds them tor's events and the clock, and sends what they decide.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +14,7 @@ use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, MasterDescriptorPlan, MAX_INTRO_POINTS,
 };
+use onionlb_core::fetch::FetchSchedule;
 use onionlb_core::instance::Accepted;
 use onionlb_core::period::DescriptorSlot;
 use onionlb_core::publish::{publish_reason, DescriptorLayout, Layout};
@@ -49,7 +50,9 @@ pub struct Daemon {
     services: Vec<Service>,
     testing_network: bool,
     view: NetworkView,
-    next_fetch: Instant,
+    /// When to fetch each instance's descriptor, by address (an instance
+    /// may serve several services).
+    fetches: HashMap<OnionAddress, FetchSchedule>,
     health: ControlHealth,
     status: watch::Sender<Arc<StatusReport>>,
     metrics: Arc<Metrics>,
@@ -105,7 +108,7 @@ impl Daemon {
             services,
             testing_network,
             view,
-            next_fetch: Instant::now(),
+            fetches: HashMap::new(),
             health,
             status,
             metrics: Arc::new(Metrics::default()),
@@ -185,7 +188,7 @@ impl Daemon {
                 Some(Err(e)) => tracing::warn!("{e:#}"),
             }
             tracing::info!("reconnected to the management tor; fetching instance descriptors");
-            self.next_fetch = Instant::now();
+            self.fetch_all_now();
         }
         tracing::info!("stopping");
         Ok(())
@@ -260,8 +263,8 @@ impl Daemon {
         }
         self.config = config;
         if fetch {
-            // New instances need descriptors now, not at the next round.
-            self.next_fetch = Instant::now();
+            // New instances get schedules due now in the next tick.
+            tracing::debug!("fetching the descriptors of new instances");
         }
         tracing::info!(
             "reloaded configuration {}: {} service(s)",
@@ -272,10 +275,7 @@ impl Daemon {
     }
 
     async fn on_tick(&mut self) {
-        if Instant::now() >= self.next_fetch {
-            self.next_fetch = Instant::now() + self.config.fetch_interval;
-            self.fetch_all().await;
-        }
+        self.fetch_due().await;
         let now = SystemTime::now();
         for index in 0..self.services.len() {
             // Let a burst of instance changes settle into one publication.
@@ -304,7 +304,7 @@ impl Daemon {
                         if period(&view) != period(&self.view) {
                             // Clients now fetch another period's descriptors,
                             // with the instances' new intro points: fetch them.
-                            self.next_fetch = Instant::now();
+                            self.fetch_all_now();
                         }
                         self.view = view;
                     }
@@ -315,21 +315,39 @@ impl Daemon {
         }
     }
 
-    /// Asks the HSDirs clients use now for every instance's descriptor.
-    async fn fetch_all(&self) {
-        let ring = &self.view.rings[self.view.fetch_slot];
-        let mut asked = Vec::new();
+    /// Makes every instance's fetch due now.
+    fn fetch_all_now(&mut self) {
+        let now = Instant::now();
+        for schedule in self.fetches.values_mut() {
+            schedule.due_now(now);
+        }
+    }
+
+    /// Asks the HSDirs clients use now for the descriptor of every
+    /// instance whose fetch is due (each address once, whatever number of
+    /// services it serves). Instances new to the configuration are due at
+    /// once; those of removed ones are forgotten.
+    async fn fetch_due(&mut self) {
+        let now = Instant::now();
+        let interval = self.config.fetch_interval;
+        let mut identities = HashMap::new();
         for instance in self.services.iter().flat_map(|s| &s.instances) {
-            let address = instance.config.address;
-            if asked.contains(&address) {
+            identities.insert(instance.config.address, instance.state.identity().clone());
+        }
+        self.fetches
+            .retain(|address, _| identities.contains_key(address));
+        let ring = &self.view.rings[self.view.fetch_slot];
+        for (address, identity) in identities {
+            let schedule = self
+                .fetches
+                .entry(address)
+                .or_insert_with(|| FetchSchedule::new(interval, now));
+            schedule.set_interval(interval, now);
+            if !schedule.is_due(now) {
                 continue;
             }
-            asked.push(address);
-            let Ok((blinded, _)) = instance
-                .state
-                .identity()
-                .compute_blinded_key(ring.slot().period)
-            else {
+            schedule.sent(now);
+            let Ok((blinded, _)) = identity.compute_blinded_key(ring.slot().period) else {
                 continue;
             };
             let servers = ring.responsible(
@@ -341,7 +359,7 @@ impl Daemon {
                 .arg(address.without_suffix())
                 .args(servers.iter().map(|fp| format!("SERVER=${fp}")));
             if let Err(e) = self.control.request(&command).await {
-                tracing::warn!("{}: HSFETCH failed: {e}", instance.config.label());
+                tracing::warn!("{address}: HSFETCH failed: {e}");
             }
         }
     }
@@ -371,6 +389,9 @@ impl Daemon {
                 let outcome = instance.state.offer(&text, &periods, now, max_size);
                 if outcome.is_ok() {
                     instance.received = Some(now);
+                    if let Some(schedule) = self.fetches.get_mut(&instance.config.address) {
+                        schedule.succeeded();
+                    }
                 }
                 match outcome {
                     Ok(Accepted::Unchanged) => {}
@@ -404,9 +425,14 @@ impl Daemon {
             return;
         };
         if event.action == "FAILED" {
+            let now = Instant::now();
             for instance in self.services.iter().flat_map(|s| &s.instances) {
-                if instance.config.address.without_suffix() == event.address {
-                    self.metrics.fetch_failed(&instance.config.label());
+                if instance.config.address.without_suffix() != event.address {
+                    continue;
+                }
+                self.metrics.fetch_failed(&instance.config.label());
+                if let Some(schedule) = self.fetches.get_mut(&instance.config.address) {
+                    schedule.failed(now, instance.state.descriptor().is_some());
                 }
             }
         }

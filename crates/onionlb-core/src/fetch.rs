@@ -1,0 +1,151 @@
+//! When to fetch an instance's descriptor again.
+//!
+//! Each instance is fetched every `interval` (the configured fetch
+//! interval). An instance the manager has no usable descriptor for is
+//! asked sooner after a failed fetch, with a delay that doubles from
+//! [`FIRST_RETRY`] up to the interval: an instance that was just started
+//! has usually not uploaded yet when it is first asked, and should not
+//! have to wait a whole interval to be picked up. Failures of an instance
+//! that has a good descriptor change nothing: some HSDirs of a fetch often
+//! lack it. Pure: the caller passes the time.
+
+use std::time::{Duration, Instant};
+
+/// Delay after the first failed fetch of an instance without a
+/// descriptor.
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+
+/// The fetch schedule of one instance.
+#[derive(Debug, Clone)]
+pub struct FetchSchedule {
+    interval: Duration,
+    next: Instant,
+    /// Fetch rounds that failed in a row; one per round however many
+    /// HSDirs report failure.
+    failures: u32,
+    /// Which round the last counted failure belonged to.
+    failed_round: Option<u64>,
+    round: u64,
+}
+
+impl FetchSchedule {
+    /// A schedule fetching every `interval`, due at once.
+    pub fn new(interval: Duration, now: Instant) -> Self {
+        FetchSchedule {
+            interval,
+            next: now,
+            failures: 0,
+            failed_round: None,
+            round: 0,
+        }
+    }
+
+    /// Whether a fetch is due.
+    pub fn is_due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// A fetch was sent at `now`; the next is due an interval later unless
+    /// it fails.
+    pub fn sent(&mut self, now: Instant) {
+        self.round += 1;
+        self.next = now + self.interval;
+    }
+
+    /// A descriptor arrived.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// An HSDir reported a failed fetch. Without a usable descriptor
+    /// (`has_descriptor` false), the next fetch comes sooner.
+    pub fn failed(&mut self, now: Instant, has_descriptor: bool) {
+        if has_descriptor || self.failed_round == Some(self.round) {
+            return;
+        }
+        self.failed_round = Some(self.round);
+        self.failures = self.failures.saturating_add(1);
+        let delay = FIRST_RETRY
+            .saturating_mul(2u32.saturating_pow(self.failures - 1))
+            .min(self.interval);
+        self.next = self.next.min(now + delay);
+    }
+
+    /// Makes a fetch due now (new time period, new configuration).
+    pub fn due_now(&mut self, now: Instant) {
+        self.next = now;
+    }
+
+    /// Takes a new interval, keeping when the next fetch is due unless
+    /// that is now further away than the interval.
+    pub fn set_interval(&mut self, interval: Duration, now: Instant) {
+        self.interval = interval;
+        self.next = self.next.min(now + interval);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn fetched_every_interval_while_all_is_well() {
+        let t0 = Instant::now();
+        let mut schedule = FetchSchedule::new(INTERVAL, t0);
+        assert!(schedule.is_due(t0));
+        schedule.sent(t0);
+        schedule.succeeded();
+        assert!(!schedule.is_due(t0 + INTERVAL - Duration::from_secs(1)));
+        assert!(schedule.is_due(t0 + INTERVAL));
+    }
+
+    #[test]
+    fn an_instance_without_descriptor_is_asked_again_sooner_and_sooner_not() {
+        let t0 = Instant::now();
+        let mut schedule = FetchSchedule::new(INTERVAL, t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            schedule.sent(now);
+            // Six HSDirs fail in one round: counted once.
+            for _ in 0..6 {
+                schedule.failed(now, false);
+            }
+            let mut wait = Duration::ZERO;
+            while !schedule.is_due(now + wait) {
+                wait += Duration::from_secs(1);
+            }
+            waits.push(wait.as_secs());
+            now += wait;
+        }
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        // Success resets the backoff.
+        schedule.sent(now);
+        schedule.succeeded();
+        schedule.failed(now, false);
+        assert!(schedule.is_due(now + FIRST_RETRY));
+    }
+
+    #[test]
+    fn failures_do_not_matter_with_a_good_descriptor() {
+        let t0 = Instant::now();
+        let mut schedule = FetchSchedule::new(INTERVAL, t0);
+        schedule.sent(t0);
+        schedule.failed(t0, true);
+        assert!(!schedule.is_due(t0 + Duration::from_secs(299)));
+    }
+
+    #[test]
+    fn due_now_and_a_shorter_interval_take_effect_at_once() {
+        let t0 = Instant::now();
+        let mut schedule = FetchSchedule::new(INTERVAL, t0);
+        schedule.sent(t0);
+        schedule.due_now(t0 + Duration::from_secs(1));
+        assert!(schedule.is_due(t0 + Duration::from_secs(1)));
+        schedule.sent(t0 + Duration::from_secs(1));
+        schedule.set_interval(Duration::from_secs(10), t0 + Duration::from_secs(2));
+        assert!(schedule.is_due(t0 + Duration::from_secs(12)));
+    }
+}
