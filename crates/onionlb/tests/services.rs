@@ -1,0 +1,71 @@
+//! Several services in one configuration, each with its own key, over
+//! instances that serve both masters at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::time::Duration;
+
+use common::{fetch_until_served, manager_port, testnet_config, tmp_dir, Manager};
+use onionlb_core::MasterKey;
+use testnet::Testnet;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_services_share_their_instances() {
+    let masters: Vec<(MasterKey, String)> = (0..2)
+        .map(|_| MasterKey::generate(&mut rand::rng()).unwrap())
+        .collect();
+    let mut config = testnet_config("services-test");
+    config.instances = 2;
+    config.masters = masters.iter().map(|(key, _)| key.address()).collect();
+    config.client_guards = false;
+    let net = Testnet::start(config).await.unwrap();
+
+    let dir = tmp_dir("services-test-onionlb");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut yaml = String::from("fetch-interval: 15\nservices:\n");
+    for (n, (_, pem)) in masters.iter().enumerate() {
+        let key = dir.join(format!("master{n}.key"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap()
+            .write_all(pem.as_bytes())
+            .unwrap();
+        yaml.push_str(&format!("- key: master{n}.key\n  instances:\n"));
+        for (node, address) in net.layout().instances().zip(net.instance_addresses()) {
+            yaml.push_str(&format!(
+                "  - address: {address}\n    name: {}\n",
+                node.name
+            ));
+        }
+    }
+    std::fs::write(dir.join("config.yaml"), yaml).unwrap();
+    let manager = Manager::spawn(&dir.join("config.yaml"), manager_port(&net));
+
+    // Each master address reaches each instance.
+    for (key, _) in &masters {
+        let url = format!("http://{}/", key.address());
+        for node in net.layout().instances() {
+            fetch_until_served(&net, &url, Some(&node.name), Duration::from_secs(240)).await;
+        }
+    }
+    let log = manager.log();
+    for (key, _) in &masters {
+        let address = key.address().to_string();
+        assert!(
+            log.lines().any(|l| l.contains(&address)
+                && l.contains("publishing first descriptor")
+                && l.contains("6 intro point slots from 2 instance(s)")),
+            "{log}"
+        );
+    }
+    manager.stop();
+    net.stop();
+}
