@@ -35,23 +35,55 @@
 /// Takes up to `limit` items round-robin from `per_instance`, starting with
 /// instance `offset` (modulo their number).
 pub fn spread<T: Clone>(per_instance: &[Vec<T>], limit: usize, offset: usize) -> Vec<T> {
+    spread_on_distinct_relays(per_instance, limit, offset, &|_: &T| None::<()>).0
+}
+
+/// Like [`spread`], but never takes two items on the same relay (as
+/// `relay` tells; `None` conflicts with nothing): a C tor client only ever
+/// introduces itself through the first intro point a descriptor lists on
+/// a relay (see the module documentation). An instance whose next item's
+/// relay is taken gives one of its others instead, or waits for the next
+/// round. Also returns where the round-robin stopped, so that a following
+/// descriptor can go on from there.
+pub fn spread_on_distinct_relays<T: Clone, K: PartialEq>(
+    per_instance: &[Vec<T>],
+    limit: usize,
+    offset: usize,
+    relay: &impl Fn(&T) -> Option<K>,
+) -> (Vec<T>, usize) {
     let instances = per_instance.len();
     let mut chosen = Vec::with_capacity(limit);
     if instances == 0 {
-        return chosen;
+        return (chosen, 0);
     }
-    let deepest = per_instance.iter().map(Vec::len).max().unwrap_or(0);
-    'rounds: for round in 0..deepest {
+    let mut used: Vec<Vec<bool>> = per_instance.iter().map(|v| vec![false; v.len()]).collect();
+    let mut relays: Vec<K> = Vec::new();
+    let mut next = offset % instances;
+    loop {
+        let mut progress = false;
         for step in 0..instances {
             if chosen.len() == limit {
-                break 'rounds;
+                return (chosen, next);
             }
-            if let Some(item) = per_instance[(offset + step) % instances].get(round) {
+            let i = (offset + step) % instances;
+            let free = per_instance[i]
+                .iter()
+                .enumerate()
+                .find(|(j, item)| !used[i][*j] && relay(item).is_none_or(|r| !relays.contains(&r)));
+            if let Some((j, item)) = free {
+                used[i][j] = true;
+                if let Some(r) = relay(item) {
+                    relays.push(r);
+                }
                 chosen.push(item.clone());
+                next = (i + 1) % instances;
+                progress = true;
             }
         }
+        if !progress {
+            return (chosen, next);
+        }
     }
-    chosen
 }
 
 /// One descriptor of a plan: its intro points and the HSDirs that get it.
@@ -68,29 +100,32 @@ pub struct PlannedDescriptor<T, D> {
 /// order). When every live intro point fits in one descriptor, that one
 /// goes everywhere; otherwise each fetchable HSDir gets its own (see the
 /// module documentation for the arithmetic).
-pub fn plan<T: Clone, D: Clone + PartialEq>(
+pub fn plan<T: Clone, D: Clone + PartialEq, K: PartialEq>(
     per_instance: &[Vec<T>],
     fetchable: &[D],
     store: &[D],
     limit: usize,
     offset: usize,
+    relay: impl Fn(&T) -> Option<K>,
 ) -> Vec<PlannedDescriptor<T, D>> {
     let total: usize = per_instance.iter().map(Vec::len).sum();
-    if total <= limit || fetchable.len() <= 1 {
+    let (single, _) = spread_on_distinct_relays(per_instance, limit, offset, &relay);
+    if single.len() == total || fetchable.len() <= 1 {
         return vec![PlannedDescriptor {
-            intro_points: spread(per_instance, limit, offset),
+            intro_points: single,
             hsdirs: store.to_vec(),
         }];
     }
-    let instances = per_instance.len().max(1);
-    let mut planned: Vec<PlannedDescriptor<T, D>> = fetchable
-        .iter()
-        .enumerate()
-        .map(|(k, hsdir)| PlannedDescriptor {
-            intro_points: spread(per_instance, limit, (offset + k * limit) % instances),
+    let mut planned: Vec<PlannedDescriptor<T, D>> = Vec::with_capacity(fetchable.len());
+    let mut next = offset;
+    for hsdir in fetchable {
+        let (intro_points, after) = spread_on_distinct_relays(per_instance, limit, next, &relay);
+        next = after;
+        planned.push(PlannedDescriptor {
+            intro_points,
             hsdirs: vec![hsdir.clone()],
-        })
-        .collect();
+        });
+    }
     let store_only = store.iter().filter(|dir| !fetchable.contains(dir));
     for (j, hsdir) in store_only.enumerate() {
         let copy_of = j % planned.len();
@@ -166,10 +201,40 @@ mod test {
         totals
     }
 
+    fn no_relay(_: &(usize, usize)) -> Option<()> {
+        None
+    }
+
+    #[test]
+    fn two_intro_points_on_one_relay_never_share_a_descriptor() {
+        // 12 instances with 3 intro points each on only 5 relays, most on
+        // the first three (as bandwidth-weighted choice does): relay of
+        // instance i's point j.
+        let relay = |&(i, j): &(usize, usize)| Some(if j < 2 { (i + j) % 3 } else { 3 + i % 2 });
+        let store = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let fetchable = &store[..6];
+        let plan = plan(&instances(&[3; 12]), fetchable, &store, 20, 0, relay);
+        assert_eq!(plan.len(), 6);
+        for descriptor in &plan {
+            let mut relays: Vec<usize> = descriptor.intro_points.iter().filter_map(relay).collect();
+            relays.sort_unstable();
+            let before = relays.len();
+            relays.dedup();
+            assert_eq!(relays.len(), before, "{descriptor:?}");
+            assert_eq!(before, 5, "every relay used once: {descriptor:?}");
+        }
+        // Every instance is reachable through some fetchable HSDir.
+        let totals = slot_totals(&plan, fetchable, 12);
+        assert!(totals.iter().all(|&t| t > 0), "{totals:?}");
+        // Conflicts within what would fit in one descriptor also split it.
+        let plan = super::plan(&instances(&[3, 3, 3]), fetchable, &store, 20, 0, relay);
+        assert_eq!(plan.len(), 6);
+    }
+
     #[test]
     fn few_intro_points_share_one_descriptor() {
         let store = [1u8, 2, 3, 4, 5, 6, 7, 8];
-        let plan = plan(&instances(&[3, 3, 3]), &store[..6], &store, 20, 0);
+        let plan = plan(&instances(&[3, 3, 3]), &store[..6], &store, 20, 0, no_relay);
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].intro_points.len(), 9);
         assert_eq!(plan[0].hsdirs, store);
@@ -180,7 +245,7 @@ mod test {
         let store = [1u8, 2, 3, 4, 5, 6, 7, 8];
         let fetchable = &store[..6];
         for n in [7usize, 12, 40, 60, 120] {
-            let plan = plan(&instances(&vec![3; n]), fetchable, &store, 20, 5);
+            let plan = plan(&instances(&vec![3; n]), fetchable, &store, 20, 5, no_relay);
             assert_eq!(plan.len(), 6, "{n} instances");
             assert!(plan.iter().all(|d| d.intro_points.len() == 20));
             // Every HSDir gets exactly one descriptor.

@@ -75,6 +75,18 @@ pub enum DescriptorError {
     Build(String),
 }
 
+/// The RSA identity of the relay an intro point is on, from its link
+/// specifiers: what a C tor client matches an intro circuit against.
+pub fn intro_point_relay(intro_point: &IntroPointDesc) -> Option<[u8; 20]> {
+    intro_point
+        .link_specifiers()
+        .iter()
+        .find_map(|spec| match spec.parse() {
+            Ok(tor_linkspec::LinkSpec::RsaId(id)) => id.as_bytes().try_into().ok(),
+            _ => None,
+        })
+}
+
 /// Checks an instance's descriptor: size, outer signature and signing-key
 /// certificate, that its blinded key is the instance's for one of
 /// `periods`, decryption and inner signature, and validity at `now`.
@@ -308,6 +320,13 @@ mod test {
             validate_instance_descriptor("hs-descriptor 3\n", &f.identity, &periods, f.now, 1000),
             Err(DescriptorError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn an_intro_point_names_its_relay() {
+        let mut rng = rand::rng();
+        // The fixture's intro points name relay [7; 20].
+        assert_eq!(intro_point_relay(&intro_point(&mut rng, 1)), Some([7; 20]));
     }
 
     #[test]

@@ -86,7 +86,7 @@ async fn the_guide_ends_with_a_client_served_through_the_master_address() {
     }
     let log = manager.log();
     assert!(
-        log.contains("1 distinct, 6 intro point slots from 2 instance(s)"),
+        log.contains("intro point slots from 2 instance(s)"),
         "{log}"
     );
     manager.stop();

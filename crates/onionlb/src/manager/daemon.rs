@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use onionlb_core::allocation::plan;
 use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::{
-    build_master_descriptor, default_flow_control, MasterDescriptorPlan, MAX_INTRO_POINTS,
+    build_master_descriptor, default_flow_control, intro_point_relay, MasterDescriptorPlan,
+    MAX_INTRO_POINTS,
 };
 use onionlb_core::fetch::FetchSchedule;
 use onionlb_core::instance::Accepted;
@@ -512,7 +513,14 @@ impl Daemon {
         let fetchable = ring.responsible(&blinded.id(), params.n_replicas, params.spread_fetch);
         // The two slots start the round-robin at different instances, so
         // the spare slots do not always fall to the same ones.
-        let planned = plan(&live, &fetchable, &store, MAX_INTRO_POINTS, slot);
+        let planned = plan(
+            &live,
+            &fetchable,
+            &store,
+            MAX_INTRO_POINTS,
+            slot,
+            intro_point_relay,
+        );
         let layout = Layout {
             period: period.interval_num(),
             descriptors: planned
