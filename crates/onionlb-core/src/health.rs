@@ -146,7 +146,10 @@ impl Health {
         if let Some(agent) = &self.agent {
             let silent = now.saturating_duration_since(agent.last_heard);
             if silent >= self.policy.heartbeat_timeout {
-                return Some(format!("its agent has been silent for {}s", silent.as_secs()));
+                return Some(format!(
+                    "its agent has been silent for {}s",
+                    silent.as_secs()
+                ));
             }
             if !agent.healthy {
                 return Some(format!("its agent reports it unhealthy: {}", agent.reason));

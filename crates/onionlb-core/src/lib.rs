@@ -6,6 +6,7 @@ pub mod coalesce;
 pub mod consensus;
 pub mod descriptor;
 pub mod fetch;
+pub mod health;
 pub mod hsdir;
 pub mod instance;
 mod key;
