@@ -35,37 +35,40 @@
 /// Takes up to `limit` items round-robin from `per_instance`, starting with
 /// instance `offset` (modulo their number).
 pub fn spread<T: Clone>(per_instance: &[Vec<T>], limit: usize, offset: usize) -> Vec<T> {
-    spread_on_distinct_relays(per_instance, limit, offset, &|_: &T| None::<()>).0
+    let order = rotation(per_instance.len(), offset);
+    fill(per_instance, &order, limit, &|_: &T| None::<()>)
+        .into_iter()
+        .map(|(_, item)| item)
+        .collect()
 }
 
-/// Like [`spread`], but never takes two items on the same relay (as
-/// `relay` tells; `None` conflicts with nothing): a C tor client only ever
-/// introduces itself through the first intro point a descriptor lists on
-/// a relay (see the module documentation). An instance whose next item's
-/// relay is taken gives one of its others instead, or waits for the next
-/// round. Also returns where the round-robin stopped, so that a following
-/// descriptor can go on from there.
-pub fn spread_on_distinct_relays<T: Clone, K: PartialEq>(
+/// Instance indices `0..n` starting at `offset`.
+fn rotation(n: usize, offset: usize) -> Vec<usize> {
+    (0..n).map(|step| (offset + step) % n.max(1)).collect()
+}
+
+/// Takes up to `limit` items round-robin over the instances in `order`,
+/// never two on the same relay (as `relay` tells; `None` conflicts with
+/// nothing): a C tor client only ever introduces itself through the first
+/// intro point a descriptor lists on a relay (see the module
+/// documentation). An instance whose next item's relay is taken gives one
+/// of its others instead, or sits the round out. Returns each item with
+/// its instance's index.
+fn fill<T: Clone, K: PartialEq>(
     per_instance: &[Vec<T>],
+    order: &[usize],
     limit: usize,
-    offset: usize,
     relay: &impl Fn(&T) -> Option<K>,
-) -> (Vec<T>, usize) {
-    let instances = per_instance.len();
+) -> Vec<(usize, T)> {
     let mut chosen = Vec::with_capacity(limit);
-    if instances == 0 {
-        return (chosen, 0);
-    }
     let mut used: Vec<Vec<bool>> = per_instance.iter().map(|v| vec![false; v.len()]).collect();
     let mut relays: Vec<K> = Vec::new();
-    let mut next = offset % instances;
     loop {
         let mut progress = false;
-        for step in 0..instances {
+        for &i in order {
             if chosen.len() == limit {
-                return (chosen, next);
+                return chosen;
             }
-            let i = (offset + step) % instances;
             let free = per_instance[i]
                 .iter()
                 .enumerate()
@@ -75,13 +78,12 @@ pub fn spread_on_distinct_relays<T: Clone, K: PartialEq>(
                 if let Some(r) = relay(item) {
                     relays.push(r);
                 }
-                chosen.push(item.clone());
-                next = (i + 1) % instances;
+                chosen.push((i, item.clone()));
                 progress = true;
             }
         }
         if !progress {
-            return (chosen, next);
+            return chosen;
         }
     }
 }
@@ -108,21 +110,30 @@ pub fn plan<T: Clone, D: Clone + PartialEq, K: PartialEq>(
     offset: usize,
     relay: impl Fn(&T) -> Option<K>,
 ) -> Vec<PlannedDescriptor<T, D>> {
+    let instances = per_instance.len();
     let total: usize = per_instance.iter().map(Vec::len).sum();
-    let (single, _) = spread_on_distinct_relays(per_instance, limit, offset, &relay);
+    let single = fill(per_instance, &rotation(instances, offset), limit, &relay);
     if single.len() == total || fetchable.len() <= 1 {
         return vec![PlannedDescriptor {
-            intro_points: single,
+            intro_points: single.into_iter().map(|(_, item)| item).collect(),
             hsdirs: store.to_vec(),
         }];
     }
+    // Each descriptor serves the instances with the fewest slots so far
+    // first (ties in rotation from `offset`): without relay conflicts this
+    // deals one round-robin stream over the descriptors, and with them the
+    // instances left out of one descriptor lead the next.
+    let mut slots = vec![0usize; instances];
     let mut planned: Vec<PlannedDescriptor<T, D>> = Vec::with_capacity(fetchable.len());
-    let mut next = offset;
     for hsdir in fetchable {
-        let (intro_points, after) = spread_on_distinct_relays(per_instance, limit, next, &relay);
-        next = after;
+        let mut order = rotation(instances, offset);
+        order.sort_by_key(|&i| slots[i]);
+        let chosen = fill(per_instance, &order, limit, &relay);
+        for (i, _) in &chosen {
+            slots[*i] += 1;
+        }
         planned.push(PlannedDescriptor {
-            intro_points,
+            intro_points: chosen.into_iter().map(|(_, item)| item).collect(),
             hsdirs: vec![hsdir.clone()],
         });
     }
@@ -229,6 +240,28 @@ mod test {
         // Conflicts within what would fit in one descriptor also split it.
         let plan = super::plan(&instances(&[3, 3, 3]), fetchable, &store, 20, 0, relay);
         assert_eq!(plan.len(), 6);
+    }
+
+    #[test]
+    fn crowded_relays_still_give_every_instance_a_share() {
+        // As on the private network: 9 relays, most intro points on the
+        // 3 fastest. Instance i's points: two on those, one elsewhere.
+        let relay = |&(i, j): &(usize, usize)| {
+            Some(match j {
+                0 => i % 3,
+                1 => (i + 1) % 3,
+                _ => 3 + i % 6,
+            })
+        };
+        let store = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let fetchable = &store[..6];
+        for offset in 0..12 {
+            let plan = plan(&instances(&[3; 12]), fetchable, &store, 20, offset, relay);
+            let totals = slot_totals(&plan, fetchable, 12);
+            assert!(totals.iter().all(|&t| t > 0), "offset {offset}: {totals:?}");
+            let (min, max) = (totals.iter().min().unwrap(), totals.iter().max().unwrap());
+            assert!(max - min <= 2, "offset {offset}: {totals:?}");
+        }
     }
 
     #[test]
