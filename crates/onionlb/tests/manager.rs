@@ -164,11 +164,12 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     // answered by a live instance.
     net.stop_instance(0).unwrap();
     // Let the relays tear down the dead instance's intro circuits. Until
-    // its DESTROY cells arrive, an intro point may still accept an
-    // introduction for it and leave that one client waiting for a
-    // rendezvous that never comes: a race inside C tor that no balancer
-    // can prevent.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // they do, an intro point may still accept an introduction for it and
+    // leave that one client waiting for a rendezvous that never comes: a
+    // race inside C tor that no balancer can prevent. 5 s was not always
+    // enough: one CI run saw an intro point still acknowledge an
+    // introduction for the dead instance 5 s after it exited.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     for request in 0..10 {
         let response = net
             .fetch(&url)
