@@ -86,6 +86,17 @@ impl InstanceState {
                 seen,
             });
         }
+        // A descriptor no newer than the last seen for its blinded key,
+        // while one of another blinded key (the other time period) is in
+        // use, is an old copy: keep the one in use. Fetches and pushes
+        // deliver both periods' descriptors in any order.
+        let other_period_in_use = self
+            .descriptor
+            .as_ref()
+            .is_some_and(|current| current.blinded != descriptor.blinded);
+        if descriptor.revision == seen && seen > 0 && other_period_in_use {
+            return Ok(Accepted::Unchanged);
+        }
         self.revisions
             .insert(descriptor.blinded, descriptor.revision);
         let outcome = match &self.descriptor {
@@ -145,7 +156,7 @@ fn intro_keys(descriptor: &InstanceDescriptor) -> Vec<[u8; 32]> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::test_support::{build, build_with, fixture, intro_point};
+    use crate::test_support::{build, build_with, fixture, intro_point, Fixture};
     use std::time::Duration;
 
     #[test]
@@ -202,6 +213,40 @@ mod test {
             Err(Rejected::Invalid(_))
         ));
         assert_eq!(state.descriptor().unwrap().revision, 9);
+    }
+
+    #[test]
+    fn an_old_copy_of_the_other_period_s_descriptor_does_not_replace_a_newer_one() {
+        let f = fixture();
+        let next_period = f.period.next().unwrap();
+        let periods = [f.period, next_period];
+        let mut state = InstanceState::new(f.identity.clone());
+        let this_period = build(&f, 5);
+        state
+            .offer(&this_period.text, &periods, f.now, 50_000)
+            .unwrap();
+        let next = Fixture {
+            period: next_period,
+            intro_points: vec![intro_point(&mut rand::rng(), 1)],
+            ..fixture()
+        };
+        let next_text = build(&next, 2).text;
+        assert_eq!(
+            state.offer(&next_text, &periods, f.now, 50_000),
+            Ok(Accepted::IntroPointsChanged)
+        );
+        // The first period's descriptor comes round again (another HSDir,
+        // or a push of the same revision): the newer one stays.
+        assert_eq!(
+            state.offer(&this_period.text, &periods, f.now, 50_000),
+            Ok(Accepted::Unchanged)
+        );
+        assert_eq!(state.descriptor().unwrap().revision, 2);
+        // A new revision of the first period's is news again.
+        assert_eq!(
+            state.offer(&build(&f, 6).text, &periods, f.now, 50_000),
+            Ok(Accepted::IntroPointsChanged)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod address;
+pub mod agent;
 pub mod allocation;
 pub mod coalesce;
 pub mod consensus;
@@ -12,6 +13,7 @@ pub mod instance;
 mod key;
 pub mod period;
 pub mod publish;
+pub mod ratelimit;
 pub mod revision;
 pub mod upload;
 
