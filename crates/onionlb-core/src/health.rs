@@ -94,6 +94,11 @@ impl Health {
         }
     }
 
+    /// Takes new knobs (a reloaded configuration), keeping what is known.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
     /// The agent reports the instance healthy or not (`reason` says why
     /// not); any report is also a heartbeat.
     pub fn agent_report(&mut self, healthy: bool, reason: &str, now: Instant) {

@@ -152,6 +152,16 @@ impl MasterKey {
         }
     }
 
+    /// The key as `ADD_ONION` takes it (`ED25519-V3:` and the expanded
+    /// secret in base64), to run an onion service with it in a tor we
+    /// control.
+    pub fn add_onion_key(&self) -> String {
+        format!(
+            "ED25519-V3:{}",
+            data_encoding::BASE64.encode(&self.tor_secret)
+        )
+    }
+
     /// What tor's `HiddenServiceDir` holds for this identity, so an
     /// instance tor can be given a key made here.
     pub fn tor_key_files(&self) -> TorKeyFiles {

@@ -5,11 +5,18 @@
 //! status-socket-location: /run/onionbalance/control   # optional
 //! fetch-interval: 300                                  # ours, seconds
 //! metrics-listen: 127.0.0.1:9851                       # ours, loopback only
+//! agents:                                              # ours, all optional
+//!   socket: /run/onionlb/agents.sock   # agents on this machine
+//!   listen: 127.0.0.1:9852             # remote agents (loopback only) ...
+//!   onion-key: agents-onion.key        # ... reached through this onion service
+//!   heartbeat-timeout: 10              # seconds of agent silence = down
 //! services:
 //! - key: master.key          # relative to this file; tor or PEM format
 //!   instances:
 //!   - address: 2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion
 //!     name: web1             # optional
+//!     agent-key: <base64>    # ours: the public key of its agent
+//!     agent-client-auth: <base32>  # ours: its agent's onion client key
 //! ```
 //!
 //! Every error names the file, the line and the key, so an operator can go
@@ -19,12 +26,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use onionlb_core::agent::AgentPublicKey;
 use onionlb_core::OnionAddress;
 use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
 use thiserror::Error;
 
 /// Default time between fetches of every instance's descriptor.
 pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(300);
+/// Default agent silence after which its instance counts as down.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A loaded configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +49,36 @@ pub struct Config {
     pub fetch_interval: Duration,
     /// Where to serve Prometheus metrics (loopback), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where and how agents reach the manager.
+    pub agents: AgentsConfig,
     /// Keys we did not recognise, with their lines, for a warning.
     pub unknown_keys: Vec<(usize, String)>,
+}
+
+/// The agent channel: where agents connect, and when their silence means
+/// their instance is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentsConfig {
+    /// A Unix socket for agents on this machine.
+    pub socket: Option<PathBuf>,
+    /// A loopback TCP port for remote agents, published through an onion
+    /// service of the management tor.
+    pub listen: Option<std::net::SocketAddr>,
+    /// That onion service's key (created at first start when missing).
+    pub onion_key: Option<PathBuf>,
+    /// Agent silence after which its instance is down.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            socket: None,
+            listen: None,
+            onion_key: None,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+        }
+    }
 }
 
 /// One balanced service.
@@ -61,6 +99,11 @@ pub struct InstanceConfig {
     pub address: OnionAddress,
     /// An operator's name for it, for logs and status.
     pub name: Option<String>,
+    /// The public key its agent proves, if it has one.
+    pub agent_key: Option<AgentPublicKey>,
+    /// Its agent's client authorization key for the onion channel
+    /// (x25519, base32).
+    pub agent_client_auth: Option<String>,
 }
 
 impl InstanceConfig {
@@ -120,6 +163,7 @@ impl Config {
             status_socket: None,
             fetch_interval: DEFAULT_FETCH_INTERVAL,
             metrics_listen: None,
+            agents: AgentsConfig::default(),
             unknown_keys: Vec::new(),
         };
         let mut saw_services = false;
@@ -144,22 +188,10 @@ impl Config {
                     config.fetch_interval = Duration::from_secs(seconds);
                 }
                 "metrics-listen" => {
-                    let text = reader.string(value, &key)?;
-                    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
-                        reader.error(
-                            line(value),
-                            &key,
-                            &format!("{text:?} is not an address:port such as 127.0.0.1:9851"),
-                        )
-                    })?;
-                    if !addr.ip().is_loopback() {
-                        return Err(reader.error(
-                            line(value),
-                            &key,
-                            &format!("{addr} is not a loopback address; metrics are served on loopback only"),
-                        ));
-                    }
-                    config.metrics_listen = Some(addr);
+                    config.metrics_listen = Some(reader.loopback(value, &key, "metrics")?);
+                }
+                "agents" => {
+                    config.agents = reader.agents(value, &key, base, &mut config.unknown_keys)?;
                 }
                 _ => config.unknown_keys.push((line(value), key)),
             }
@@ -184,6 +216,61 @@ impl Reader<'_> {
             key: key.to_owned(),
             problem: problem.to_owned(),
         }
+    }
+
+    fn loopback(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        what: &str,
+    ) -> Result<std::net::SocketAddr, ConfigError> {
+        let text = self.string(node, at)?;
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            self.error(
+                line(node),
+                at,
+                &format!("{text:?} is not an address:port such as 127.0.0.1:9851"),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(self.error(
+                line(node),
+                at,
+                &format!("{addr} is not a loopback address; {what} are served on loopback only"),
+            ));
+        }
+        Ok(addr)
+    }
+
+    fn agents(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        base: &Path,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<AgentsConfig, ConfigError> {
+        let mut agents = AgentsConfig::default();
+        for (key, value) in self.mapping(node, at)? {
+            let path = format!("{at}.{key}");
+            match key.as_str() {
+                "socket" => agents.socket = Some(base.join(self.string(value, &path)?)),
+                "listen" => agents.listen = Some(self.loopback(value, &path, "agents")?),
+                "onion-key" => agents.onion_key = Some(base.join(self.string(value, &path)?)),
+                "heartbeat-timeout" => {
+                    agents.heartbeat_timeout =
+                        Duration::from_secs(self.positive_integer(value, &path)?);
+                }
+                _ => unknown.push((line(value), path)),
+            }
+        }
+        if agents.onion_key.is_some() && agents.listen.is_none() {
+            return Err(self.error(
+                line(node),
+                &format!("{at}.onion-key"),
+                "needs agents.listen: the onion service forwards to that port",
+            ));
+        }
+        Ok(agents)
     }
 
     fn service(
@@ -241,6 +328,8 @@ impl Reader<'_> {
     ) -> Result<InstanceConfig, ConfigError> {
         let mut address = None;
         let mut name = None;
+        let mut agent_key = None;
+        let mut agent_client_auth = None;
         for (key, value) in self.mapping(node, at)? {
             let path = format!("{at}.{key}");
             match key.as_str() {
@@ -252,6 +341,27 @@ impl Reader<'_> {
                     address = Some(parsed);
                 }
                 "name" => name = Some(self.string(value, &path)?),
+                "agent-key" => {
+                    let text = self.string(value, &path)?;
+                    let key = text
+                        .parse::<AgentPublicKey>()
+                        .map_err(|e| self.error(line(value), &path, &e.to_string()))?;
+                    agent_key = Some(key);
+                }
+                "agent-client-auth" => {
+                    let text = self.string(value, &path)?;
+                    let valid = data_encoding::BASE32_NOPAD
+                        .decode(text.to_ascii_uppercase().as_bytes())
+                        .is_ok_and(|bytes| bytes.len() == 32);
+                    if !valid {
+                        return Err(self.error(
+                            line(value),
+                            &path,
+                            "expected an x25519 public key in base32 (52 characters), as `onionlb agent keygen` prints it",
+                        ));
+                    }
+                    agent_client_auth = Some(text.to_ascii_uppercase());
+                }
                 _ => unknown.push((line(value), path)),
             }
         }
@@ -262,7 +372,12 @@ impl Reader<'_> {
                 "missing: the instance's onion address",
             )
         })?;
-        Ok(InstanceConfig { address, name })
+        Ok(InstanceConfig {
+            address,
+            name,
+            agent_key,
+            agent_client_auth,
+        })
     }
 
     /// The entries of a mapping with string keys, in file order.
@@ -390,6 +505,18 @@ mod test {
             let err = parse(&format!("{bad}\nservices: []\n")).unwrap_err();
             assert_eq!((err.line, err.key.as_str()), (1, "metrics-listen"), "{err}");
         }
+        let err = parse("agents:\n  listen: 192.0.2.1:9852\nservices: []\n").unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (2, "agents.listen"), "{err}");
+        let err = parse("agents:\n  onion-key: a.key\nservices: []\n").unwrap_err();
+        assert_eq!(err.key, "agents.onion-key", "{err}");
+        let err = parse(&format!(
+            "services:\n- key: a.key\n  instances:\n  - address: {A}\n    agent-key: nonsense\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (5, "services[0].instances[0].agent-key")
+        );
 
         let err = parse("services: [\n").unwrap_err();
         assert_eq!(err.key, "(syntax)");
@@ -397,6 +524,33 @@ mod test {
 
         assert_eq!(parse("").unwrap_err().key, "services");
         assert_eq!(parse("other: 1\n").unwrap_err().key, "services");
+    }
+
+    #[test]
+    fn agents_and_their_keys() {
+        let agent = onionlb_core::agent::AgentKey::from_seed([1; 32]);
+        let text = format!(
+            "agents:\n  socket: agents.sock\n  listen: 127.0.0.1:9852\n  onion-key: onion.key\n  heartbeat-timeout: 5\nservices:\n- key: a.key\n  instances:\n  - address: {A}\n    agent-key: {}\n    agent-client-auth: {}\n  - address: {B}\n",
+            agent.public(),
+            agent.client_auth_public().to_ascii_lowercase(),
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.agents,
+            AgentsConfig {
+                socket: Some("/etc/onionbalance/agents.sock".into()),
+                listen: Some("127.0.0.1:9852".parse().unwrap()),
+                onion_key: Some("/etc/onionbalance/onion.key".into()),
+                heartbeat_timeout: Duration::from_secs(5),
+            }
+        );
+        let instances = &config.services[0].instances;
+        assert_eq!(instances[0].agent_key, Some(agent.public()));
+        assert_eq!(
+            instances[0].agent_client_auth.as_deref(),
+            Some(agent.client_auth_public().as_str())
+        );
+        assert_eq!(instances[1].agent_key, None);
     }
 
     #[test]

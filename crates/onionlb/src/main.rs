@@ -12,6 +12,7 @@ mod manager;
 mod metrics;
 mod status;
 mod testnet_cmd;
+mod unix_socket;
 
 use std::process::ExitCode;
 

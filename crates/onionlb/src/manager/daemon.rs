@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use onionlb_core::agent::{Health as AgentHealth, ToAgent};
 use onionlb_core::allocation::plan;
 use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::{
@@ -16,17 +17,20 @@ use onionlb_core::descriptor::{
     MAX_INTRO_POINTS,
 };
 use onionlb_core::fetch::FetchSchedule;
-use onionlb_core::instance::Accepted;
+use onionlb_core::health;
+use onionlb_core::instance::{Accepted, Rejected};
 use onionlb_core::period::DescriptorSlot;
 use onionlb_core::publish::{publish_reason, DescriptorLayout, Layout};
 use onionlb_core::revision::next_revision;
 use onionlb_core::upload::Uploads;
 use onionlb_core::{MasterKey, OnionAddress};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tor_hscrypto::pk::HsIdKey;
 use torctl::{Command, Connector, ControlClient, Event, HsDescContent, HsDescEvent};
 
 use crate::config::Config;
+use crate::manager::agent_onion::AgentOnion;
+use crate::manager::agents::{AgentEvent, AgentKeys, AgentServer};
 use crate::manager::network::{NetworkView, ViewError};
 use crate::manager::snapshot::{self, ControlHealth};
 use crate::manager::state::{Published, Service};
@@ -54,9 +58,36 @@ pub struct Daemon {
     /// When to fetch each instance's descriptor, by address (an instance
     /// may serve several services).
     fetches: HashMap<OnionAddress, FetchSchedule>,
+    /// What the last fetch round of each instance came to.
+    rounds: HashMap<OnionAddress, Round>,
     health: ControlHealth,
     status: watch::Sender<Arc<StatusReport>>,
     metrics: Arc<Metrics>,
+    /// The agent keys the configuration names, for the agent listeners.
+    agent_keys: watch::Sender<AgentKeys>,
+    agent_events: mpsc::Receiver<AgentEvent>,
+    /// The agent listeners (they stop when dropped).
+    _agents: AgentServer,
+    /// The agents' onion service, if remote agents are configured.
+    agent_onion: Option<AgentOnion>,
+}
+
+/// Where an instance's current fetch round stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Asked; nothing heard yet.
+    Pending,
+    /// An HSDir said it failed, and none has delivered.
+    Failed,
+    /// A descriptor arrived.
+    Succeeded,
+}
+
+/// How a descriptor reached the manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Fetched,
+    Pushed,
 }
 
 impl Daemon {
@@ -85,12 +116,30 @@ impl Daemon {
             );
         }
         let view = wait_for_view(&control, testing_network).await?;
+        let policy = health_policy(&config);
         let services: Vec<Service> = config
             .services
             .iter()
             .zip(keys)
-            .map(|(service, key)| Service::new(key, &service.instances))
+            .map(|(service, key)| Service::new(key, &service.instances, policy, Instant::now()))
             .collect();
+        let (agent_keys, keys_seen) = watch::channel(agent_keys(&config));
+        let (events_in, agent_events) = mpsc::channel(256);
+        let agents = AgentServer::start(
+            config.agents.socket.as_deref(),
+            config.agents.listen,
+            keys_seen,
+            events_in,
+        )
+        .await?;
+        let agent_onion = match (&config.agents.onion_key, config.agents.listen) {
+            (Some(path), Some(listen)) => {
+                let onion = AgentOnion::load_or_create(path, listen)?;
+                onion.publish(&control, &agent_clients(&config)).await?;
+                Some(onion)
+            }
+            _ => None,
+        };
         let health = ControlHealth {
             connected: true,
             reconnects: 0,
@@ -110,9 +159,14 @@ impl Daemon {
             testing_network,
             view,
             fetches: HashMap::new(),
+            rounds: HashMap::new(),
             health,
             status,
             metrics: Arc::new(Metrics::default()),
+            agent_keys,
+            agent_events,
+            _agents: agents,
+            agent_onion,
         })
     }
 
@@ -189,6 +243,7 @@ impl Daemon {
                 Some(Err(e)) => tracing::warn!("{e:#}"),
             }
             tracing::info!("reconnected to the management tor; fetching instance descriptors");
+            self.publish_agent_onion().await;
             self.fetch_all_now();
         }
         tracing::info!("stopping");
@@ -212,8 +267,9 @@ impl Daemon {
                     self.handle_event(Event::parse(&event)).await;
                 }
                 _ = tick.tick() => self.on_tick().await,
+                Some(event) = self.agent_events.recv() => self.on_agent(event),
                 signal = stop.next() => match signal {
-                    Signal::Reload => self.reload(),
+                    Signal::Reload => self.reload().await,
                     Signal::Stop => return Ok(Ended::Stopped),
                 },
             }
@@ -223,7 +279,7 @@ impl Daemon {
     /// Reads the configuration again (SIGHUP). Services and instances that
     /// stay keep what was fetched and published for them; an invalid
     /// configuration changes nothing and says why.
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         let (config, keys) = match self.source.load() {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -236,13 +292,14 @@ impl Daemon {
         }
         let mut old = std::mem::take(&mut self.services);
         let now = Instant::now();
+        let policy = health_policy(&config);
         let mut fetch = false;
         for (service_config, key) in config.services.iter().zip(keys) {
             let address = key.address();
             let service = match old.iter().position(|s| s.address == address) {
                 Some(at) => {
                     let mut service = old.swap_remove(at);
-                    if service.set_instances(&service_config.instances) {
+                    if service.set_instances(&service_config.instances, policy, now) {
                         service.changes.changed(now);
                         fetch = true;
                     }
@@ -251,7 +308,7 @@ impl Daemon {
                 None => {
                     tracing::info!("{address}: added");
                     fetch = true;
-                    Service::new(key, &service_config.instances)
+                    Service::new(key, &service_config.instances, policy, now)
                 }
             };
             self.services.push(service);
@@ -262,7 +319,15 @@ impl Daemon {
                 gone.address
             );
         }
+        if config.agents != self.config.agents {
+            tracing::warn!("changes to agents: take effect at the next start");
+        }
+        let clients_changed = agent_clients(&config) != agent_clients(&self.config);
+        self.agent_keys.send_replace(agent_keys(&config));
         self.config = config;
+        if clients_changed {
+            self.publish_agent_onion().await;
+        }
         if fetch {
             // New instances get schedules due now in the next tick.
             tracing::debug!("fetching the descriptors of new instances");
@@ -275,8 +340,90 @@ impl Daemon {
         self.refresh_status();
     }
 
+    /// Adds the agents' onion service to the management tor, if there is
+    /// one; a failure is said, and agents keep their local socket.
+    async fn publish_agent_onion(&self) {
+        if let Some(onion) = &self.agent_onion {
+            if let Err(e) = onion
+                .publish(&self.control, &agent_clients(&self.config))
+                .await
+            {
+                tracing::error!("{e:#}");
+            }
+        }
+    }
+
+    /// Judges every instance's health; a changed verdict is a change to
+    /// publish (after the usual settling).
+    fn judge_health(&mut self) {
+        let now = Instant::now();
+        for service in &mut self.services {
+            for instance in &mut service.instances {
+                if instance.judge(now) {
+                    service.changes.changed(now);
+                }
+            }
+        }
+    }
+
+    /// What an agent said.
+    fn on_agent(&mut self, event: AgentEvent) {
+        let now = Instant::now();
+        match event {
+            AgentEvent::Connected { instance, peer } => {
+                for found in self.instances_at(instance) {
+                    found.agent = Some(peer.clone());
+                }
+            }
+            AgentEvent::Disconnected { instance } => {
+                for found in self.instances_at(instance) {
+                    found.agent = None;
+                }
+            }
+            AgentEvent::Health { instance, health } => {
+                let (healthy, why) = match &health {
+                    AgentHealth::Up => (true, ""),
+                    AgentHealth::Down(why) => (false, why.as_str()),
+                };
+                for found in self.instances_at(instance) {
+                    found.health.agent_report(healthy, why, now);
+                }
+                self.judge_health();
+            }
+            AgentEvent::Descriptor {
+                instance,
+                text,
+                reply,
+            } => {
+                let answer = match self.offer(instance, &text, Source::Pushed) {
+                    Some(Ok(Accepted::NowUsable)) => ToAgent::Accepted("usable".into()),
+                    Some(Ok(Accepted::IntroPointsChanged)) => {
+                        ToAgent::Accepted("new intro points".into())
+                    }
+                    Some(Ok(Accepted::Unchanged)) => ToAgent::Accepted("nothing new".into()),
+                    Some(Err(rejected)) => ToAgent::Rejected(rejected.to_string()),
+                    None => ToAgent::Rejected(format!("{instance} is not configured")),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Every configured instance with this address (it may serve several
+    /// services).
+    fn instances_at(
+        &mut self,
+        address: OnionAddress,
+    ) -> impl Iterator<Item = &mut crate::manager::state::Instance> {
+        self.services
+            .iter_mut()
+            .flat_map(|s| &mut s.instances)
+            .filter(move |i| i.config.address == address)
+    }
+
     async fn on_tick(&mut self) {
         self.fetch_due().await;
+        self.judge_health();
         let now = SystemTime::now();
         for index in 0..self.services.len() {
             // Let a burst of instance changes settle into one publication.
@@ -337,6 +484,8 @@ impl Daemon {
         }
         self.fetches
             .retain(|address, _| identities.contains_key(address));
+        self.rounds
+            .retain(|address, _| identities.contains_key(address));
         let ring = &self.view.rings[self.view.fetch_slot];
         for (address, identity) in identities {
             let schedule = self
@@ -348,6 +497,17 @@ impl Daemon {
                 continue;
             }
             schedule.sent(now);
+            let round = self.rounds.insert(address, Round::Pending);
+            if round == Some(Round::Failed) {
+                for instance in self
+                    .services
+                    .iter_mut()
+                    .flat_map(|s| &mut s.instances)
+                    .filter(|i| i.config.address == address)
+                {
+                    instance.health.fetch_failed();
+                }
+            }
             let Ok((blinded, _)) = identity.compute_blinded_key(ring.slot().period) else {
                 continue;
             };
@@ -365,59 +525,109 @@ impl Daemon {
         }
     }
 
-    /// Checks a fetched descriptor against every instance with its address.
+    /// A descriptor fetched from an HSDir.
     fn on_descriptor(&mut self, content: HsDescContent) {
         if content.descriptor.trim().is_empty() {
             return;
         }
-        let mut text = content.descriptor;
+        let Some(address) = self
+            .services
+            .iter()
+            .flat_map(|s| &s.instances)
+            .map(|i| i.config.address)
+            .find(|a| a.without_suffix() == content.address)
+        else {
+            return;
+        };
+        self.offer(address, &content.descriptor, Source::Fetched);
+    }
+
+    /// Checks a descriptor against every instance with `address`, and uses
+    /// it where it passes; `None` if no instance has that address.
+    ///
+    /// Fetched and pushed descriptors get the same checks. A fetched one
+    /// older than one already seen is routine (an HSDir behind an agent's
+    /// push); a pushed one is not, and is said.
+    fn offer(
+        &mut self,
+        address: OnionAddress,
+        text: &str,
+        source: Source,
+    ) -> Option<Result<Accepted, Rejected>> {
+        let mut text = text.to_owned();
         if !text.ends_with('\n') {
             text.push('\n');
         }
         let now = SystemTime::now();
-        // Only the period clients fetch now, which is what HSFETCH asked
-        // for: one blinded key per instance at a time keeps the revision
-        // check meaningful (an old descriptor of the other period would
-        // otherwise pass it).
-        let periods = [self.view.rings[self.view.fetch_slot].slot().period];
+        // Fetches ask for the period clients fetch now: one blinded key at
+        // a time keeps the revision check meaningful. An agent pushes
+        // what its tor has, which may be either descriptor.
+        let periods: Vec<_> = match source {
+            Source::Fetched => vec![self.view.rings[self.view.fetch_slot].slot().period],
+            Source::Pushed => self.view.rings.iter().map(|r| r.slot().period).collect(),
+        };
         let max_size = self.view.max_descriptor_size;
         let arrived = Instant::now();
+        let mut result = None;
         for service in &mut self.services {
             for instance in &mut service.instances {
-                if instance.config.address.without_suffix() != content.address {
+                if instance.config.address != address {
                     continue;
                 }
                 let outcome = instance.state.offer(&text, &periods, now, max_size);
                 if outcome.is_ok() {
                     instance.received = Some(now);
-                    if let Some(schedule) = self.fetches.get_mut(&instance.config.address) {
-                        schedule.succeeded();
+                    if source == Source::Fetched {
+                        instance.health.fetch_succeeded();
+                        self.rounds.insert(address, Round::Succeeded);
+                        if let Some(schedule) = self.fetches.get_mut(&address) {
+                            schedule.succeeded();
+                        }
                     }
                 }
-                match outcome {
+                match &outcome {
                     Ok(Accepted::Unchanged) => {}
                     Ok(change) => {
                         instance.intro_set_modified = Some(now);
                         if let Some(descriptor) = instance.state.descriptor() {
                             tracing::info!(
-                                "{}: {}, {} intro point(s), revision {}",
+                                "{}: {}, {} intro point(s), revision {}{}",
                                 instance.config.label(),
-                                if change == Accepted::NowUsable {
+                                if *change == Accepted::NowUsable {
                                     "usable"
                                 } else {
                                     "new intro points"
                                 },
                                 descriptor.intro_points.len(),
-                                descriptor.revision
+                                descriptor.revision,
+                                if source == Source::Pushed {
+                                    " (pushed by its agent)"
+                                } else {
+                                    ""
+                                }
                             );
                         }
                         instance.problem = None;
                         service.changes.changed(arrived);
                     }
+                    Err(Rejected::Replay { .. }) if source == Source::Fetched => {
+                        tracing::debug!(
+                            "{}: an HSDir still has an older descriptor",
+                            instance.config.label()
+                        );
+                    }
+                    Err(rejected) if source == Source::Pushed => {
+                        tracing::warn!(
+                            "{}: its agent pushed a descriptor that was {rejected}",
+                            instance.config.label()
+                        );
+                    }
                     Err(rejected) => instance.report(rejected.to_string()),
                 }
+                result = Some(outcome);
             }
         }
+        result
     }
 
     /// Follows uploads of our master descriptors.
@@ -434,6 +644,11 @@ impl Daemon {
                 self.metrics.fetch_failed(&instance.config.label());
                 if let Some(schedule) = self.fetches.get_mut(&instance.config.address) {
                     schedule.failed(now, instance.state.descriptor().is_some());
+                }
+                if let Some(round) = self.rounds.get_mut(&instance.config.address) {
+                    if *round == Round::Pending {
+                        *round = Round::Failed;
+                    }
                 }
             }
         }
@@ -667,6 +882,40 @@ async fn upload(
         tracing::error!("{address}: HSPOST failed: {reason}");
         reason
     })
+}
+
+/// The health knobs the configuration sets.
+fn health_policy(config: &Config) -> health::Policy {
+    health::Policy {
+        heartbeat_timeout: config.agents.heartbeat_timeout,
+        ..health::Policy::default()
+    }
+}
+
+/// The agent key of every instance that has one.
+fn agent_keys(config: &Config) -> AgentKeys {
+    Arc::new(
+        config
+            .services
+            .iter()
+            .flat_map(|s| &s.instances)
+            .filter_map(|i| Some((i.address, i.agent_key?)))
+            .collect(),
+    )
+}
+
+/// The client keys of the agents that use the onion channel, sorted and
+/// without repeats.
+fn agent_clients(config: &Config) -> Vec<String> {
+    let mut clients: Vec<String> = config
+        .services
+        .iter()
+        .flat_map(|s| &s.instances)
+        .filter_map(|i| i.agent_client_auth.clone())
+        .collect();
+    clients.sort();
+    clients.dedup();
+    clients
 }
 
 /// Loads the network view, waiting (and saying so once) while tor has no

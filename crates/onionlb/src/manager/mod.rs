@@ -1,5 +1,7 @@
 //! The manager: the daemon that balances the configured services.
 
+mod agent_onion;
+mod agents;
 mod daemon;
 mod keyfile;
 mod network;

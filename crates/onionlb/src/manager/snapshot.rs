@@ -2,6 +2,7 @@
 
 use std::time::{Instant, SystemTime};
 
+use onionlb_core::health::Verdict;
 use onionlb_core::publish::REPUBLISH_AFTER;
 use onionlb_core::upload::UploadState;
 
@@ -52,12 +53,14 @@ pub fn gauges(services: &[Service], now: SystemTime) -> Vec<ServiceGauges> {
         .collect()
 }
 
-/// Whether `instance`'s intro points are usable at `now`.
+/// Whether `instance`'s intro points are published at `now`: it is
+/// healthy and its descriptor valid.
 fn is_live(instance: &Instance, now: SystemTime) -> bool {
-    instance
-        .state
-        .descriptor()
-        .is_some_and(|d| d.valid_until.is_none_or(|end| end > now))
+    instance.verdict == Verdict::Up
+        && instance
+            .state
+            .descriptor()
+            .is_some_and(|d| d.valid_until.is_none_or(|end| end > now))
 }
 
 /// Where the control connection stands.
@@ -144,9 +147,16 @@ fn service_status(
                     received: None,
                     name: instance.config.label(),
                     live,
-                    problem: instance.problem.clone(),
+                    problem: match &instance.verdict {
+                        Verdict::Down(why) => Some(why.clone()),
+                        Verdict::Up => instance.problem.clone(),
+                    },
                     revision: descriptor.map(|d| d.revision),
                     valid_until: valid_until.map(timestamp),
+                    agent: instance.config.agent_key.map(|_| match &instance.agent {
+                        Some(peer) => format!("connected ({peer})"),
+                        None => "not connected".to_owned(),
+                    }),
                 }
             })
             .collect(),

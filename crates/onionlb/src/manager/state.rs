@@ -1,11 +1,12 @@
 //! What the manager keeps per service and per instance between events.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use onionlb_core::coalesce::Coalescer;
 use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::IntroPointDesc;
+use onionlb_core::health::{self, Health, Verdict};
 use onionlb_core::instance::InstanceState;
 use onionlb_core::publish::{Layout, PublishReason};
 use onionlb_core::upload::Uploads;
@@ -39,6 +40,12 @@ pub(super) struct Instance {
     pub(super) received: Option<SystemTime>,
     /// When its intro points last changed.
     pub(super) intro_set_modified: Option<SystemTime>,
+    /// What is known of its health.
+    pub(super) health: Health,
+    /// Whether its intro points are published, as last judged.
+    pub(super) verdict: Verdict,
+    /// Its agent's connection, if one is connected: where from.
+    pub(super) agent: Option<String>,
 }
 
 /// A master descriptor that was sent to HSDirs.
@@ -54,11 +61,19 @@ pub(super) struct Published {
 
 impl Service {
     /// A service with nothing fetched or published yet.
-    pub(super) fn new(key: MasterKey, instances: &[InstanceConfig]) -> Self {
+    pub(super) fn new(
+        key: MasterKey,
+        instances: &[InstanceConfig],
+        policy: health::Policy,
+        now: Instant,
+    ) -> Self {
         Service {
             address: key.address(),
             key,
-            instances: instances.iter().filter_map(Instance::new).collect(),
+            instances: instances
+                .iter()
+                .filter_map(|config| Instance::new(config, policy, now))
+                .collect(),
             published: [None, None],
             revisions: HashMap::new(),
             warned_empty: false,
@@ -69,7 +84,12 @@ impl Service {
     /// Takes a reloaded instance list: instances it already had keep
     /// their descriptors and history (under their new names); others start
     /// afresh. Returns whether the set of instances changed.
-    pub(super) fn set_instances(&mut self, configs: &[InstanceConfig]) -> bool {
+    pub(super) fn set_instances(
+        &mut self,
+        configs: &[InstanceConfig],
+        policy: health::Policy,
+        now: Instant,
+    ) -> bool {
         let mut old = std::mem::take(&mut self.instances);
         let before: Vec<_> = old.iter().map(|i| i.config.address).collect();
         self.instances = configs
@@ -79,9 +99,10 @@ impl Service {
                     Some(at) => {
                         let mut kept = old.swap_remove(at);
                         kept.config = config.clone();
+                        kept.health.set_policy(policy);
                         Some(kept)
                     }
-                    None => Instance::new(config),
+                    None => Instance::new(config, policy, now),
                 }
             })
             .collect();
@@ -93,19 +114,47 @@ impl Service {
 impl Instance {
     /// An instance with nothing known yet; `None` for an address that is
     /// not a valid ed25519 key (the config loader already refuses those).
-    pub(super) fn new(config: &InstanceConfig) -> Option<Self> {
+    pub(super) fn new(
+        config: &InstanceConfig,
+        policy: health::Policy,
+        now: Instant,
+    ) -> Option<Self> {
         Some(Instance {
             state: InstanceState::new(HsIdKey::try_from(config.address.hs_id()).ok()?),
             config: config.clone(),
             problem: None,
             received: None,
             intro_set_modified: None,
+            health: Health::new(policy, now),
+            verdict: Verdict::Up,
+            agent: None,
         })
     }
 
-    /// Its intro points, if its last good descriptor is still valid; says
-    /// once why not.
+    /// Judges its health again; whether the verdict changed (said in the
+    /// log).
+    pub(super) fn judge(&mut self, now: Instant) -> bool {
+        let verdict = self.health.verdict(now);
+        if verdict == self.verdict {
+            return false;
+        }
+        match &verdict {
+            Verdict::Down(why) => tracing::warn!(
+                "{}: leaving the master descriptors: {why}",
+                self.config.label()
+            ),
+            Verdict::Up => tracing::info!("{}: healthy again", self.config.label()),
+        }
+        self.verdict = verdict;
+        true
+    }
+
+    /// Its intro points, if it is healthy and its last good descriptor is
+    /// still valid; says once why a descriptor went.
     pub(super) fn live_intro_points(&mut self, now: SystemTime) -> Option<Vec<IntroPointDesc>> {
+        if self.verdict != Verdict::Up {
+            return None;
+        }
         match self.state.live_descriptor(now) {
             Ok(descriptor) => Some(descriptor?.intro_points.clone()),
             Err(expired) => {

@@ -85,6 +85,10 @@ pub struct InstanceStatus {
     pub revision: Option<u64>,
     /// When its descriptor expires (ours).
     pub valid_until: Option<String>,
+    /// Its agent, if it has one: `connected (from)` or `not connected`
+    /// (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// One of a service's two descriptors.
@@ -292,6 +296,7 @@ mod test {
                         problem: None,
                         revision: Some(7),
                         valid_until: Some("2020-06-16 22:59:28".into()),
+                        agent: Some("connected (the agent socket)".into()),
                     },
                     InstanceStatus {
                         onion_address: "b.onion".into(),
@@ -304,6 +309,7 @@ mod test {
                         problem: Some("rejected a descriptor: bad signature".into()),
                         revision: None,
                         valid_until: None,
+                        agent: None,
                     },
                 ],
                 publish_attempt_first_descriptor: Some("2020-06-16 20:00:12".into()),

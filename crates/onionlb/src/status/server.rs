@@ -1,10 +1,8 @@
 //! Serving the status report on a Unix socket.
 
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
@@ -19,7 +17,7 @@ const SOCKET_MODE: u32 = 0o660;
 /// A running status socket; removed when dropped.
 #[derive(Debug)]
 pub struct StatusServer {
-    path: PathBuf,
+    _file: crate::unix_socket::SocketFile,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,39 +29,16 @@ impl StatusServer {
         path: &Path,
         reports: watch::Receiver<Arc<StatusReport>>,
     ) -> anyhow::Result<Self> {
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() {
-                bail!(
-                    "{} exists and is not a socket; not replacing it",
-                    path.display()
-                );
-            }
-            if tokio::net::UnixStream::connect(path).await.is_ok() {
-                bail!(
-                    "{} is in use: is another onionlb running with this status socket?",
-                    path.display()
-                );
-            }
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing the stale socket {}", path.display()))?;
-        }
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("creating the status socket {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        let (listener, file) = crate::unix_socket::bind(path, SOCKET_MODE, "status socket").await?;
         tracing::info!("status socket at {}", path.display());
         let task = tokio::spawn(serve(listener, reports));
-        Ok(StatusServer {
-            path: path.to_owned(),
-            task,
-        })
+        Ok(StatusServer { _file: file, task })
     }
 }
 
 impl Drop for StatusServer {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
