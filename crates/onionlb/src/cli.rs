@@ -80,6 +80,83 @@ pub enum Command {
     /// Writes a master key, config.yaml, and each instance's keys, torrc
     /// lines and ob_config. Asks questions unless --no-interactive.
     Config(ConfigArgs),
+    /// The agent beside an instance: follows its tor and application and
+    /// pushes its health and fresh descriptors to the manager.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+/// `onionlb agent ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Runs the agent.
+    Run(Box<AgentArgs>),
+    /// Writes an agent key (or reads an existing one) and prints the lines
+    /// for the manager's config.yaml.
+    Keygen(KeygenArgs),
+}
+
+/// `onionlb agent run`
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent's key file (from `onionlb agent keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Where the manager listens: unix:PATH, tcp:127.0.0.1:PORT, or
+    /// onion:ADDRESS.onion:PORT (through the instance tor's SOCKS port,
+    /// with client authorization).
+    #[arg(long, value_name = "WHERE")]
+    pub manager: String,
+    /// The instance's onion address (else read from
+    /// --hidden-service-dir's hostname file).
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        required_unless_present = "hidden_service_dir"
+    )]
+    pub address: Option<OnionAddress>,
+    /// The instance's HiddenServiceDir, to read its address from.
+    #[arg(long, value_name = "DIR")]
+    pub hidden_service_dir: Option<PathBuf>,
+    /// The instance tor's control port.
+    #[arg(long, default_value = "127.0.0.1:9051")]
+    pub control_port: std::net::SocketAddr,
+    /// The instance tor's control socket (instead of the port).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// File holding the control-port password, for HashedControlPassword.
+    #[arg(long, value_name = "FILE")]
+    pub control_password_file: Option<PathBuf>,
+    /// The instance tor's SOCKS port, for an onion: manager.
+    #[arg(long, default_value = "127.0.0.1:9050")]
+    pub socks: std::net::SocketAddr,
+    /// How to check the application: tcp:HOST:PORT, or an http:// URL
+    /// that must answer 2xx or 3xx. Without it, only tor is checked.
+    #[arg(long, value_name = "PROBE")]
+    pub probe: Option<String>,
+    /// Seconds between heartbeats and probes.
+    #[arg(long, default_value_t = 2)]
+    pub heartbeat: u64,
+    /// Failed probes in a row that make the instance unhealthy.
+    #[arg(long, default_value_t = 2)]
+    pub probe_failures: u32,
+    /// A command (run with sh -c) that restarts the instance after
+    /// --restart-after unhealthy heartbeats in a row; at most once a
+    /// minute.
+    #[arg(long, value_name = "COMMAND")]
+    pub restart_command: Option<String>,
+    /// Unhealthy heartbeats in a row before --restart-command runs.
+    #[arg(long, default_value_t = 5)]
+    pub restart_after: u32,
+}
+
+/// `onionlb agent keygen`
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (mode 0600). If it exists, it is read and
+    /// its lines printed again.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
 }
 
 /// `onionlb status`

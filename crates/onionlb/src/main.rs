@@ -4,6 +4,7 @@
 //! This binary is the thin shell: command line, logging, and wiring of the
 //! library crates. Protocol rules live in `onionlb-core` and `torctl`.
 
+mod agent;
 mod cli;
 mod config;
 mod demo;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
                         status::run(args, &config).await
                     }
                     Some(Command::Config(args)) => generate::run(args),
+                    Some(Command::Agent(command)) => agent::run(command).await,
                     None => manager::run(cli.run).await,
                 }
             }),

@@ -8,6 +8,7 @@ mod connector;
 mod error;
 pub mod events;
 mod reply;
+pub mod socks;
 
 pub use auth::Credentials;
 pub use backoff::Backoff;

@@ -1,0 +1,460 @@
+//! `onionlb agent`: runs beside one backend instance, follows its tor and
+//! its application, and tells the manager at once when either fails or
+//! when tor has a new descriptor.
+//!
+//! Without an agent the manager learns of a dead instance only when its
+//! descriptor expires on the HSDirs (hours on the real network), and of
+//! new intro points at its next fetch. With one, both take seconds:
+//!
+//! * health: every heartbeat the agent says `HEALTH UP` or `HEALTH DOWN
+//!   <why>`; it says DOWN at once when tor's control connection breaks or
+//!   the application fails `--probe-failures` probes in a row. A manager
+//!   that hears nothing for its heartbeat timeout counts the instance as
+//!   down too, which covers the whole machine going away.
+//! * descriptors: when tor uploads a descriptor (an `HS_DESC UPLOADED`
+//!   event) and every heartbeat, the agent reads tor's current descriptor
+//!   (`GETINFO hs/service/desc/id/<address>`) and pushes it if it changed.
+//!   The manager checks it exactly as it checks a fetched one.
+
+mod link;
+mod probe;
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use onionlb_core::agent::{AgentKey, Health, ToAgent, ToManager};
+use onionlb_core::OnionAddress;
+use tokio::sync::mpsc;
+use torctl::{Backoff, Command, Connector, ControlAddr, ControlClient, Credentials, Event, Reply};
+
+use crate::cli::{AgentArgs, AgentCommand, KeygenArgs};
+use link::{Link, ManagerAddr};
+use probe::Probe;
+
+/// The shortest time between two runs of the restart command.
+const RESTART_COOLDOWN: Duration = Duration::from_secs(60);
+/// Bound on reaching and logging in to the manager (an onion service
+/// connection takes several round trips through tor).
+const LINK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `onionlb agent ...`.
+pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
+    match command {
+        AgentCommand::Keygen(args) => keygen(&args),
+        AgentCommand::Run(args) => Agent::new(*args)?.run().await,
+    }
+}
+
+/// Writes a new key, or reads the existing one, and prints what the
+/// manager's configuration needs.
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let key = if args.key.exists() {
+        let key = read_key(&args.key)?;
+        println!("{} exists; its public keys:", args.key.display());
+        key
+    } else {
+        let key = AgentKey::generate(&mut rand::rng());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&args.key)
+            .and_then(|mut file| file.write_all(key.to_file_text().as_bytes()))
+            .with_context(|| format!("writing {}", args.key.display()))?;
+        println!("wrote the agent key {}", args.key.display());
+        key
+    };
+    println!("In the manager's config.yaml, under this instance:");
+    println!("    agent-key: {}", key.public());
+    println!(
+        "    agent-client-auth: {}   # only for agents reaching the manager's onion service",
+        key.client_auth_public()
+    );
+    Ok(())
+}
+
+fn read_key(path: &Path) -> anyhow::Result<AgentKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the agent key {}", path.display()))?;
+    AgentKey::from_file_text(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The agent's state between events.
+struct Agent {
+    key: AgentKey,
+    instance: OnionAddress,
+    manager_addr: ManagerAddr,
+    socks: std::net::SocketAddr,
+    connector: Connector,
+    heartbeat: Duration,
+    probe: Option<Probe>,
+    probe_failures_allowed: u32,
+    restart_command: Option<String>,
+    restart_after: u32,
+
+    tor: Option<ControlClient>,
+    tor_events: Option<mpsc::Receiver<Reply>>,
+    /// Why tor is not usable, if it is not.
+    tor_problem: Option<String>,
+    /// Failed probes in a row, and the last failure.
+    probe_failures: u32,
+    probe_problem: String,
+    link: Option<Link>,
+    link_backoff: Backoff,
+    next_link_attempt: Instant,
+    /// The health and descriptor the manager last got on this link.
+    sent_health: Option<Health>,
+    sent_descriptor: Option<String>,
+    unhealthy_beats: u32,
+    last_restart: Option<Instant>,
+}
+
+impl Agent {
+    fn new(args: AgentArgs) -> anyhow::Result<Self> {
+        let key = read_key(&args.key)?;
+        let instance = match (&args.address, &args.hidden_service_dir) {
+            (Some(address), _) => *address,
+            (None, Some(dir)) => {
+                let hostname = dir.join("hostname");
+                let text = std::fs::read_to_string(&hostname)
+                    .with_context(|| format!("reading {}", hostname.display()))?;
+                text.trim()
+                    .parse()
+                    .with_context(|| format!("reading {}", hostname.display()))?
+            }
+            (None, None) => bail!("give --address or --hidden-service-dir"),
+        };
+        let manager_addr: ManagerAddr = args
+            .manager
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--manager {e}"))?;
+        let probe = args
+            .probe
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!("--probe {e}"))?;
+        let control = match &args.control_socket {
+            Some(path) => ControlAddr::Unix(path.clone()),
+            None => ControlAddr::Tcp(args.control_port),
+        };
+        let credentials = match &args.control_password_file {
+            Some(file) => {
+                let password = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                Credentials::Password(password.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            None => Credentials::Auto,
+        };
+        if args.heartbeat == 0 {
+            bail!("--heartbeat must be at least 1 second");
+        }
+        Ok(Agent {
+            key,
+            instance,
+            manager_addr,
+            socks: args.socks,
+            connector: Connector::new(control, credentials).subscribe(["HS_DESC"]),
+            heartbeat: Duration::from_secs(args.heartbeat),
+            probe,
+            probe_failures_allowed: args.probe_failures.max(1),
+            restart_command: args.restart_command,
+            restart_after: args.restart_after.max(1),
+            tor: None,
+            tor_events: None,
+            tor_problem: Some("not connected to tor yet".into()),
+            probe_failures: 0,
+            probe_problem: String::new(),
+            link: None,
+            link_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            next_link_attempt: Instant::now(),
+            sent_health: None,
+            sent_descriptor: None,
+            unhealthy_beats: 0,
+            last_restart: None,
+        })
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
+        let (probe_results, mut probes) = mpsc::channel(4);
+        if let Some(probe) = self.probe.clone() {
+            tokio::spawn(run_probes(probe, self.heartbeat, probe_results));
+        }
+        tracing::info!(
+            "agent for {} reporting to {}",
+            self.instance,
+            self.manager_addr
+        );
+        let mut beat = tokio::time::interval(self.heartbeat);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => self.on_heartbeat().await,
+                reply = next_event(&mut self.tor_events) => match reply {
+                    Some(reply) => self.on_tor_event(&reply).await,
+                    None => self.tor_lost("tor closed the control connection".into()).await,
+                },
+                Some(result) = probes.recv() => self.on_probe(result).await,
+                message = next_message(&mut self.link) => self.on_manager(message),
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        tracing::info!("stopping");
+        Ok(())
+    }
+
+    /// Connects what is not connected, reads tor's descriptor, and sends
+    /// the heartbeat.
+    async fn on_heartbeat(&mut self) {
+        if self.tor.is_none() {
+            self.connect_tor().await;
+        }
+        if self.link.is_none() && Instant::now() >= self.next_link_attempt {
+            self.connect_manager().await;
+        }
+        self.push_descriptor().await;
+        let health = self.health();
+        self.send(&ToManager::Health(health.clone())).await;
+        self.sent_health = Some(health.clone());
+        if let Health::Down(why) = health {
+            self.unhealthy_beats += 1;
+            self.maybe_restart(&why);
+        } else {
+            self.unhealthy_beats = 0;
+        }
+    }
+
+    async fn connect_tor(&mut self) {
+        match self.connector.connect().await {
+            Ok(control) => {
+                tracing::info!("connected to tor at {}", self.connector.addr());
+                if let ManagerAddr::Onion(address, _) = &self.manager_addr {
+                    let auth = Command::new("ONION_CLIENT_AUTH_ADD")
+                        .arg(address.without_suffix())
+                        .arg(self.key.client_auth_secret());
+                    if let Err(e) = control.request(&auth).await {
+                        tracing::error!("tor refused our client key for {address}: {e}");
+                    }
+                }
+                self.tor_events = control.take_events();
+                self.tor = Some(control);
+                self.tor_problem = None;
+                self.report_if_changed().await;
+            }
+            Err(e) => {
+                let problem = format!("tor's control port does not answer: {e}");
+                if self.tor_problem.as_deref() != Some(problem.as_str()) {
+                    tracing::warn!("{problem}");
+                }
+                self.tor_problem = Some(problem);
+            }
+        }
+    }
+
+    async fn tor_lost(&mut self, why: String) {
+        tracing::warn!("lost tor: {why}");
+        self.tor = None;
+        self.tor_events = None;
+        self.tor_problem = Some(format!("lost tor's control connection: {why}"));
+        self.report_if_changed().await;
+    }
+
+    async fn connect_manager(&mut self) {
+        let attempt = Link::open(&self.manager_addr, self.socks, &self.key, self.instance);
+        let result = match tokio::time::timeout(LINK_TIMEOUT, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no login within {LINK_TIMEOUT:?}")),
+        };
+        match result {
+            Ok(link) => {
+                tracing::info!("logged in to the manager at {}", self.manager_addr);
+                self.link = Some(link);
+                self.link_backoff.reset();
+                self.sent_descriptor = None;
+                self.sent_health = None;
+            }
+            Err(e) => {
+                let delay = self.link_backoff.next_delay(&mut rand::rng());
+                tracing::warn!("cannot reach the manager: {e}; trying again in {delay:.1?}");
+                self.next_link_attempt = Instant::now() + delay;
+            }
+        }
+    }
+
+    /// Sends `message` if logged in; a failed send drops the link.
+    async fn send(&mut self, message: &ToManager) {
+        let Some(link) = &mut self.link else {
+            return;
+        };
+        if let Err(e) = link.send(message).await {
+            tracing::warn!("{e}; reconnecting");
+            self.link = None;
+        }
+    }
+
+    /// Reads tor's current descriptor and pushes it if the manager does
+    /// not have it yet.
+    async fn push_descriptor(&mut self) {
+        let Some(tor) = &self.tor else {
+            return;
+        };
+        let key = format!("hs/service/desc/id/{}", self.instance.without_suffix());
+        let descriptor = match tor.getinfo(&key).await {
+            Ok(descriptor) => descriptor,
+            Err(e) => {
+                tracing::debug!("no descriptor from tor yet: {e}");
+                return;
+            }
+        };
+        if self.link.is_none() || self.sent_descriptor.as_deref() == Some(descriptor.as_str()) {
+            return;
+        }
+        self.send(&ToManager::Descriptor(descriptor.clone())).await;
+        if self.link.is_some() {
+            tracing::info!("pushed tor's current descriptor");
+            self.sent_descriptor = Some(descriptor);
+        }
+    }
+
+    async fn on_tor_event(&mut self, reply: &Reply) {
+        if let Event::HsDesc(event) = Event::parse(reply) {
+            if event.action == "UPLOADED" && event.address == self.instance.without_suffix() {
+                self.push_descriptor().await;
+            }
+        }
+    }
+
+    async fn on_probe(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                if self.probe_failures >= self.probe_failures_allowed {
+                    tracing::info!("the application answers again");
+                }
+                self.probe_failures = 0;
+            }
+            Err(why) => {
+                self.probe_failures += 1;
+                if self.probe_failures == self.probe_failures_allowed {
+                    tracing::warn!(
+                        "the application failed {} probe(s) in a row: {why}",
+                        self.probe_failures
+                    );
+                }
+                self.probe_problem = why;
+            }
+        }
+        self.report_if_changed().await;
+    }
+
+    fn on_manager(&mut self, message: Result<ToAgent, String>) {
+        match message {
+            Ok(ToAgent::Accepted(what)) => {
+                tracing::info!("the manager took the descriptor: {what}")
+            }
+            Ok(ToAgent::Rejected(why)) => {
+                tracing::warn!("the manager rejected the descriptor: {why}");
+            }
+            Ok(other) => tracing::debug!("unexpected message from the manager: {other:?}"),
+            Err(e) => {
+                tracing::warn!("{e}; reconnecting");
+                self.link = None;
+            }
+        }
+    }
+
+    /// The instance's health as the agent sees it.
+    fn health(&self) -> Health {
+        if let Some(problem) = &self.tor_problem {
+            return Health::Down(problem.clone());
+        }
+        if self.probe_failures >= self.probe_failures_allowed {
+            return Health::Down(format!(
+                "the application failed {} probe(s) in a row: {}",
+                self.probe_failures, self.probe_problem
+            ));
+        }
+        Health::Up
+    }
+
+    /// Tells the manager at once when health changed, instead of at the
+    /// next heartbeat.
+    async fn report_if_changed(&mut self) {
+        let health = self.health();
+        if self.sent_health.as_ref() == Some(&health) {
+            return;
+        }
+        match &health {
+            Health::Up => tracing::info!("healthy"),
+            Health::Down(why) => tracing::warn!("unhealthy: {why}"),
+        }
+        self.send(&ToManager::Health(health.clone())).await;
+        self.sent_health = Some(health);
+    }
+
+    /// Runs the restart command after enough unhealthy heartbeats, at most
+    /// once per [`RESTART_COOLDOWN`].
+    fn maybe_restart(&mut self, why: &str) {
+        let Some(command) = &self.restart_command else {
+            return;
+        };
+        if self.unhealthy_beats < self.restart_after
+            || self
+                .last_restart
+                .is_some_and(|at| at.elapsed() < RESTART_COOLDOWN)
+        {
+            return;
+        }
+        self.last_restart = Some(Instant::now());
+        tracing::warn!(
+            "unhealthy for {} heartbeats ({why}); running: {command}",
+            self.unhealthy_beats
+        );
+        let command = command.clone();
+        tokio::spawn(async move {
+            match tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .status()
+                .await
+            {
+                Ok(status) if status.success() => tracing::info!("restart command succeeded"),
+                Ok(status) => tracing::error!("restart command failed: {status}"),
+                Err(e) => tracing::error!("cannot run the restart command: {e}"),
+            }
+        });
+    }
+}
+
+/// Probes every `every`, sending each result.
+async fn run_probes(probe: Probe, every: Duration, results: mpsc::Sender<Result<(), String>>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if results.send(probe.check(every).await).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The next event from tor, or `None` when the connection ended; waits
+/// for ever when there is no connection.
+async fn next_event(events: &mut Option<mpsc::Receiver<Reply>>) -> Option<Reply> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The manager's next message; waits for ever when there is no link.
+async fn next_message(link: &mut Option<Link>) -> Result<ToAgent, String> {
+    match link {
+        Some(link) => link.next().await,
+        None => std::future::pending().await,
+    }
+}
