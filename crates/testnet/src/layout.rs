@@ -54,7 +54,8 @@ pub struct Node {
     pub control_port: u16,
     /// ORPort and DirPort, for relays and authorities.
     pub relay_ports: Option<(u16, u16)>,
-    /// SOCKS port, for the client.
+    /// SOCKS port, for the client, and for instances (an agent beside one
+    /// reaches a remote manager through it).
     pub socks_port: Option<u16>,
     /// Port of the HTTP app behind an instance's onion service.
     pub app_port: Option<u16>,
@@ -157,7 +158,8 @@ impl Layout {
                         ports.node(index, PortKind::Dir),
                     )
                 }),
-                socks_port: (role == Role::Client).then(|| ports.node(index, PortKind::Socks)),
+                socks_port: matches!(role, Role::Client | Role::Instance)
+                    .then(|| ports.node(index, PortKind::Socks)),
                 app_port,
             });
         }

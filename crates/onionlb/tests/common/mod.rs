@@ -79,6 +79,21 @@ impl Manager {
         control_port: u16,
         extra_yaml: &str,
     ) -> Manager {
+        Manager::start_with(dir, net, key_pem, control_port, extra_yaml, |_| {
+            String::new()
+        })
+    }
+
+    /// As [`Manager::start`], with `instance_yaml(i)` added to instance
+    /// `i`'s entry (indented keys such as `    agent-key: ...\n`).
+    pub fn start_with(
+        dir: &Path,
+        net: &Testnet,
+        key_pem: &str,
+        control_port: u16,
+        extra_yaml: &str,
+        instance_yaml: impl Fn(usize) -> String,
+    ) -> Manager {
         std::fs::create_dir_all(dir).unwrap();
         let key = dir.join("master.key");
         let _ = std::fs::remove_file(&key);
@@ -91,10 +106,16 @@ impl Manager {
         file.write_all(key_pem.as_bytes()).unwrap();
 
         let mut yaml = format!("{extra_yaml}services:\n- key: master.key\n  instances:\n");
-        for (node, address) in net.layout().instances().zip(net.instance_addresses()) {
+        for (index, (node, address)) in net
+            .layout()
+            .instances()
+            .zip(net.instance_addresses())
+            .enumerate()
+        {
             yaml.push_str(&format!(
-                "  - address: {address}\n    name: {}\n",
-                node.name
+                "  - address: {address}\n    name: {}\n{}",
+                node.name,
+                instance_yaml(index)
             ));
         }
         let config = dir.join("config.yaml");

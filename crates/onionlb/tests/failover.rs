@@ -1,0 +1,464 @@
+//! Failover in seconds, on a private Tor network: each instance has an
+//! `onionlb agent` beside it (two on the manager's Unix socket, one through
+//! the manager's onion service with client authorization), and the manager
+//! fetches only every 5 minutes, so everything fast here comes from the
+//! agents.
+//!
+//! * an instance's tor is killed: within 10 s a master descriptor without
+//!   it is uploaded, and 10 requests in a row succeed;
+//! * only an instance's application stops: the same;
+//! * an instance comes back with new intro points: within 10 s of its tor
+//!   uploading its descriptor, a master descriptor carries them;
+//! * a replayed, a foreign and a tampered descriptor pushed through the
+//!   channel are rejected and logged, and change nothing.
+//!
+//! The timings are printed (`cargo test -p onionlb --test failover --
+//! --nocapture`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{manager_port, testnet_config, tmp_dir, Manager};
+use onionlb_core::agent::{AgentKey, Decoder, ToAgent, ToManager};
+use onionlb_core::{KeyFormat, MasterKey, OnionAddress};
+use testnet::app::served_by;
+use testnet::Testnet;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use torctl::{Connector, Credentials, Event};
+
+/// The bound on every reaction measured here.
+const BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds() {
+    let (key, pem) = MasterKey::generate(&mut rand::rng()).unwrap();
+    let master = key.address();
+    let mut config = testnet_config("failover-test");
+    config.masters = vec![master];
+    let mut net = Testnet::start(config).await.unwrap();
+    let dir = tmp_dir("failover-test-onionlb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("agents.sock");
+    let status_socket = dir.join("status.sock");
+    let listen = free_port();
+    // The agents' onion service key, made here so the test knows its
+    // address; the manager would create it otherwise.
+    let (onion_key, _) = MasterKey::generate(&mut rand::rng()).unwrap();
+    write_secret(
+        &dir.join("agents-onion.key"),
+        &onion_key.encode(KeyFormat::Tor).unwrap(),
+    );
+    let agent_keys: Vec<AgentKey> = (0..3)
+        .map(|_| AgentKey::generate(&mut rand::rng()))
+        .collect();
+    let manager = Manager::start_with(
+        &dir,
+        &net,
+        &pem,
+        manager_port(&net),
+        &format!(
+            "fetch-interval: 300\nstatus-socket-location: {}\nagents:\n  socket: {}\n  listen: 127.0.0.1:{listen}\n  onion-key: agents-onion.key\n",
+            status_socket.display(),
+            socket.display()
+        ),
+        |i| {
+            format!(
+                "    agent-key: {}\n    agent-client-auth: {}\n",
+                agent_keys[i].public(),
+                agent_keys[i].client_auth_public()
+            )
+        },
+    );
+    manager.wait_for_log("", "agents may connect through", Duration::from_secs(30));
+
+    let nodes: Vec<_> = net.layout().instances().cloned().collect();
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let addresses: Vec<OnionAddress> = net.instance_addresses().to_vec();
+    let mut agents = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let key_file = dir.join(format!("{}.agent.key", node.name));
+        write_secret(&key_file, agent_keys[i].to_file_text().as_bytes());
+        let manager_addr = if i == 2 {
+            format!("onion:{}:{listen}", onion_key.address())
+        } else {
+            format!("unix:{}", socket.display())
+        };
+        agents.push(AgentProcess::spawn(
+            &dir,
+            &node.name,
+            &[
+                "--key".into(),
+                key_file.display().to_string(),
+                "--address".into(),
+                addresses[i].to_string(),
+                "--control-port".into(),
+                format!("127.0.0.1:{}", node.control_port),
+                "--socks".into(),
+                format!("127.0.0.1:{}", node.socks_port.unwrap()),
+                "--probe".into(),
+                format!("http://127.0.0.1:{}/", node.app_port.unwrap()),
+                "--manager".into(),
+                manager_addr,
+            ],
+        ));
+    }
+
+    // Every agent logs in, the remote one through the onion service.
+    for address in &addresses[..2] {
+        manager.wait_for_log(
+            "",
+            &format!("agent of {address} connected (the agent socket)"),
+            Duration::from_secs(60),
+        );
+    }
+    manager.wait_for_log(
+        "",
+        &format!("agent of {} connected (127.0.0.1:", addresses[2]),
+        Duration::from_secs(120),
+    );
+    let url = format!("http://{master}/");
+    common::fetch_until_served(&net, &url, None, Duration::from_secs(180)).await;
+    let first_publication = manager.wait_for_log("", "from 3 instance(s)", Duration::from_secs(60));
+    println!("published with all three: {first_publication}");
+    let old_descriptor = instance_descriptor(&nodes[0]).await;
+
+    // 1. instance0's tor dies.
+    let killed = Instant::now();
+    net.stop_instance(0).unwrap();
+    let (out, published) = wait_out_and_republished(&manager, &names[0], killed);
+    assert!(out.contains("lost tor"), "{out}");
+    wait_until_uploads_accepted(&status_socket, Duration::from_secs(30)).await;
+    let ten_ok = ten_requests_in_a_row(&net, &url, &names[0], killed).await;
+    println!(
+        "tor killed: out of the master descriptor (upload sent) after {:.1} s; 10 requests in a row succeeded {:.1} s after the kill",
+        published.as_secs_f64(),
+        ten_ok.as_secs_f64()
+    );
+
+    // 2. Only instance1's application stops; its tor stays up.
+    let stopped = Instant::now();
+    net.stop_app(1).unwrap();
+    let (out, published) = wait_out_and_republished(&manager, &names[1], stopped);
+    assert!(out.contains("probe"), "{out}");
+    wait_until_uploads_accepted(&status_socket, Duration::from_secs(30)).await;
+    let ten_ok = ten_requests_in_a_row(&net, &url, &names[1], stopped).await;
+    println!(
+        "application stopped: out after {:.1} s; 10 requests in a row succeeded {:.1} s after the stop",
+        published.as_secs_f64(),
+        ten_ok.as_secs_f64()
+    );
+    net.start_app(1).unwrap();
+    manager.wait_for_log(
+        &format!("{}: leaving", names[1]),
+        &format!("{}: healthy again", names[1]),
+        Duration::from_secs(20),
+    );
+
+    // 3. instance0 comes back with new intro points.
+    net.start_instance(0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let uploaded = first_upload(&nodes[0], addresses[0]).await;
+    let pushed = manager.wait_for_log(
+        &format!("{}: leaving", names[0]),
+        &format!("{}: new intro points", names[0]),
+        Duration::from_secs(30),
+    );
+    assert!(pushed.contains("(pushed by its agent)"), "{pushed}");
+    let carried = wait_for_line_after(&manager, &pushed, "from 3 instance(s)", uploaded + BOUND);
+    println!(
+        "new intro points: in a master descriptor {:.1} s after the instance's upload",
+        carried.saturating_duration_since(uploaded).as_secs_f64()
+    );
+    common::fetch_until_served(&net, &url, Some(&names[0]), Duration::from_secs(60)).await;
+
+    // 4. Pushed descriptors that must not be used.
+    let revision_before = instance_revision(&status_socket, 0).await;
+    let current0 = instance_descriptor(&nodes[0]).await;
+    let current1 = instance_descriptor(&nodes[1]).await;
+    let mut forger = TestAgent::login(&socket, &agent_keys[0], addresses[0]).await;
+    let tampered = tamper(&current0);
+    for (what, text) in [
+        (
+            "a replay of the instance's old descriptor",
+            old_descriptor.as_str(),
+        ),
+        ("another instance's descriptor", current1.as_str()),
+        ("a tampered descriptor", tampered.as_str()),
+    ] {
+        let answer = forger.push(text).await;
+        assert!(
+            matches!(&answer, ToAgent::Rejected(_)),
+            "{what} was not rejected: {answer:?}"
+        );
+        println!("{what}: {answer:?}");
+    }
+    let log = manager.log();
+    let rejections = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!(
+                "{}: its agent pushed a descriptor that was rejected",
+                names[0]
+            ))
+        })
+        .count();
+    assert_eq!(rejections, 3, "{log}");
+    assert_eq!(instance_revision(&status_socket, 0).await, revision_before);
+    // The genuine current descriptor still passes on the same channel.
+    assert!(matches!(forger.push(&current0).await, ToAgent::Accepted(_)));
+
+    drop(agents);
+    manager.stop();
+    net.stop();
+}
+
+/// Waits until the manager says `name` leaves the master descriptors and
+/// then publishes without it; both within [`BOUND`] of `since`. Returns the
+/// leaving line and the time from `since` to the publication.
+fn wait_out_and_republished(manager: &Manager, name: &str, since: Instant) -> (String, Duration) {
+    let leaving = format!("{name}: leaving the master descriptors");
+    wait_for_line_after(manager, "", &leaving, since + BOUND);
+    let out = manager.wait_for_log("", &leaving, Duration::ZERO);
+    let changed = "(intro points changed)";
+    let published_at = wait_for_line_after(manager, &out, changed, since + BOUND);
+    let published = manager.wait_for_log(&out, changed, Duration::ZERO);
+    assert!(published.contains("from 2 instance(s)"), "{published}");
+    (out, published_at.saturating_duration_since(since))
+}
+
+/// Polls the manager's log until a line containing `needle` follows the
+/// first line containing `after`; fails after `deadline`. Returns when it
+/// was seen.
+fn wait_for_line_after(manager: &Manager, after: &str, needle: &str, deadline: Instant) -> Instant {
+    loop {
+        let log = manager.log();
+        if let Some(start) = log.find(after) {
+            if log[start..].lines().any(|l| l.contains(needle)) {
+                return Instant::now();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} after {after:?} in time:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After a fresh descriptor fetch, 10 requests in a row must succeed, none
+/// answered by `dead`; returns the time from `since` to the tenth.
+async fn ten_requests_in_a_row(net: &Testnet, url: &str, dead: &str, since: Instant) -> Duration {
+    net.newnym().await.unwrap();
+    for request in 0..10 {
+        let response = net
+            .fetch(url)
+            .await
+            .unwrap_or_else(|e| panic!("request {request} failed: {e}"));
+        let who = served_by(&response.body).unwrap();
+        assert_ne!(who, dead, "request {request} was answered by {dead}");
+    }
+    since.elapsed()
+}
+
+/// Waits until every HSDir has accepted the newest master descriptors, so
+/// a client fetches the new one wherever it asks.
+async fn wait_until_uploads_accepted(status_socket: &Path, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    loop {
+        let status = read_status(status_socket).await;
+        let states: Vec<String> = status["services"][0]["descriptors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["hsdirs"].as_array().unwrap().clone())
+            .map(|h| h["state"].as_str().unwrap().to_owned())
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| s == "accepted") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uploads not all accepted: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn read_status(status_socket: &Path) -> serde_json::Value {
+    let mut stream = tokio::net::UnixStream::connect(status_socket)
+        .await
+        .unwrap();
+    let mut json = String::new();
+    stream.read_to_string(&mut json).await.unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
+async fn instance_revision(status_socket: &Path, index: usize) -> u64 {
+    read_status(status_socket).await["services"][0]["instances"][index]["revision"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The instance tor's current descriptor, as its agent reads it.
+async fn instance_descriptor(node: &testnet::layout::Node) -> String {
+    let control = Connector::new(node.control_addr(), Credentials::Auto)
+        .connect()
+        .await
+        .unwrap();
+    let address = std::fs::read_to_string(node.hs_dir().join("hostname")).unwrap();
+    let key = format!(
+        "hs/service/desc/id/{}",
+        address.trim().trim_end_matches(".onion")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match control.getinfo(&key).await {
+            Ok(text) => return text,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no descriptor from {}: {e}",
+                node.name
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// When the instance's tor first reports an uploaded descriptor, following
+/// its events from now on (an upload before we subscribed counts as now).
+async fn first_upload(node: &testnet::layout::Node, address: OnionAddress) -> Instant {
+    let control = Connector::new(node.control_addr(), Credentials::Auto)
+        .subscribe(["HS_DESC"])
+        .connect()
+        .await
+        .unwrap();
+    let mut events = control.take_events().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .expect("no descriptor upload within 60 s")
+            .expect("the instance tor went away");
+        if let Event::HsDesc(event) = Event::parse(&event) {
+            if event.action == "UPLOADED" && event.address == address.without_suffix() {
+                return Instant::now();
+            }
+        }
+    }
+}
+
+/// The descriptor with its revision counter changed: the signature no
+/// longer matches.
+fn tamper(descriptor: &str) -> String {
+    let line = descriptor
+        .lines()
+        .find(|l| l.starts_with("revision-counter "))
+        .unwrap();
+    let revision: u64 = line["revision-counter ".len()..].parse().unwrap();
+    descriptor.replacen(line, &format!("revision-counter {}", revision + 1000), 1)
+}
+
+/// The test speaking the agent protocol itself, as a compromised agent
+/// holding an instance's key would.
+struct TestAgent {
+    stream: tokio::net::UnixStream,
+    decoder: Decoder<ToAgent>,
+}
+
+impl TestAgent {
+    async fn login(socket: &Path, key: &AgentKey, instance: OnionAddress) -> Self {
+        let mut agent = TestAgent {
+            stream: tokio::net::UnixStream::connect(socket).await.unwrap(),
+            decoder: Decoder::default(),
+        };
+        let ToAgent::Challenge(challenge) = agent.next().await else {
+            panic!("no challenge");
+        };
+        agent
+            .stream
+            .write_all(&key.hello(&challenge, instance).encode())
+            .await
+            .unwrap();
+        assert_eq!(agent.next().await, ToAgent::Welcome);
+        agent
+    }
+
+    async fn push(&mut self, text: &str) -> ToAgent {
+        self.stream
+            .write_all(&ToManager::Descriptor(text.to_owned()).encode())
+            .await
+            .unwrap();
+        self.next().await
+    }
+
+    async fn next(&mut self) -> ToAgent {
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(message) = self.decoder.next_message().unwrap() {
+                return message;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
+                .await
+                .expect("the manager did not answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "the manager closed the connection");
+            self.decoder.push(&buffer[..n]);
+        }
+    }
+}
+
+/// An `onionlb agent run` child, killed when dropped.
+struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    fn spawn(dir: &Path, name: &str, args: &[String]) -> Self {
+        let log = std::fs::File::create(dir.join(format!("{name}.agent.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+            .args(["-v", "debug", "agent", "run"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        AgentProcess { child }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_secret(path: &PathBuf, bytes: &[u8]) {
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
