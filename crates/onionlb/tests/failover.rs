@@ -132,7 +132,7 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     // 1. instance0's tor dies.
     let killed = Instant::now();
     net.stop_instance(0).unwrap();
-    let (out, published) = wait_out_and_republished(&manager, &names[0], killed);
+    let (out, published) = wait_out_and_republished(&manager, &names[0], killed, 2);
     assert!(out.contains("lost tor"), "{out}");
     wait_until_uploads_accepted(&status_socket, Duration::from_secs(30)).await;
     let ten_ok = ten_requests_in_a_row(&net, &url, &names[0], killed).await;
@@ -145,7 +145,7 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     // 2. Only instance1's application stops; its tor stays up.
     let stopped = Instant::now();
     net.stop_app(1).unwrap();
-    let (out, published) = wait_out_and_republished(&manager, &names[1], stopped);
+    let (out, published) = wait_out_and_republished(&manager, &names[1], stopped, 1);
     assert!(out.contains("probe"), "{out}");
     wait_until_uploads_accepted(&status_socket, Duration::from_secs(30)).await;
     let ten_ok = ten_requests_in_a_row(&net, &url, &names[1], stopped).await;
@@ -166,18 +166,23 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
         .await
         .unwrap();
     let uploaded = first_upload(&nodes[0], addresses[0]).await;
-    let pushed = manager.wait_for_log(
-        &format!("{}: leaving", names[0]),
-        &format!("{}: new intro points", names[0]),
-        Duration::from_secs(30),
+    let pushed_line = |l: &str| {
+        l.contains(&format!("{}: new intro points", names[0]))
+            && l.contains("(pushed by its agent)")
+    };
+    let anchor = format!("{}: leaving", names[0]);
+    let (pushed, _) = wait_for(&manager, &anchor, pushed_line, uploaded + BOUND);
+    let (_, carried) = wait_for(
+        &manager,
+        &pushed,
+        |l| l.contains("publishing") && l.contains("from 3 instance(s)"),
+        uploaded + BOUND,
     );
-    assert!(pushed.contains("(pushed by its agent)"), "{pushed}");
-    let carried = wait_for_line_after(&manager, &pushed, "from 3 instance(s)", uploaded + BOUND);
     println!(
         "new intro points: in a master descriptor {:.1} s after the instance's upload",
         carried.saturating_duration_since(uploaded).as_secs_f64()
     );
-    common::fetch_until_served(&net, &url, Some(&names[0]), Duration::from_secs(60)).await;
+    served_within(&net, &url, &names[0], Duration::from_secs(120)).await;
 
     // 4. Pushed descriptors that must not be used.
     let revision_before = instance_revision(&status_socket, 0).await;
@@ -221,16 +226,25 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
 }
 
 /// Waits until the manager says `name` leaves the master descriptors and
-/// then publishes without it; both within [`BOUND`] of `since`. Returns the
+/// then publishes with the `remaining` others; both within [`BOUND`] of
+/// `since`. Returns the
 /// leaving line and the time from `since` to the publication.
-fn wait_out_and_republished(manager: &Manager, name: &str, since: Instant) -> (String, Duration) {
+fn wait_out_and_republished(
+    manager: &Manager,
+    name: &str,
+    since: Instant,
+    remaining: usize,
+) -> (String, Duration) {
     let leaving = format!("{name}: leaving the master descriptors");
     wait_for_line_after(manager, "", &leaving, since + BOUND);
     let out = manager.wait_for_log("", &leaving, Duration::ZERO);
     let changed = "(intro points changed)";
     let published_at = wait_for_line_after(manager, &out, changed, since + BOUND);
     let published = manager.wait_for_log(&out, changed, Duration::ZERO);
-    assert!(published.contains("from 2 instance(s)"), "{published}");
+    assert!(
+        published.contains(&format!("from {remaining} instance(s)")),
+        "{published}"
+    );
     (out, published_at.saturating_duration_since(since))
 }
 
@@ -238,18 +252,50 @@ fn wait_out_and_republished(manager: &Manager, name: &str, since: Instant) -> (S
 /// first line containing `after`; fails after `deadline`. Returns when it
 /// was seen.
 fn wait_for_line_after(manager: &Manager, after: &str, needle: &str, deadline: Instant) -> Instant {
+    wait_for(manager, after, |l| l.contains(needle), deadline).1
+}
+
+/// Polls the manager's log until a line that `matches` follows the first
+/// line containing `after`; fails after `deadline`. Returns the line and
+/// when it was seen.
+fn wait_for(
+    manager: &Manager,
+    after: &str,
+    matches: impl Fn(&str) -> bool,
+    deadline: Instant,
+) -> (String, Instant) {
     loop {
         let log = manager.log();
         if let Some(start) = log.find(after) {
-            if log[start..].lines().any(|l| l.contains(needle)) {
-                return Instant::now();
+            if let Some(line) = log[start..].lines().find(|l| matches(l)) {
+                return (line.to_owned(), Instant::now());
             }
         }
         assert!(
             Instant::now() < deadline,
-            "no {needle:?} after {after:?} in time:\n{log}"
+            "no matching line after {after:?} in time:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Fetches the master's descriptor afresh, then makes up to 30 requests
+/// on fresh circuits (each picks an intro point at random) until `name`
+/// answers; again with a fresh descriptor until `bound`.
+async fn served_within(net: &Testnet, url: &str, name: &str, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    loop {
+        net.newnym().await.unwrap();
+        for _ in 0..30 {
+            let response = net.fetch(url).await;
+            if response.as_ref().ok().and_then(|r| served_by(&r.body)) == Some(name) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never answered: {response:?}"
+            );
+        }
     }
 }
 
@@ -425,7 +471,7 @@ impl AgentProcess {
     fn spawn(dir: &Path, name: &str, args: &[String]) -> Self {
         let log = std::fs::File::create(dir.join(format!("{name}.agent.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_onionlb"))
-            .args(["-v", "debug", "agent", "run"])
+            .args(["agent", "run", "-v", "debug"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -105,7 +105,10 @@ struct Agent {
     link: Option<Link>,
     link_backoff: Backoff,
     next_link_attempt: Instant,
-    /// The health and descriptor the manager last got on this link.
+    /// Whether tor has given us its descriptor on this connection.
+    tor_has_descriptor: bool,
+    /// The health the manager last got on this link, and which descriptor
+    /// (see [`descriptor_identity`]).
     sent_health: Option<Health>,
     sent_descriptor: Option<String>,
     unhealthy_beats: u32,
@@ -171,6 +174,7 @@ impl Agent {
             link: None,
             link_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             next_link_attempt: Instant::now(),
+            tor_has_descriptor: false,
             sent_health: None,
             sent_descriptor: None,
             unhealthy_beats: 0,
@@ -245,6 +249,10 @@ impl Agent {
                 self.tor_events = control.take_events();
                 self.tor = Some(control);
                 self.tor_problem = None;
+                self.tor_has_descriptor = false;
+                // The descriptor first, so the manager never takes the
+                // instance back with intro points of the tor that died.
+                self.push_descriptor().await;
                 self.report_if_changed().await;
             }
             Err(e) => {
@@ -261,6 +269,7 @@ impl Agent {
         tracing::warn!("lost tor: {why}");
         self.tor = None;
         self.tor_events = None;
+        self.tor_has_descriptor = false;
         self.tor_problem = Some(format!("lost tor's control connection: {why}"));
         self.report_if_changed().await;
     }
@@ -312,13 +321,22 @@ impl Agent {
                 return;
             }
         };
-        if self.link.is_none() || self.sent_descriptor.as_deref() == Some(descriptor.as_str()) {
-            return;
+        // tor encrypts the descriptor afresh for every GETINFO, so the
+        // text differs each time; its revision says whether it is new.
+        let identity = descriptor_identity(&descriptor);
+        let known = identity.is_some() && self.sent_descriptor == identity;
+        if self.link.is_some() && !known {
+            self.send(&ToManager::Descriptor(descriptor)).await;
+            if self.link.is_some() {
+                tracing::info!("pushed tor's current descriptor");
+                self.sent_descriptor = identity;
+            }
         }
-        self.send(&ToManager::Descriptor(descriptor.clone())).await;
-        if self.link.is_some() {
-            tracing::info!("pushed tor's current descriptor");
-            self.sent_descriptor = Some(descriptor);
+        // Healthy only once the manager can have the intro points of this
+        // tor, not those of one that died.
+        if !self.tor_has_descriptor {
+            self.tor_has_descriptor = true;
+            self.report_if_changed().await;
         }
     }
 
@@ -373,10 +391,13 @@ impl Agent {
         if let Some(problem) = &self.tor_problem {
             return Health::Down(problem.clone());
         }
+        if !self.tor_has_descriptor {
+            return Health::Down("tor has no descriptor for the service yet".into());
+        }
         if self.probe_failures >= self.probe_failures_allowed {
             return Health::Down(format!(
-                "the application failed {} probe(s) in a row: {}",
-                self.probe_failures, self.probe_problem
+                "the application fails its probe: {}",
+                self.probe_problem
             ));
         }
         Health::Up
@@ -429,6 +450,18 @@ impl Agent {
             }
         });
     }
+}
+
+/// What tells two of tor's encodings of its descriptor apart: the blinded
+/// key's certificate (the period) and the revision counter. The rest is
+/// encrypted afresh each time.
+fn descriptor_identity(descriptor: &str) -> Option<String> {
+    let revision = descriptor
+        .lines()
+        .find(|l| l.starts_with("revision-counter "))?;
+    let cert_start = descriptor.find("descriptor-signing-key-cert")?;
+    let cert_end = descriptor[cert_start..].find("-----END")? + cert_start;
+    Some(format!("{revision}\n{}", &descriptor[cert_start..cert_end]))
 }
 
 /// Probes every `every`, sending each result.

@@ -83,6 +83,7 @@ impl AgentOnion {
             .await;
         let command = Command::new("ADD_ONION")
             .arg(self.key.add_onion_key())
+            .arg("Flags=V3Auth")
             .arg(format!("Port={port},{}", self.target))
             .args(clients.iter().map(|c| format!("ClientAuthV3={c}")));
         control

@@ -135,7 +135,14 @@ impl Instance {
     /// log).
     pub(super) fn judge(&mut self, now: Instant) -> bool {
         let verdict = self.health.verdict(now);
-        if verdict == self.verdict {
+        let same_side = matches!(
+            (&verdict, &self.verdict),
+            (Verdict::Up, Verdict::Up) | (Verdict::Down(_), Verdict::Down(_))
+        );
+        if same_side {
+            // Still down, perhaps for a new reason: keep the newest for the
+            // status, but it changes nothing to publish.
+            self.verdict = verdict;
             return false;
         }
         match &verdict {
