@@ -10,7 +10,8 @@
 //! * an instance comes back with new intro points: within 10 s of its tor
 //!   uploading its descriptor, a master descriptor carries them;
 //! * a replayed, a foreign and a tampered descriptor pushed through the
-//!   channel are rejected and logged, and change nothing.
+//!   channel are rejected and logged, and change nothing;
+//! * an agent dies: after its heartbeat timeout (10 s) its instance is out.
 //!
 //! The timings are printed (`cargo test -p onionlb --test failover --
 //! --nocapture`).
@@ -81,6 +82,8 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     let nodes: Vec<_> = net.layout().instances().cloned().collect();
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let addresses: Vec<OnionAddress> = net.instance_addresses().to_vec();
+    let restarted = dir.join("instance1.restarted");
+    let _ = std::fs::remove_file(&restarted);
     let mut agents = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let key_file = dir.join(format!("{}.agent.key", node.name));
@@ -90,6 +93,17 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
         } else {
             format!("unix:{}", socket.display())
         };
+        let mut extra = Vec::new();
+        if i == 1 {
+            // The restart command runs once the instance has been unhealthy
+            // for 2 heartbeats (it stands in for `systemctl restart`).
+            extra = vec![
+                "--restart-command".into(),
+                format!("touch {}", restarted.display()),
+                "--restart-after".into(),
+                "2".into(),
+            ];
+        }
         agents.push(AgentProcess::spawn(
             &dir,
             &node.name,
@@ -106,7 +120,10 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
                 format!("http://127.0.0.1:{}/", node.app_port.unwrap()),
                 "--manager".into(),
                 manager_addr,
-            ],
+            ]
+            .into_iter()
+            .chain(extra)
+            .collect::<Vec<String>>(),
         ));
     }
 
@@ -154,6 +171,7 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
         published.as_secs_f64(),
         ten_ok.as_secs_f64()
     );
+    assert!(restarted.exists(), "the restart command did not run");
     net.start_app(1).unwrap();
     manager.wait_for_log(
         &format!("{}: leaving", names[1]),
@@ -219,6 +237,32 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     assert_eq!(instance_revision(&status_socket, 0).await, revision_before);
     // The genuine current descriptor still passes on the same channel.
     assert!(matches!(forger.push(&current0).await, ToAgent::Accepted(_)));
+
+    // 5. instance2's agent dies (SIGKILL, as with its machine): its
+    // heartbeats stop, and the manager takes instance2 out.
+    let mark = manager.log().len();
+    let silenced = Instant::now();
+    agents[2].kill();
+    let leaving = format!("{}: leaving", names[2]);
+    let out = loop {
+        let log = manager.log();
+        if let Some(line) = log[mark..].lines().find(|l| l.contains(&leaving)) {
+            break line.to_owned();
+        }
+        // The timeout counts from the last heartbeat (up to 2 s before the
+        // kill), and verdicts are taken every second.
+        assert!(
+            silenced.elapsed() < BOUND + Duration::from_secs(2),
+            "{} still in after its agent died:\n{log}",
+            names[2]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(out.contains("silent"), "{out}");
+    println!(
+        "agent killed: instance out after {:.1} s of silence",
+        silenced.elapsed().as_secs_f64()
+    );
 
     drop(agents);
     manager.stop();
@@ -479,6 +523,13 @@ impl AgentProcess {
             .spawn()
             .unwrap();
         AgentProcess { child }
+    }
+}
+
+impl AgentProcess {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

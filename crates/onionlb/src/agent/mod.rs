@@ -491,3 +491,33 @@ async fn next_message(link: &mut Option<Link>) -> Result<ToAgent, String> {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn descriptor(revision: u64, cert: &str, body: &str) -> String {
+        format!(
+            "hs-descriptor 3\ndescriptor-lifetime 180\ndescriptor-signing-key-cert\n-----BEGIN ED25519 CERT-----\n{cert}\n-----END ED25519 CERT-----\nrevision-counter {revision}\nsuperencrypted\n-----BEGIN MESSAGE-----\n{body}\n-----END MESSAGE-----\nsignature x\n"
+        )
+    }
+
+    #[test]
+    fn re_encryptions_of_one_descriptor_are_one_descriptor() {
+        let first = descriptor(7, "AAAA", "one encryption");
+        let again = descriptor(7, "AAAA", "another encryption");
+        assert_ne!(first, again);
+        assert_eq!(descriptor_identity(&first), descriptor_identity(&again));
+        assert!(descriptor_identity(&first).is_some());
+        // A new revision, or the other period's certificate, is news.
+        assert_ne!(
+            descriptor_identity(&first),
+            descriptor_identity(&descriptor(8, "AAAA", "x"))
+        );
+        assert_ne!(
+            descriptor_identity(&first),
+            descriptor_identity(&descriptor(7, "BBBB", "x"))
+        );
+        assert_eq!(descriptor_identity("not a descriptor"), None);
+    }
+}

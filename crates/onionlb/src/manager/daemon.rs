@@ -610,9 +610,11 @@ impl Daemon {
                         instance.problem = None;
                         service.changes.changed(arrived);
                     }
-                    Err(Rejected::Replay { .. }) if source == Source::Fetched => {
-                        tracing::debug!(
-                            "{}: an HSDir still has an older descriptor",
+                    Err(rejected @ Rejected::Replay { .. }) if source == Source::Fetched => {
+                        // An HSDir that missed an upload, or lags behind an
+                        // agent's push: the newer descriptor stays in use.
+                        tracing::info!(
+                            "{}: an HSDir served an older descriptor: {rejected}",
                             instance.config.label()
                         );
                     }
