@@ -40,7 +40,10 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            heartbeat_timeout: Duration::from_secs(10),
+            // Four heartbeats of an agent's default 2 s: with the last
+            // one up to 2 s before a failure, the instance is out within
+            // 10 s of it.
+            heartbeat_timeout: Duration::from_secs(8),
             failed_rounds: 3,
             half_life: Duration::from_secs(60),
             suppress: 3.0,
@@ -195,8 +198,8 @@ mod test {
         let mut health = Health::new(Policy::default(), t0);
         assert_eq!(health.verdict(t0), Verdict::Up);
         health.agent_report(true, "", t0);
-        assert_eq!(health.verdict(t0 + secs(9)), Verdict::Up);
-        assert!(matches!(health.verdict(t0 + secs(10)), Verdict::Down(r) if r.contains("silent")));
+        assert_eq!(health.verdict(t0 + secs(7)), Verdict::Up);
+        assert!(matches!(health.verdict(t0 + secs(8)), Verdict::Down(r) if r.contains("silent")));
         health.agent_report(false, "HTTP probe: connection refused", t0 + secs(11));
         assert!(
             matches!(health.verdict(t0 + secs(11)), Verdict::Down(r) if r.contains("connection refused"))

@@ -9,7 +9,7 @@
 //!   socket: /run/onionlb/agents.sock   # agents on this machine
 //!   listen: 127.0.0.1:9852             # remote agents (loopback only) ...
 //!   onion-key: agents-onion.key        # ... reached through this onion service
-//!   heartbeat-timeout: 10              # seconds of agent silence = down
+//!   heartbeat-timeout: 8               # seconds of agent silence = down
 //! services:
 //! - key: master.key          # relative to this file; tor or PEM format
 //!   instances:
@@ -34,7 +34,7 @@ use thiserror::Error;
 /// Default time between fetches of every instance's descriptor.
 pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(300);
 /// Default agent silence after which its instance counts as down.
-pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A loaded configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,8 @@
 //!   uploading its descriptor, a master descriptor carries them;
 //! * a replayed, a foreign and a tampered descriptor pushed through the
 //!   channel are rejected and logged, and change nothing;
-//! * an agent dies: after its heartbeat timeout (10 s) its instance is out.
+//! * an agent dies: within 10 s its instance is out (the heartbeat
+//!   timeout is 8 s).
 //!
 //! The timings are printed (`cargo test -p onionlb --test failover --
 //! --nocapture`).
@@ -249,10 +250,8 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
         if let Some(line) = log[mark..].lines().find(|l| l.contains(&leaving)) {
             break line.to_owned();
         }
-        // The timeout counts from the last heartbeat (up to 2 s before the
-        // kill), and verdicts are taken every second.
         assert!(
-            silenced.elapsed() < BOUND + Duration::from_secs(2),
+            silenced.elapsed() < BOUND,
             "{} still in after its agent died:\n{log}",
             names[2]
         );
