@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 /// Quiet interval after the last change before acting on it.
 pub const QUIET: Duration = Duration::from_secs(2);
-/// Longest wait after the first change not yet acted on.
-pub const MAX_DELAY: Duration = Duration::from_secs(5);
+/// Longest wait after the first change not yet acted on. The manager
+/// looks once a second, so a change is uploaded within 5 s, however busy
+/// the burst.
+pub const MAX_DELAY: Duration = Duration::from_secs(4);
 
 /// Changes not yet acted on, and whether it is time to act.
 #[derive(Debug, Clone)]
