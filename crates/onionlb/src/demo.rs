@@ -1,6 +1,5 @@
 //! `onionlb demo`: what the README's first command shows.
 
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -124,14 +123,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Writes a secret file, readable by its owner only from the start.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes())
+    crate::private_file::create(path, contents.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -5,12 +5,14 @@
 //! library crates. Protocol rules live in `onionlb-core` and `torctl`.
 
 mod agent;
+mod channel;
 mod cli;
 mod config;
 mod demo;
 mod generate;
 mod manager;
 mod metrics;
+mod private_file;
 mod status;
 mod testnet_cmd;
 mod unix_socket;

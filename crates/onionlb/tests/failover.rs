@@ -21,9 +21,7 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,7 +51,7 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     // The agents' onion service key, made here so the test knows its
     // address; the manager would create it otherwise.
     let (onion_key, _) = MasterKey::generate(&mut rand::rng()).unwrap();
-    write_secret(
+    common::write_private(
         &dir.join("agents-onion.key"),
         &onion_key.encode(KeyFormat::Tor).unwrap(),
     );
@@ -88,7 +86,7 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     let mut agents = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let key_file = dir.join(format!("{}.agent.key", node.name));
-        write_secret(&key_file, agent_keys[i].to_file_text().as_bytes());
+        common::write_private(&key_file, agent_keys[i].to_file_text().as_bytes());
         let manager_addr = if i == 2 {
             format!("onion:{}:{listen}", onion_key.address())
         } else {
@@ -270,8 +268,8 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
 
 /// Waits until the manager says `name` leaves the master descriptors and
 /// then publishes with the `remaining` others; both within [`BOUND`] of
-/// `since`. Returns the
-/// leaving line and the time from `since` to the publication.
+/// `since`. Returns the leaving line and the time from `since` to the
+/// publication.
 fn wait_out_and_republished(
     manager: &Manager,
     name: &str,
@@ -279,11 +277,13 @@ fn wait_out_and_republished(
     remaining: usize,
 ) -> (String, Duration) {
     let leaving = format!("{name}: leaving the master descriptors");
-    wait_for_line_after(manager, "", &leaving, since + BOUND);
-    let out = manager.wait_for_log("", &leaving, Duration::ZERO);
-    let changed = "(intro points changed)";
-    let published_at = wait_for_line_after(manager, &out, changed, since + BOUND);
-    let published = manager.wait_for_log(&out, changed, Duration::ZERO);
+    let (out, _) = wait_for(manager, "", |l| l.contains(&leaving), since + BOUND);
+    let (published, published_at) = wait_for(
+        manager,
+        &out,
+        |l| l.contains("(intro points changed)"),
+        since + BOUND,
+    );
     assert!(
         published.contains(&format!("from {remaining} instance(s)")),
         "{published}"
@@ -291,35 +291,16 @@ fn wait_out_and_republished(
     (out, published_at.saturating_duration_since(since))
 }
 
-/// Polls the manager's log until a line containing `needle` follows the
-/// first line containing `after`; fails after `deadline`. Returns when it
-/// was seen.
-fn wait_for_line_after(manager: &Manager, after: &str, needle: &str, deadline: Instant) -> Instant {
-    wait_for(manager, after, |l| l.contains(needle), deadline).1
-}
-
-/// Polls the manager's log until a line that `matches` follows the first
-/// line containing `after`; fails after `deadline`. Returns the line and
-/// when it was seen.
+/// The first line that `matches` after the first line containing `after`,
+/// waiting until `deadline`, and when it was seen.
 fn wait_for(
     manager: &Manager,
     after: &str,
     matches: impl Fn(&str) -> bool,
     deadline: Instant,
 ) -> (String, Instant) {
-    loop {
-        let log = manager.log();
-        if let Some(start) = log.find(after) {
-            if let Some(line) = log[start..].lines().find(|l| matches(l)) {
-                return (line.to_owned(), Instant::now());
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no matching line after {after:?} in time:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let line = manager.wait_for_line(after, matches, deadline);
+    (line, Instant::now())
 }
 
 /// Fetches the master's descriptor afresh, then makes up to 30 requests
@@ -537,18 +518,6 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn write_secret(path: &PathBuf, bytes: &[u8]) {
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
 }
 
 fn free_port() -> u16 {

@@ -390,21 +390,7 @@ impl Testnet {
                 "{name} is already a tor of this network"
             )));
         }
-        let data_dir = self.layout.dir.join(name);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&data_dir)
-            .map_err(Error::io("creating", &data_dir))?;
-        let node = Node {
-            name: name.to_owned(),
-            role: Role::Guest,
-            data_dir,
-            control_port: free_port()?,
-            relay_ports: None,
-            socks_port: None,
-            app_port: None,
-        };
+        let node = self.guest_node(name, free_port()?, None)?;
         let mut text = torrc::torrc(&node, &self.authorities, &torrc::Options::default());
         text.push_str(extra_torrc);
         let path = node.torrc_path();
@@ -422,25 +408,35 @@ impl Testnet {
         })
     }
 
-    /// Starts an HTTP app that answers with `name` on a free loopback
-    /// port, and returns the port; it stops with the network.
-    pub fn start_guest_app(&mut self, name: &str) -> Result<u16, Error> {
-        let port = free_port()?;
+    /// A guest node named `name`, with its directory `DIR/name` created.
+    fn guest_node(
+        &self,
+        name: &str,
+        control_port: u16,
+        app_port: Option<u16>,
+    ) -> Result<Node, Error> {
         let data_dir = self.layout.dir.join(name);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&data_dir)
             .map_err(Error::io("creating", &data_dir))?;
-        let node = Node {
+        Ok(Node {
             name: name.to_owned(),
             role: Role::Guest,
             data_dir,
-            control_port: 0,
+            control_port,
             relay_ports: None,
             socks_port: None,
-            app_port: Some(port),
-        };
+            app_port,
+        })
+    }
+
+    /// Starts an HTTP app that answers with `name` on a free loopback
+    /// port, and returns the port; it stops with the network.
+    pub fn start_guest_app(&mut self, name: &str) -> Result<u16, Error> {
+        let port = free_port()?;
+        let node = self.guest_node(name, 0, Some(port))?;
         self.spawn_app(&node)?;
         self.write_state()?;
         Ok(port)

@@ -34,6 +34,16 @@ pub enum Credentials {
     Password(String),
 }
 
+impl Credentials {
+    /// The password in the file at `path` (its first line, without the
+    /// line ending), so it never has to appear on a command line.
+    pub fn from_password_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        let password = text.lines().next().unwrap_or_default();
+        Ok(Credentials::Password(password.to_owned()))
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -323,5 +333,14 @@ mod test {
     fn bad_challenge() {
         assert!(Challenge::parse(&reply("250 AUTHCHALLENGE SERVERHASH=zz\r\n")).is_err());
         assert!(Challenge::parse(&reply("515 nope\r\n")).is_err());
+    }
+
+    #[test]
+    fn a_password_file_gives_its_first_line() {
+        let path = std::env::temp_dir().join(format!("torctl-password-{}", std::process::id()));
+        std::fs::write(&path, "secret words\r\n").unwrap();
+        let credentials = Credentials::from_password_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(credentials, Credentials::Password(p) if p == "secret words"));
     }
 }

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use onionlb_core::agent::{AgentKey, Decoder, ToAgent, ToManager};
+use onionlb_core::agent::{AgentKey, ToAgent, ToManager};
 use onionlb_core::OnionAddress;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::channel::Channel;
 
 /// Where the manager listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +68,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// A logged-in connection to the manager.
 pub struct Link {
-    stream: Pin<Box<dyn Stream>>,
-    decoder: Decoder<ToAgent>,
+    channel: Channel<Pin<Box<dyn Stream>>, ToAgent>,
 }
 
 impl Link {
@@ -101,8 +102,7 @@ impl Link {
             }
         };
         let mut link = Link {
-            stream,
-            decoder: Decoder::default(),
+            channel: Channel::new(stream),
         };
         let ToAgent::Challenge(challenge) = link.next().await? else {
             return Err("the manager sent no challenge".into());
@@ -117,28 +117,17 @@ impl Link {
 
     /// Sends one message.
     pub async fn send(&mut self, message: &ToManager) -> Result<(), String> {
-        self.stream
-            .write_all(&message.encode())
+        self.channel
+            .send(&message.encode())
             .await
             .map_err(|e| format!("writing to the manager: {e}"))
     }
 
     /// The manager's next message; `Err` when the connection ends.
     pub async fn next(&mut self) -> Result<ToAgent, String> {
-        let mut buffer = [0u8; 4096];
-        loop {
-            if let Some(message) = self.decoder.next_message().map_err(|e| e.to_string())? {
-                return Ok(message);
-            }
-            let n = self
-                .stream
-                .read(&mut buffer)
-                .await
-                .map_err(|e| format!("reading from the manager: {e}"))?;
-            if n == 0 {
-                return Err("the manager closed the connection".into());
-            }
-            self.decoder.push(&buffer[..n]);
-        }
+        self.channel
+            .next()
+            .await
+            .map_err(|e| format!("from the manager: {e}"))
     }
 }

@@ -19,8 +19,6 @@
 mod link;
 mod probe;
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,7 +26,7 @@ use anyhow::{bail, Context as _};
 use onionlb_core::agent::{AgentKey, Health, ToAgent, ToManager};
 use onionlb_core::OnionAddress;
 use tokio::sync::mpsc;
-use torctl::{Backoff, Command, Connector, ControlAddr, ControlClient, Credentials, Event, Reply};
+use torctl::{Backoff, Command, Connector, ControlAddr, ControlClient, Event, Reply};
 
 use crate::cli::{AgentArgs, AgentCommand, KeygenArgs};
 use link::{Link, ManagerAddr};
@@ -57,12 +55,7 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
         key
     } else {
         let key = AgentKey::generate(&mut rand::rng());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&args.key)
-            .and_then(|mut file| file.write_all(key.to_file_text().as_bytes()))
+        crate::private_file::create(&args.key, key.to_file_text().as_bytes())
             .with_context(|| format!("writing {}", args.key.display()))?;
         println!("wrote the agent key {}", args.key.display());
         key
@@ -144,14 +137,8 @@ impl Agent {
             Some(path) => ControlAddr::Unix(path.clone()),
             None => ControlAddr::Tcp(args.control_port),
         };
-        let credentials = match &args.control_password_file {
-            Some(file) => {
-                let password = std::fs::read_to_string(file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                Credentials::Password(password.trim_end_matches(['\r', '\n']).to_owned())
-            }
-            None => Credentials::Auto,
-        };
+        let credentials =
+            crate::manager::password_file_credentials(args.control_password_file.as_deref())?;
         if args.heartbeat == 0 {
             bail!("--heartbeat must be at least 1 second");
         }

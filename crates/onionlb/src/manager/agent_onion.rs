@@ -9,9 +9,7 @@
 //! control connection, so it lives exactly as long as the manager's
 //! connection to tor, and comes back on every reconnect.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -37,12 +35,7 @@ impl AgentOnion {
                 let bytes = key
                     .encode(KeyFormat::Tor)
                     .context("encoding the agents' onion key")?;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .and_then(|mut file| file.write_all(&bytes))
+                crate::private_file::create(path, &bytes)
                     .with_context(|| format!("writing the agents' onion key {}", path.display()))?;
                 tracing::info!("created the agents' onion key {}", path.display());
                 key

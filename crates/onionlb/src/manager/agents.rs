@@ -12,14 +12,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use onionlb_core::agent::{AgentPublicKey, Decoder, Health, ToAgent, ToManager};
+use onionlb_core::agent::{AgentPublicKey, Health, ToAgent, ToManager};
 use onionlb_core::ratelimit::TokenBucket;
 use onionlb_core::OnionAddress;
 use rand::RngExt as _;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::channel::Channel;
 use crate::unix_socket::SocketFile;
 
 /// Mode of the agent socket: agents run as other users (often the
@@ -174,10 +175,7 @@ impl Shared {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut connection = Connection {
-            stream,
-            decoder: Decoder::default(),
-        };
+        let mut connection = Connection::new(stream);
         let challenge: [u8; 32] = rand::rng().random();
         let Some(instance) = self.authenticate(&mut connection, &challenge, &peer).await else {
             return;
@@ -209,11 +207,10 @@ impl Shared {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        connection
-            .send(&ToAgent::Challenge(*challenge))
+        send(connection, &ToAgent::Challenge(*challenge))
             .await
             .ok()?;
-        let hello = tokio::time::timeout(HELLO_TIMEOUT, connection.next()).await;
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, next(connection)).await;
         let refusal = match hello {
             Err(_) => "no HELLO within 10 s".to_owned(),
             Ok(Err(why)) => why,
@@ -232,7 +229,7 @@ impl Shared {
                         format!("a bad signature from the agent of {instance}")
                     }
                     Some(_) => {
-                        connection.send(&ToAgent::Welcome).await.ok()?;
+                        send(connection, &ToAgent::Welcome).await.ok()?;
                         tracing::info!("agent of {instance} connected ({peer})");
                         return Some(instance);
                     }
@@ -241,7 +238,7 @@ impl Shared {
             Ok(Ok(_)) => "a message before HELLO".to_owned(),
         };
         tracing::warn!("refused an agent connection ({peer}): {refusal}");
-        let _ = connection.send(&ToAgent::Refused(refusal)).await;
+        let _ = send(connection, &ToAgent::Refused(refusal)).await;
         None
     }
 
@@ -257,7 +254,7 @@ impl Shared {
     {
         let mut dropped = 0u32;
         loop {
-            let message = connection.next().await?;
+            let message = next(connection).await?;
             if !self.keys.borrow().contains_key(&instance) {
                 return Err("its key was removed from the configuration".into());
             }
@@ -273,9 +270,11 @@ impl Shared {
                     return Err(format!("{MAX_DROPPED} messages over the limit"));
                 }
                 if is_descriptor {
-                    let _ = connection
-                        .send(&ToAgent::Rejected("rate limited; try later".into()))
-                        .await;
+                    let _ = send(
+                        connection,
+                        &ToAgent::Rejected("rate limited; try later".into()),
+                    )
+                    .await;
                 }
                 continue;
             }
@@ -299,7 +298,7 @@ impl Shared {
                     let answer = answer
                         .await
                         .unwrap_or_else(|_| ToAgent::Rejected("the manager is stopping".into()));
-                    connection.send(&answer).await?;
+                    send(connection, &answer).await?;
                     continue;
                 }
             };
@@ -326,39 +325,26 @@ impl Shared {
     }
 }
 
-/// One agent's byte stream and what has been read of it.
-struct Connection<S> {
-    stream: S,
-    decoder: Decoder<ToManager>,
+/// One agent's connection.
+type Connection<S> = Channel<S, ToManager>;
+
+/// Sends `message`, as the reason to close the connection if it fails.
+async fn send<S>(connection: &mut Connection<S>, message: &ToAgent) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    connection
+        .send(&message.encode())
+        .await
+        .map_err(|e| format!("writing: {e}"))
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    async fn send(&mut self, message: &ToAgent) -> Result<(), String> {
-        self.stream
-            .write_all(&message.encode())
-            .await
-            .map_err(|e| format!("writing: {e}"))
-    }
-
-    /// The next message; `Err` when the stream ends or breaks the
-    /// protocol.
-    async fn next(&mut self) -> Result<ToManager, String> {
-        let mut buffer = [0u8; 16 * 1024];
-        loop {
-            if let Some(message) = self.decoder.next_message().map_err(|e| e.to_string())? {
-                return Ok(message);
-            }
-            let n = self
-                .stream
-                .read(&mut buffer)
-                .await
-                .map_err(|e| format!("reading: {e}"))?;
-            if n == 0 {
-                return Err("the agent closed it".into());
-            }
-            self.decoder.push(&buffer[..n]);
-        }
-    }
+/// The agent's next message, or the reason to close the connection.
+async fn next<S>(connection: &mut Connection<S>) -> Result<ToManager, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    connection.next().await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -370,28 +356,15 @@ mod test {
 
     const ADDRESS: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
 
-    struct Agent {
-        stream: tokio::net::UnixStream,
-        decoder: Decoder<ToAgent>,
-    }
+    struct Agent(Channel<tokio::net::UnixStream, ToAgent>);
 
     impl Agent {
         async fn send(&mut self, message: &ToManager) {
-            self.stream.write_all(&message.encode()).await.unwrap();
+            self.0.send(&message.encode()).await.unwrap();
         }
 
         async fn next(&mut self) -> Option<ToAgent> {
-            let mut buffer = [0u8; 4096];
-            loop {
-                if let Some(message) = self.decoder.next_message().unwrap() {
-                    return Some(message);
-                }
-                let n = self.stream.read(&mut buffer).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                self.decoder.push(&buffer[..n]);
-            }
+            self.0.next().await.ok()
         }
     }
 
@@ -410,10 +383,9 @@ mod test {
     }
 
     async fn connect(path: &Path) -> Agent {
-        Agent {
-            stream: tokio::net::UnixStream::connect(path).await.unwrap(),
-            decoder: Decoder::default(),
-        }
+        Agent(Channel::new(
+            tokio::net::UnixStream::connect(path).await.unwrap(),
+        ))
     }
 
     fn temp_dir(name: &str) -> std::path::PathBuf {

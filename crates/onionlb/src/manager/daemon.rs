@@ -319,8 +319,13 @@ impl Daemon {
                 gone.address
             );
         }
-        if config.agents != self.config.agents {
-            tracing::warn!("changes to agents: take effect at the next start");
+        let (old_agents, new_agents) = (&self.config.agents, &config.agents);
+        if (&old_agents.socket, old_agents.listen, &old_agents.onion_key)
+            != (&new_agents.socket, new_agents.listen, &new_agents.onion_key)
+        {
+            tracing::warn!(
+                "a new agents socket, listen or onion-key takes effect at the next start"
+            );
         }
         let clients_changed = agent_clients(&config) != agent_clients(&self.config);
         self.agent_keys.send_replace(agent_keys(&config));
@@ -487,6 +492,7 @@ impl Daemon {
         self.rounds
             .retain(|address, _| identities.contains_key(address));
         let ring = &self.view.rings[self.view.fetch_slot];
+        let mut failed_rounds = Vec::new();
         for (address, identity) in identities {
             let schedule = self
                 .fetches
@@ -497,16 +503,8 @@ impl Daemon {
                 continue;
             }
             schedule.sent(now);
-            let round = self.rounds.insert(address, Round::Pending);
-            if round == Some(Round::Failed) {
-                for instance in self
-                    .services
-                    .iter_mut()
-                    .flat_map(|s| &mut s.instances)
-                    .filter(|i| i.config.address == address)
-                {
-                    instance.health.fetch_failed();
-                }
+            if self.rounds.insert(address, Round::Pending) == Some(Round::Failed) {
+                failed_rounds.push(address);
             }
             let Ok((blinded, _)) = identity.compute_blinded_key(ring.slot().period) else {
                 continue;
@@ -521,6 +519,11 @@ impl Daemon {
                 .args(servers.iter().map(|fp| format!("SERVER=${fp}")));
             if let Err(e) = self.control.request(&command).await {
                 tracing::warn!("{address}: HSFETCH failed: {e}");
+            }
+        }
+        for address in failed_rounds {
+            for instance in self.instances_at(address) {
+                instance.health.fetch_failed();
             }
         }
     }

@@ -94,15 +94,18 @@ fn connector(args: &RunArgs) -> anyhow::Result<Connector> {
         }
         None => ControlAddr::Tcp(SocketAddr::new(args.ip, args.port)),
     };
-    let credentials = match &args.control_password_file {
-        Some(file) => {
-            let password = std::fs::read_to_string(file)
-                .with_context(|| format!("reading the control password from {}", file.display()))?;
-            Credentials::Password(password.trim_end_matches(['\r', '\n']).to_owned())
-        }
-        None => Credentials::Auto,
-    };
+    let credentials = password_file_credentials(args.control_password_file.as_deref())?;
     Ok(Connector::new(addr, credentials).subscribe(daemon::EVENTS))
+}
+
+/// The password from `--control-password-file` if given, else whatever
+/// tor offers (cookie or none).
+pub(crate) fn password_file_credentials(file: Option<&Path>) -> anyhow::Result<Credentials> {
+    let Some(file) = file else {
+        return Ok(Credentials::Auto);
+    };
+    Credentials::from_password_file(file)
+        .with_context(|| format!("reading the control password from {}", file.display()))
 }
 
 fn print_summary(config: &Config, keys: &[MasterKey]) {

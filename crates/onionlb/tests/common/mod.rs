@@ -62,6 +62,20 @@ pub async fn fetch_until_served(
     }
 }
 
+/// Writes `bytes` to a new file at `path` (replacing any) with mode 0600,
+/// as key files must be.
+pub fn write_private(path: &Path, bytes: &[u8]) {
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
 /// onionlb running against the network's management tor.
 pub struct Manager {
     child: Child,
@@ -95,15 +109,7 @@ impl Manager {
         instance_yaml: impl Fn(usize) -> String,
     ) -> Manager {
         std::fs::create_dir_all(dir).unwrap();
-        let key = dir.join("master.key");
-        let _ = std::fs::remove_file(&key);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key)
-            .unwrap();
-        file.write_all(key_pem.as_bytes()).unwrap();
+        write_private(&dir.join("master.key"), key_pem.as_bytes());
 
         let mut yaml = format!("{extra_yaml}services:\n- key: master.key\n  instances:\n");
         for (index, (node, address)) in net
@@ -150,19 +156,29 @@ impl Manager {
     /// Waits up to `bound` until the log has a line containing `needle`
     /// after the first line containing `after`; returns that line.
     pub fn wait_for_log(&self, after: &str, needle: &str, bound: Duration) -> String {
-        let deadline = Instant::now() + bound;
+        self.wait_for_line(after, |l| l.contains(needle), Instant::now() + bound)
+    }
+
+    /// Waits until `deadline` for a line that `matches` after the first
+    /// line containing `after`; returns that line.
+    pub fn wait_for_line(
+        &self,
+        after: &str,
+        matches: impl Fn(&str) -> bool,
+        deadline: Instant,
+    ) -> String {
         loop {
             let log = self.log();
             if let Some(start) = log.find(after) {
-                if let Some(line) = log[start..].lines().find(|l| l.contains(needle)) {
+                if let Some(line) = log[start..].lines().find(|l| matches(l)) {
                     return line.to_owned();
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "no {needle:?} after {after:?} within {bound:?}:\n{log}"
+                "no matching line after {after:?} in time:\n{log}"
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
