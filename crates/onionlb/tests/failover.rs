@@ -217,8 +217,8 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     ] {
         let answer = forger.push(text).await;
         assert!(
-            matches!(&answer, ToAgent::Rejected(_)),
-            "{what} was not rejected: {answer:?}"
+            matches!(&answer, ToAgent::Rejected(why) if why.starts_with("rejected a descriptor")),
+            "{what} was not rejected by the checks: {answer:?}"
         );
         println!("{what}: {answer:?}");
     }
@@ -233,9 +233,14 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
         })
         .count();
     assert_eq!(rejections, 3, "{log}");
-    assert_eq!(instance_revision(&status_socket, 0).await, revision_before);
+    // Its agent may push a newer genuine revision meanwhile; none of the
+    // rejected ones may be in use.
+    let revision_after = instance_revision(&status_socket, 0).await;
+    assert!(revision_after >= revision_before);
+    assert_ne!(revision_after, revision_of(&tampered));
     // The genuine current descriptor still passes on the same channel.
-    assert!(matches!(forger.push(&current0).await, ToAgent::Accepted(_)));
+    let answer = forger.push(&current0).await;
+    assert!(matches!(answer, ToAgent::Accepted(_)), "{answer:?}");
 
     // 5. instance2's agent dies (SIGKILL, as with its machine): its
     // heartbeats stop, and the manager takes instance2 out.
@@ -326,16 +331,31 @@ async fn served_within(net: &Testnet, url: &str, name: &str, bound: Duration) {
 /// After a fresh descriptor fetch, 10 requests in a row must succeed, none
 /// answered by `dead`; returns the time from `since` to the tenth.
 async fn ten_requests_in_a_row(net: &Testnet, url: &str, dead: &str, since: Instant) -> Duration {
-    net.newnym().await.unwrap();
-    for request in 0..10 {
-        let response = net
-            .fetch(url)
-            .await
-            .unwrap_or_else(|e| panic!("request {request} failed: {e}"));
-        let who = served_by(&response.body).unwrap();
-        assert_ne!(who, dead, "request {request} was answered by {dead}");
+    // A failed request starts the count again, after a fresh descriptor
+    // fetch: near a time period boundary of this 8-minute-period network a
+    // client sometimes asks an HSDir that has no descriptor yet (404), and
+    // NEWNYM lets it ask the others again. An answer from the dead
+    // instance fails at once.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    'again: loop {
+        net.newnym().await.unwrap();
+        for request in 0..10 {
+            let response = match net.fetch(url).await {
+                Ok(response) => response,
+                Err(e) => {
+                    println!("request {request} failed, counting again: {e}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "no 10 requests in a row within 90 s"
+                    );
+                    continue 'again;
+                }
+            };
+            let who = served_by(&response.body).unwrap();
+            assert_ne!(who, dead, "request {request} was answered by {dead}");
+        }
+        return since.elapsed();
     }
-    since.elapsed()
 }
 
 /// Waits until every HSDir has accepted the newest master descriptors, so
@@ -429,12 +449,22 @@ async fn first_upload(node: &testnet::layout::Node, address: OnionAddress) -> In
 /// The descriptor with its revision counter changed: the signature no
 /// longer matches.
 fn tamper(descriptor: &str) -> String {
-    let line = descriptor
+    let revision = revision_of(descriptor);
+    descriptor.replacen(
+        &format!("revision-counter {revision}\n"),
+        &format!("revision-counter {}\n", revision + 1000),
+        1,
+    )
+}
+
+/// A descriptor's revision counter.
+fn revision_of(descriptor: &str) -> u64 {
+    descriptor
         .lines()
-        .find(|l| l.starts_with("revision-counter "))
-        .unwrap();
-    let revision: u64 = line["revision-counter ".len()..].parse().unwrap();
-    descriptor.replacen(line, &format!("revision-counter {}", revision + 1000), 1)
+        .find_map(|l| l.strip_prefix("revision-counter "))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// The test speaking the agent protocol itself, as a compromised agent
@@ -462,12 +492,22 @@ impl TestAgent {
         agent
     }
 
+    /// Pushes `text` and returns the manager's answer. The per-instance
+    /// descriptor budget is shared with the instance's real agent: when its
+    /// pushes used it up, waits for a token (one per 10 s) and tries again.
     async fn push(&mut self, text: &str) -> ToAgent {
-        self.stream
-            .write_all(&ToManager::Descriptor(text.to_owned()).encode())
-            .await
-            .unwrap();
-        self.next().await
+        for _ in 0..3 {
+            self.stream
+                .write_all(&ToManager::Descriptor(text.to_owned()).encode())
+                .await
+                .unwrap();
+            let answer = self.next().await;
+            if answer != ToAgent::Rejected("rate limited; try later".into()) {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        panic!("still rate limited after 20 s");
     }
 
     async fn next(&mut self) -> ToAgent {
