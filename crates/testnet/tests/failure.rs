@@ -36,6 +36,12 @@ done
 exit 0
 "#;
 
+/// Held by each test for its whole run. Writing a script and running it
+/// while another test's thread forks would race: the child inherits the
+/// still-open write descriptor for an instant, and exec then fails with
+/// "Text file busy" (ETXTBSY).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -81,6 +87,7 @@ fn failing_config(name: &str, marker: &str) -> Config {
 
 #[tokio::test]
 async fn failing_tor_is_named_with_its_output_and_everything_stops() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let marker = format!("fake-app-stop-{}", std::process::id());
     let config = failing_config("failure-test", &marker);
     let dir = config.dir.clone();
@@ -108,6 +115,7 @@ async fn failing_tor_is_named_with_its_output_and_everything_stops() {
 
 #[tokio::test]
 async fn keep_on_failure_leaves_processes_for_down() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let marker = format!("fake-app-keep-{}", std::process::id());
     let mut config = failing_config("keep-test", &marker);
     config.keep_on_failure = true;
