@@ -15,6 +15,12 @@
 //!   event) and every heartbeat, the agent reads tor's current descriptor
 //!   (`GETINFO hs/service/desc/id/<address>`) and pushes it if it changed.
 //!   The manager checks it exactly as it checks a fetched one.
+//!
+//! After tor (re)starts the agent says UP only once the manager has
+//! accepted a descriptor from this tor. A freshly started tor already
+//! answers the GETINFO with a descriptor that has no intro points yet; the
+//! manager rejects that one, and an UP before the real one arrived would
+//! bring the instance back with the intro points of the tor that died.
 
 mod link;
 mod probe;
@@ -37,6 +43,11 @@ const RESTART_COOLDOWN: Duration = Duration::from_secs(60);
 /// Bound on reaching and logging in to the manager (an onion service
 /// connection takes several round trips through tor).
 const LINK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on the manager's answer to a pushed descriptor.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a descriptor the manager rejected waits before it is pushed
+/// again (the rejection may have been the rate limit).
+const REJECTED_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs `onionlb agent ...`.
 pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
@@ -98,12 +109,16 @@ struct Agent {
     link: Option<Link>,
     link_backoff: Backoff,
     next_link_attempt: Instant,
-    /// Whether tor has given us its descriptor on this connection.
-    tor_has_descriptor: bool,
+    /// Whether the manager accepted a descriptor of this tor connection's.
+    descriptor_accepted: bool,
+    /// Why the manager rejected the last descriptor pushed, if it did.
+    rejection: Option<String>,
     /// The health the manager last got on this link, and which descriptor
     /// (see [`descriptor_identity`]).
     sent_health: Option<Health>,
     sent_descriptor: Option<String>,
+    /// When a rejected descriptor may be pushed again.
+    retry_rejected_at: Option<Instant>,
     unhealthy_beats: u32,
     last_restart: Option<Instant>,
 }
@@ -161,9 +176,11 @@ impl Agent {
             link: None,
             link_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             next_link_attempt: Instant::now(),
-            tor_has_descriptor: false,
+            descriptor_accepted: false,
+            rejection: None,
             sent_health: None,
             sent_descriptor: None,
+            retry_rejected_at: None,
             unhealthy_beats: 0,
             last_restart: None,
         })
@@ -183,6 +200,8 @@ impl Agent {
             self.manager_addr
         );
         let mut beat = tokio::time::interval(self.heartbeat);
+        // A slow answer from the manager delays the beat; no burst after.
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = beat.tick() => self.on_heartbeat().await,
@@ -236,9 +255,8 @@ impl Agent {
                 self.tor_events = control.take_events();
                 self.tor = Some(control);
                 self.tor_problem = None;
-                self.tor_has_descriptor = false;
-                // The descriptor first, so the manager never takes the
-                // instance back with intro points of the tor that died.
+                self.descriptor_accepted = false;
+                self.sent_descriptor = None;
                 self.push_descriptor().await;
                 self.report_if_changed().await;
             }
@@ -256,7 +274,7 @@ impl Agent {
         tracing::warn!("lost tor: {why}");
         self.tor = None;
         self.tor_events = None;
-        self.tor_has_descriptor = false;
+        self.descriptor_accepted = false;
         self.tor_problem = Some(format!("lost tor's control connection: {why}"));
         self.report_if_changed().await;
     }
@@ -294,10 +312,10 @@ impl Agent {
         }
     }
 
-    /// Reads tor's current descriptor and pushes it if the manager does
-    /// not have it yet.
+    /// Reads tor's current descriptor and, if the manager does not have it
+    /// yet, pushes it and waits for the manager's answer.
     async fn push_descriptor(&mut self) {
-        let Some(tor) = &self.tor else {
+        let (Some(tor), Some(_)) = (&self.tor, &self.link) else {
             return;
         };
         let key = format!("hs/service/desc/id/{}", self.instance.without_suffix());
@@ -311,20 +329,47 @@ impl Agent {
         // tor encrypts the descriptor afresh for every GETINFO, so the
         // text differs each time; its revision says whether it is new.
         let identity = descriptor_identity(&descriptor);
-        let known = identity.is_some() && self.sent_descriptor == identity;
-        if self.link.is_some() && !known {
-            self.send(&ToManager::Descriptor(descriptor)).await;
-            if self.link.is_some() {
-                tracing::info!("pushed tor's current descriptor");
-                self.sent_descriptor = identity;
+        let retry_due = self
+            .retry_rejected_at
+            .is_some_and(|at| Instant::now() >= at);
+        if identity.is_some() && self.sent_descriptor == identity && !retry_due {
+            return;
+        }
+        self.send(&ToManager::Descriptor(descriptor)).await;
+        let Some(link) = &mut self.link else {
+            return;
+        };
+        self.sent_descriptor = identity;
+        self.retry_rejected_at = None;
+        let answer = match tokio::time::timeout(ANSWER_TIMEOUT, link.next()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!(
+                "no answer to a descriptor within {ANSWER_TIMEOUT:?}"
+            )),
+        };
+        match answer {
+            Ok(ToAgent::Accepted(what)) => {
+                tracing::info!("pushed tor's current descriptor; the manager took it: {what}");
+                self.descriptor_accepted = true;
+                self.rejection = None;
+            }
+            Ok(ToAgent::Rejected(why)) => {
+                // Expected once after every tor start: the descriptor tor
+                // has before its intro points are up is incomplete.
+                tracing::warn!("the manager rejected tor's current descriptor: {why}");
+                self.retry_rejected_at = Some(Instant::now() + REJECTED_RETRY);
+                self.rejection = Some(why);
+            }
+            Ok(other) => {
+                tracing::warn!("unexpected answer to a descriptor: {other:?}; reconnecting");
+                self.link = None;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; reconnecting");
+                self.link = None;
             }
         }
-        // Healthy only once the manager can have the intro points of this
-        // tor, not those of one that died.
-        if !self.tor_has_descriptor {
-            self.tor_has_descriptor = true;
-            self.report_if_changed().await;
-        }
+        self.report_if_changed().await;
     }
 
     async fn on_tor_event(&mut self, reply: &Reply) {
@@ -357,14 +402,10 @@ impl Agent {
         self.report_if_changed().await;
     }
 
+    /// A message from the manager that answers nothing: the manager only
+    /// ever answers, so this is a fault (or the connection's end).
     fn on_manager(&mut self, message: Result<ToAgent, String>) {
         match message {
-            Ok(ToAgent::Accepted(what)) => {
-                tracing::info!("the manager took the descriptor: {what}")
-            }
-            Ok(ToAgent::Rejected(why)) => {
-                tracing::warn!("the manager rejected the descriptor: {why}");
-            }
             Ok(other) => tracing::debug!("unexpected message from the manager: {other:?}"),
             Err(e) => {
                 tracing::warn!("{e}; reconnecting");
@@ -378,8 +419,11 @@ impl Agent {
         if let Some(problem) = &self.tor_problem {
             return Health::Down(problem.clone());
         }
-        if !self.tor_has_descriptor {
-            return Health::Down("tor has no descriptor for the service yet".into());
+        if !self.descriptor_accepted {
+            return Health::Down(match &self.rejection {
+                Some(why) => format!("the manager rejected tor's descriptor: {why}"),
+                None => "the manager has no descriptor from this tor yet".into(),
+            });
         }
         if self.probe_failures >= self.probe_failures_allowed {
             return Health::Down(format!(
