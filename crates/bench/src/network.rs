@@ -1,0 +1,364 @@
+//! The network benchmark: both balancers, one after the other, on one
+//! private Tor network, each with its own master key over the same three
+//! instances. Every time is taken from what a client sees (a page fetched
+//! over the master address, or the descriptor the HSDirs serve), never
+//! from a balancer's own log.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use onionlb_core::{MasterKey, OnionAddress};
+use serde::Serialize;
+use testnet::app::served_by;
+use testnet::Testnet;
+use torctl::{ControlAddr, Credentials, Event};
+
+use crate::observe::{instance_intro_points, HsdirView, IntroId};
+use crate::tool::{self, InstanceSpec, Programs, Tool};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The tools, in the order they run.
+    pub tools: Vec<Tool>,
+    /// Where they are.
+    pub programs: Programs,
+    /// Where the network and the tools keep their files.
+    pub dir: PathBuf,
+    /// Bound on every wait.
+    pub bound: Duration,
+    /// Requests over fresh circuits for the client share.
+    pub share_requests: usize,
+}
+
+/// One tool's figures; `None` where the event did not happen within the
+/// bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Which tool.
+    pub tool: Tool,
+    /// From starting the tool to a page fetched over the master address.
+    pub start_to_reachable_s: Option<f64>,
+    /// From killing instance0's tor to the first HSDir serving a master
+    /// descriptor without its intro points.
+    pub kill_to_first_hsdir_without_s: Option<f64>,
+    /// ... to every HSDir serving one without them.
+    pub kill_to_all_hsdirs_without_s: Option<f64>,
+    /// From killing instance0's tor to 10 requests in a row succeeding.
+    pub kill_to_ten_in_a_row_s: Option<f64>,
+    /// Requests that failed before those 10.
+    pub failed_requests_after_kill: usize,
+    /// From the restarted instance0's tor uploading its descriptor (new
+    /// intro points) to the first HSDir serving a master descriptor with
+    /// one of them.
+    pub upload_to_first_hsdir_with_s: Option<f64>,
+    /// ... to every HSDir serving one with them.
+    pub upload_to_all_hsdirs_with_s: Option<f64>,
+    /// Which instance answered, over many fresh circuits.
+    pub share: BTreeMap<String, usize>,
+    /// Requests of the share that failed.
+    pub share_failures: usize,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Bound on every wait, in seconds.
+    pub bound_s: f64,
+    /// Instances behind each master address.
+    pub instances: usize,
+    /// The figures, per tool.
+    pub tools: Vec<Figures>,
+}
+
+/// Starts the network, runs every tool on it in turn, stops it.
+pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
+    let keys: Vec<(MasterKey, String)> = plan
+        .tools
+        .iter()
+        .map(|_| MasterKey::generate(&mut rand::rng()).context("generating a master key"))
+        .collect::<anyhow::Result<_>>()?;
+    let app: Vec<OsString> = vec![
+        plan.programs.onionlb.clone().into(),
+        "testnet".into(),
+        "app".into(),
+    ];
+    let mut config = testnet::Config::new(plan.dir.join("net"), app);
+    config.masters = keys.iter().map(|(key, _)| key.address()).collect();
+    eprintln!("starting the private network in {}", config.dir.display());
+    let mut net = Testnet::start(config).await.context("starting the private network")?;
+
+    let mut figures = Vec::new();
+    for (tool, (key, pem)) in plan.tools.iter().zip(&keys) {
+        eprintln!("== {tool:?}, master {}", key.address());
+        let result = measure(&mut net, plan, *tool, key.address(), pem).await;
+        match result {
+            Ok(f) => {
+                eprintln!("{f:?}");
+                figures.push(f);
+            }
+            Err(e) => {
+                net.stop();
+                return Err(e.context(format!("measuring {tool:?}")));
+            }
+        }
+    }
+    net.stop();
+    Ok(Report {
+        bound_s: plan.bound.as_secs_f64(),
+        instances: 3,
+        tools: figures,
+    })
+}
+
+async fn measure(
+    net: &mut Testnet,
+    plan: &Plan,
+    tool: Tool,
+    master: OnionAddress,
+    pem: &str,
+) -> anyhow::Result<Figures> {
+    let instances: Vec<InstanceSpec> = net
+        .layout()
+        .instances()
+        .zip(net.instance_addresses())
+        .map(|(node, address)| {
+            Ok(InstanceSpec {
+                name: node.name.clone(),
+                address: *address,
+                control_port: node.control_port,
+                app_port: node.app_port.context("an instance without an app")?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let control_port = match net.manager_control().addr {
+        ControlAddr::Tcp(addr) => addr.port(),
+        other => anyhow::bail!("the management tor listens on {other}, not TCP"),
+    };
+    let client = net.client_control();
+    let mut view = HsdirView::connect(&client.addr, Credentials::CookieFile(client.cookie))
+        .await?;
+    let url = format!("http://{master}/");
+    let dir = plan.dir.join(format!("{tool:?}").to_lowercase());
+    let bound = plan.bound;
+
+    // Start, and wait for the master address to answer.
+    let started = Instant::now();
+    let running = tool::start(tool, &plan.programs, &dir, pem, &instances, control_port)?;
+    let reachable = first_success(net, &url, started + bound).await;
+    let start_to_reachable_s = reachable.map(|at| secs(at - started));
+    eprintln!("reachable after {start_to_reachable_s:?} s");
+
+    // Every instance in the master descriptor on every HSDir before the
+    // kill, so the kill is the only change measured.
+    let nodes: Vec<_> = net.layout().instances().cloned().collect();
+    let mut all_ids = Vec::new();
+    for (node, instance) in nodes.iter().zip(&instances) {
+        all_ids.push(instance_intro_points(&node.control_addr(), instance.address).await?);
+    }
+    let all_in = poll(&mut view, master, Instant::now() + bound, |served| {
+        all_ids.iter().all(|ids| served.all_with(ids))
+    })
+    .await?;
+    anyhow::ensure!(
+        all_in.first.is_some(),
+        "{tool:?} never published all three instances within {bound:?}; see {}",
+        running.log().display()
+    );
+
+    // Kill instance0's tor.
+    let dead = all_ids[0].clone();
+    let killed = Instant::now();
+    net.stop_instance(0).context("stopping instance0")?;
+    let deadline = killed + bound;
+    let (out, ten) = {
+        let view = &mut view;
+        let net_ref: &Testnet = net;
+        tokio::join!(
+            poll_both(view, master, deadline, |s| s.some_without(&dead), |s| s.all_without(&dead)),
+            ten_in_a_row(net_ref, &url, deadline),
+        )
+    };
+    let out = out?;
+    let kill_to_first_hsdir_without_s = out.first.map(|at| secs(at - killed));
+    let kill_to_all_hsdirs_without_s = out.all.map(|at| secs(at - killed));
+    let kill_to_ten_in_a_row_s = ten.done.map(|at| secs(at - killed));
+    eprintln!(
+        "kill: first HSDir without after {kill_to_first_hsdir_without_s:?} s, all after {kill_to_all_hsdirs_without_s:?} s, 10 in a row after {kill_to_ten_in_a_row_s:?} s"
+    );
+
+    // Restart it: new intro points.
+    let node = &nodes[0];
+    net.start_instance(0, Duration::from_secs(120))
+        .await
+        .context("restarting instance0")?;
+    let uploaded = first_upload(&node.control_addr(), instances[0].address, bound).await?;
+    let fresh: HashSet<IntroId> =
+        instance_intro_points(&node.control_addr(), instances[0].address).await?;
+    let fresh: HashSet<IntroId> = fresh.difference(&dead).copied().collect();
+    anyhow::ensure!(!fresh.is_empty(), "instance0 came back with its old intro points");
+    let back = poll_both(&mut view, master, uploaded + bound, |s| s.some_with(&fresh), |s| {
+        s.all_with(&fresh)
+    })
+    .await?;
+    let upload_to_first_hsdir_with_s = back.first.map(|at| secs(at.saturating_duration_since(uploaded)));
+    let upload_to_all_hsdirs_with_s = back.all.map(|at| secs(at.saturating_duration_since(uploaded)));
+    eprintln!(
+        "restart: first HSDir with new intro points after {upload_to_first_hsdir_with_s:?} s, all after {upload_to_all_hsdirs_with_s:?} s"
+    );
+
+    // Client share over fresh circuits.
+    let mut share: BTreeMap<String, usize> =
+        instances.iter().map(|i| (i.name.clone(), 0)).collect();
+    let mut share_failures = 0;
+    for _ in 0..plan.share_requests {
+        match net.fetch(&url).await {
+            Ok(response) => match served_by(&response.body) {
+                Some(who) => *share.entry(who.to_owned()).or_default() += 1,
+                None => share_failures += 1,
+            },
+            Err(_) => share_failures += 1,
+        }
+    }
+    eprintln!("share: {share:?}, {share_failures} failed");
+    running.stop();
+
+    Ok(Figures {
+        tool,
+        start_to_reachable_s,
+        kill_to_first_hsdir_without_s,
+        kill_to_all_hsdirs_without_s,
+        kill_to_ten_in_a_row_s,
+        failed_requests_after_kill: ten.failures,
+        upload_to_first_hsdir_with_s,
+        upload_to_all_hsdirs_with_s,
+        share,
+        share_failures,
+    })
+}
+
+/// When something was first seen on some HSDir and on all of them.
+struct Seen {
+    first: Option<Instant>,
+    all: Option<Instant>,
+}
+
+/// Polls the HSDirs until `all` holds (or `deadline`), noting when `some`
+/// first held.
+async fn poll_both(
+    view: &mut HsdirView,
+    master: OnionAddress,
+    deadline: Instant,
+    some: impl Fn(&crate::observe::Served) -> bool,
+    all: impl Fn(&crate::observe::Served) -> bool,
+) -> anyhow::Result<Seen> {
+    let mut seen = Seen {
+        first: None,
+        all: None,
+    };
+    while Instant::now() < deadline {
+        let served = view.fetch(master).await?;
+        let now = Instant::now();
+        if seen.first.is_none() && some(&served) {
+            seen.first = Some(now);
+        }
+        if all(&served) {
+            seen.first.get_or_insert(now);
+            seen.all = Some(now);
+            return Ok(seen);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(seen)
+}
+
+/// Polls the HSDirs until `holds` (or `deadline`).
+async fn poll(
+    view: &mut HsdirView,
+    master: OnionAddress,
+    deadline: Instant,
+    holds: impl Fn(&crate::observe::Served) -> bool,
+) -> anyhow::Result<Seen> {
+    poll_both(view, master, deadline, &holds, &holds).await
+}
+
+/// When `url` first answers (NEWNYM between tries, so the client fetches
+/// the descriptor again).
+async fn first_success(net: &Testnet, url: &str, deadline: Instant) -> Option<Instant> {
+    while Instant::now() < deadline {
+        if let Ok(response) = net.fetch(url).await {
+            if served_by(&response.body).is_some() {
+                return Some(Instant::now());
+            }
+        }
+        let _ = net.newnym().await;
+    }
+    None
+}
+
+/// When 10 requests in a row succeeded, each on a fresh circuit; after a
+/// failure the count starts again (with a NEWNYM, as a user would retry).
+struct TenInARow {
+    done: Option<Instant>,
+    failures: usize,
+}
+
+async fn ten_in_a_row(net: &Testnet, url: &str, deadline: Instant) -> TenInARow {
+    let mut in_a_row = 0;
+    let mut failures = 0;
+    while Instant::now() < deadline {
+        let ok = matches!(net.fetch(url).await, Ok(r) if served_by(&r.body).is_some());
+        if ok {
+            in_a_row += 1;
+            if in_a_row == 10 {
+                return TenInARow {
+                    done: Some(Instant::now()),
+                    failures,
+                };
+            }
+        } else {
+            in_a_row = 0;
+            failures += 1;
+            let _ = net.newnym().await;
+        }
+    }
+    TenInARow {
+        done: None,
+        failures,
+    }
+}
+
+/// When the instance's tor next reports an uploaded descriptor of
+/// `address`'s (an upload before we subscribed counts as now).
+async fn first_upload(
+    control_addr: &ControlAddr,
+    address: OnionAddress,
+    bound: Duration,
+) -> anyhow::Result<Instant> {
+    let control = torctl::Connector::new(control_addr.clone(), Credentials::Auto)
+        .subscribe(["HS_DESC"])
+        .connect()
+        .await
+        .context("following the restarted instance's tor")?;
+    let mut events = control.take_events().context("no events")?;
+    let deadline = Instant::now() + bound;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = tokio::time::timeout(left, events.recv())
+            .await
+            .context("the restarted instance uploaded nothing in time")?
+            .context("the restarted instance's tor went away")?;
+        if let Event::HsDesc(event) = Event::parse(&reply) {
+            if event.action == "UPLOADED" && event.address == address.without_suffix() {
+                return Ok(Instant::now());
+            }
+        }
+    }
+}
+
+fn secs(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 10.0).round() / 10.0
+}

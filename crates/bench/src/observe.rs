@@ -1,0 +1,194 @@
+//! What clients see, read without trusting either balancer's own account:
+//! the master descriptor as the HSDirs serve it, and an instance's intro
+//! points as its own tor has them. Both tools are timed by the same eyes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context as _};
+use onionlb_core::consensus::Consensus;
+use onionlb_core::descriptor::validate_instance_descriptor;
+use onionlb_core::period::PeriodRules;
+use onionlb_core::OnionAddress;
+use tokio::sync::mpsc;
+use tor_hscrypto::pk::HsIdKey;
+use torctl::{Command, ControlAddr, Credentials, Event, Reply};
+
+/// An intro point, named by its `auth-key` (the intro point's service id
+/// key, which is new each time a tor creates the intro point).
+pub type IntroId = [u8; 32];
+
+/// Descriptors larger than this are not descriptors any tool publishes.
+const MAX_SIZE: usize = 100_000;
+/// How long one round of fetches may take.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Fetches descriptors through a client tor's control port (`HSFETCH`).
+pub struct HsdirView {
+    control: torctl::ControlClient,
+    events: mpsc::Receiver<Reply>,
+    rules: PeriodRules,
+    /// Every relay with the HSDir flag, as `$FINGERPRINT`.
+    hsdirs: Vec<String>,
+}
+
+/// What one round of fetches found: for each HSDir that had the
+/// descriptor, its intro points.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Intro points per HSDir fingerprint.
+    pub by_hsdir: BTreeMap<String, HashSet<IntroId>>,
+}
+
+impl Served {
+    /// Whether some HSDir serves a descriptor with none of `intro_points`.
+    pub fn some_without(&self, intro_points: &HashSet<IntroId>) -> bool {
+        self.by_hsdir.values().any(|ids| ids.is_disjoint(intro_points))
+    }
+
+    /// Whether every HSDir that has a descriptor serves one with none of
+    /// `intro_points`.
+    pub fn all_without(&self, intro_points: &HashSet<IntroId>) -> bool {
+        !self.by_hsdir.is_empty() && self.by_hsdir.values().all(|ids| ids.is_disjoint(intro_points))
+    }
+
+    /// Whether some HSDir serves a descriptor with one of `intro_points`.
+    pub fn some_with(&self, intro_points: &HashSet<IntroId>) -> bool {
+        self.by_hsdir.values().any(|ids| !ids.is_disjoint(intro_points))
+    }
+
+    /// Whether every HSDir that has a descriptor serves one with one of
+    /// `intro_points`.
+    pub fn all_with(&self, intro_points: &HashSet<IntroId>) -> bool {
+        !self.by_hsdir.is_empty() && self.by_hsdir.values().all(|ids| !ids.is_disjoint(intro_points))
+    }
+}
+
+impl HsdirView {
+    /// Connects to the client tor at `addr` and reads its consensus.
+    pub async fn connect(addr: &ControlAddr, credentials: Credentials) -> anyhow::Result<Self> {
+        let control = torctl::Connector::new(addr.clone(), credentials)
+            .subscribe(["HS_DESC", "HS_DESC_CONTENT"])
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the client tor at {addr}"))?;
+        let events = control
+            .take_events()
+            .context("the client tor's events were taken")?;
+        let text = control
+            .getinfo("dir/status-vote/current/consensus-microdesc")
+            .await
+            .context("reading the client tor's consensus")?;
+        let consensus = Consensus::parse(&text).context("parsing the client tor's consensus")?;
+        let hsdirs = consensus
+            .relays
+            .iter()
+            .filter(|r| r.hsdir_flag)
+            .map(|r| format!("${}", r.rsa_id))
+            .collect();
+        Ok(HsdirView {
+            control,
+            events,
+            rules: PeriodRules::new(&consensus, true),
+            hsdirs,
+        })
+    }
+
+    /// Asks every HSDir for `address`'s descriptor of the current time
+    /// period, as a client would, and decodes what each serves.
+    pub async fn fetch(&mut self, address: OnionAddress) -> anyhow::Result<Served> {
+        while self.events.try_recv().is_ok() {}
+        let bare = address.without_suffix();
+        let command = Command::new("HSFETCH")
+            .arg(bare.clone())
+            .args(self.hsdirs.iter().map(|fp| format!("SERVER={fp}")));
+        self.control
+            .request(&command)
+            .await
+            .context("HSFETCH")?;
+        let identity = HsIdKey::try_from(address.hs_id())
+            .map_err(|e| anyhow::anyhow!("{address} is not a valid key: {e}"))?;
+        let mut answered = HashSet::new();
+        let mut served = Served::default();
+        let deadline = Instant::now() + ROUND_TIMEOUT;
+        while answered.len() < self.hsdirs.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(reply)) = tokio::time::timeout(left, self.events.recv()).await else {
+                break;
+            };
+            match Event::parse(&reply) {
+                Event::HsDesc(event)
+                    if event.address == bare && event.action == "FAILED" =>
+                {
+                    answered.insert(event.hsdir.unwrap_or_default());
+                }
+                Event::HsDescContent(content) if content.address == bare => {
+                    let hsdir = content.hsdir.unwrap_or_default();
+                    answered.insert(hsdir.clone());
+                    if content.descriptor.trim().is_empty() {
+                        continue;
+                    }
+                    if let Some(ids) = self.intro_points(&content.descriptor, &identity) {
+                        served.by_hsdir.insert(hsdir, ids);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(served)
+    }
+
+    /// The intro points of `text`, a descriptor of `identity`'s for a
+    /// period around now; `None` if it does not decode.
+    fn intro_points(&self, text: &str, identity: &HsIdKey) -> Option<HashSet<IntroId>> {
+        let now = SystemTime::now();
+        let current = self.rules.period_at(now)?;
+        let periods = [current.prev()?, current, current.next()?];
+        let descriptor = validate_instance_descriptor(text, identity, &periods, now, MAX_SIZE).ok()?;
+        Some(intro_ids(&descriptor.intro_points))
+    }
+}
+
+/// The intro points of the descriptor the instance's own tor has now (it
+/// is fresh: tor builds it as it uploads).
+pub async fn instance_intro_points(
+    control_addr: &ControlAddr,
+    address: OnionAddress,
+) -> anyhow::Result<HashSet<IntroId>> {
+    let control = torctl::Connector::new(control_addr.clone(), Credentials::Auto)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {address}'s tor at {control_addr}"))?;
+    let identity = HsIdKey::try_from(address.hs_id())
+        .map_err(|e| anyhow::anyhow!("{address} is not a valid key: {e}"))?;
+    let text = control
+        .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
+        .await
+        .with_context(|| format!("reading {address}'s descriptor from its tor"))?;
+    let consensus = Consensus::parse(
+        &control
+            .getinfo("dir/status-vote/current/consensus-microdesc")
+            .await
+            .context("reading the instance tor's consensus")?,
+    )
+    .context("parsing the instance tor's consensus")?;
+    let rules = PeriodRules::new(&consensus, true);
+    let now = SystemTime::now();
+    let Some(current) = rules.period_at(now) else {
+        bail!("no time period at now");
+    };
+    let periods: Vec<_> = [current.prev(), Some(current), current.next()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let descriptor = validate_instance_descriptor(&text, &identity, &periods, now, MAX_SIZE)
+        .with_context(|| format!("decoding {address}'s own descriptor"))?;
+    Ok(intro_ids(&descriptor.intro_points))
+}
+
+fn intro_ids(intro_points: &[tor_netdoc::doc::hsdesc::IntroPointDesc]) -> HashSet<IntroId> {
+    intro_points
+        .iter()
+        .map(|ip| ip.ipt_sid_key().to_bytes())
+        .collect()
+}

@@ -1,0 +1,217 @@
+//! The two balancers under test, started the way an operator would start
+//! them, from one config file they both read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use onionlb_core::agent::AgentKey;
+use onionlb_core::OnionAddress;
+use serde::Serialize;
+
+/// Which balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Tool {
+    /// This project, with an agent beside each instance.
+    Onionlb,
+    /// Python Onionbalance (0.2.4 from PyPI).
+    Onionbalance,
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The `onionlb` binary.
+    pub onionlb: PathBuf,
+    /// The `onionbalance` script in its venv.
+    pub onionbalance: PathBuf,
+}
+
+/// One instance, as the balancer and its agent need it.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Its name (what its app answers with).
+    pub name: String,
+    /// Its onion address.
+    pub address: OnionAddress,
+    /// Its tor's control port.
+    pub control_port: u16,
+    /// Its application's port.
+    pub app_port: u16,
+}
+
+/// A started balancer (and, for onionlb, its agents). Stopped on drop.
+pub struct Running {
+    children: Vec<(String, Child)>,
+    log: PathBuf,
+}
+
+/// Writes the config both tools read: the master key file and the
+/// instances, plus `extra` lines per instance.
+pub fn write_config(
+    dir: &Path,
+    key_pem: &str,
+    instances: &[InstanceSpec],
+    top: &str,
+    extra: impl Fn(usize) -> String,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_private(&dir.join("master.key"), key_pem.as_bytes())?;
+    let mut yaml = format!("{top}services:\n- key: master.key\n  instances:\n");
+    for (i, instance) in instances.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - address: {}\n    name: {}\n{}",
+            instance.address,
+            instance.name,
+            extra(i)
+        ));
+    }
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
+    Ok(config)
+}
+
+/// Starts `tool` in `dir` against the management tor's control port.
+pub fn start(
+    tool: Tool,
+    programs: &Programs,
+    dir: &Path,
+    key_pem: &str,
+    instances: &[InstanceSpec],
+    control_port: u16,
+) -> anyhow::Result<Running> {
+    let port = control_port.to_string();
+    match tool {
+        Tool::Onionbalance => {
+            let config = write_config(dir, key_pem, instances, "", |_| String::new())?;
+            let log = dir.join("onionbalance.log");
+            let child = spawn_logged(
+                Command::new(&programs.onionbalance)
+                    .args(["--is-testnet", "-v", "info", "-i", "127.0.0.1", "-p", &port, "-c"])
+                    .arg(&config),
+                &log,
+            )?;
+            Ok(Running {
+                children: vec![("onionbalance".into(), child)],
+                log,
+            })
+        }
+        Tool::Onionlb => {
+            let socket = dir.join("agents.sock");
+            let keys: Vec<AgentKey> = instances
+                .iter()
+                .map(|_| AgentKey::generate(&mut rand::rng()))
+                .collect();
+            let top = format!("agents:\n  socket: {}\n", socket.display());
+            let config = write_config(dir, key_pem, instances, &top, |i| {
+                format!("    agent-key: {}\n", keys[i].public())
+            })?;
+            let log = dir.join("onionlb.log");
+            let manager = spawn_logged(
+                Command::new(&programs.onionlb)
+                    .args(["-v", "debug", "-p", &port, "-c"])
+                    .arg(&config),
+                &log,
+            )?;
+            let mut children = vec![("onionlb".to_owned(), manager)];
+            wait_for_path(&socket, Duration::from_secs(30))?;
+            for (instance, key) in instances.iter().zip(&keys) {
+                let key_file = dir.join(format!("{}.agent.key", instance.name));
+                write_private(&key_file, key.to_file_text().as_bytes())?;
+                let agent = spawn_logged(
+                    Command::new(&programs.onionlb)
+                        .args(["agent", "run", "--key"])
+                        .arg(&key_file)
+                        .args(["--address", &instance.address.to_string()])
+                        .args(["--control-port", &format!("127.0.0.1:{}", instance.control_port)])
+                        .args(["--probe", &format!("http://127.0.0.1:{}/", instance.app_port)])
+                        .arg("--manager")
+                        .arg(format!("unix:{}", socket.display())),
+                    &dir.join(format!("{}.agent.log", instance.name)),
+                )?;
+                children.push((format!("{} agent", instance.name), agent));
+            }
+            Ok(Running { children, log })
+        }
+    }
+}
+
+impl Running {
+    /// The balancer's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Stops every process it started (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        for (name, child) in self.children.iter_mut().rev() {
+            let Ok(pid) = i32::try_from(child.id()) else {
+                continue;
+            };
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                eprintln!("{name} did not stop within 10 s of SIGTERM; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn spawn_logged(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone().context("duplicating a log file handle")?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))
+}
+
+fn wait_for_path(path: &Path, bound: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + bound;
+    while !path.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} did not appear within {bound:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Writes a key file readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .with_context(|| format!("writing {}", path.display()))
+}
