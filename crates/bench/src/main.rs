@@ -18,6 +18,13 @@ enum Cli {
     /// Both tools on one private Tor network: start to reachable, an
     /// instance killed, an instance restarted, client share.
     Network(NetworkArgs),
+    /// Writes the micro benchmarks' inputs (keys, instance descriptors, a
+    /// consensus of 8000 HSDirs), which both tools then read.
+    Inputs {
+        /// Where to write them (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,14 +55,22 @@ struct NetworkArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
+        Cli::Inputs { out } => onionlb_bench::micro::Inputs::generate()?.write(&out),
         Cli::Network(args) => {
+            // Absolute, as the tools resolve paths in their config from it.
+            std::fs::create_dir_all(&args.dir)
+                .with_context(|| format!("creating {}", args.dir.display()))?;
+            let dir = args
+                .dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", args.dir.display()))?;
             let plan = network::Plan {
                 tools: args.tools,
                 programs: tool::Programs {
                     onionlb: args.onionlb,
                     onionbalance: args.onionbalance,
                 },
-                dir: args.dir,
+                dir,
                 bound: Duration::from_secs(args.bound),
                 share_requests: args.share_requests,
             };

@@ -89,7 +89,9 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let mut config = testnet::Config::new(plan.dir.join("net"), app);
     config.masters = keys.iter().map(|(key, _)| key.address()).collect();
     eprintln!("starting the private network in {}", config.dir.display());
-    let mut net = Testnet::start(config).await.context("starting the private network")?;
+    let mut net = Testnet::start(config)
+        .await
+        .context("starting the private network")?;
 
     let mut figures = Vec::new();
     for (tool, (key, pem)) in plan.tools.iter().zip(&keys) {
@@ -139,8 +141,7 @@ async fn measure(
         other => anyhow::bail!("the management tor listens on {other}, not TCP"),
     };
     let client = net.client_control();
-    let mut view = HsdirView::connect(&client.addr, Credentials::CookieFile(client.cookie))
-        .await?;
+    let mut view = HsdirView::connect(&client.addr, Credentials::CookieFile(client.cookie)).await?;
     let url = format!("http://{master}/");
     let dir = plan.dir.join(format!("{tool:?}").to_lowercase());
     let bound = plan.bound;
@@ -178,7 +179,13 @@ async fn measure(
         let view = &mut view;
         let net_ref: &Testnet = net;
         tokio::join!(
-            poll_both(view, master, deadline, |s| s.some_without(&dead), |s| s.all_without(&dead)),
+            poll_both(
+                view,
+                master,
+                deadline,
+                |s| s.some_without(&dead),
+                |s| s.all_without(&dead)
+            ),
             ten_in_a_row(net_ref, &url, deadline),
         )
     };
@@ -199,13 +206,24 @@ async fn measure(
     let fresh: HashSet<IntroId> =
         instance_intro_points(&node.control_addr(), instances[0].address).await?;
     let fresh: HashSet<IntroId> = fresh.difference(&dead).copied().collect();
-    anyhow::ensure!(!fresh.is_empty(), "instance0 came back with its old intro points");
-    let back = poll_both(&mut view, master, uploaded + bound, |s| s.some_with(&fresh), |s| {
-        s.all_with(&fresh)
-    })
+    anyhow::ensure!(
+        !fresh.is_empty(),
+        "instance0 came back with its old intro points"
+    );
+    let back = poll_both(
+        &mut view,
+        master,
+        uploaded + bound,
+        |s| s.some_with(&fresh),
+        |s| s.all_with(&fresh),
+    )
     .await?;
-    let upload_to_first_hsdir_with_s = back.first.map(|at| secs(at.saturating_duration_since(uploaded)));
-    let upload_to_all_hsdirs_with_s = back.all.map(|at| secs(at.saturating_duration_since(uploaded)));
+    let upload_to_first_hsdir_with_s = back
+        .first
+        .map(|at| secs(at.saturating_duration_since(uploaded)));
+    let upload_to_all_hsdirs_with_s = back
+        .all
+        .map(|at| secs(at.saturating_duration_since(uploaded)));
     eprintln!(
         "restart: first HSDir with new intro points after {upload_to_first_hsdir_with_s:?} s, all after {upload_to_all_hsdirs_with_s:?} s"
     );

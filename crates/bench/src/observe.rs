@@ -43,24 +43,36 @@ pub struct Served {
 impl Served {
     /// Whether some HSDir serves a descriptor with none of `intro_points`.
     pub fn some_without(&self, intro_points: &HashSet<IntroId>) -> bool {
-        self.by_hsdir.values().any(|ids| ids.is_disjoint(intro_points))
+        self.by_hsdir
+            .values()
+            .any(|ids| ids.is_disjoint(intro_points))
     }
 
     /// Whether every HSDir that has a descriptor serves one with none of
     /// `intro_points`.
     pub fn all_without(&self, intro_points: &HashSet<IntroId>) -> bool {
-        !self.by_hsdir.is_empty() && self.by_hsdir.values().all(|ids| ids.is_disjoint(intro_points))
+        !self.by_hsdir.is_empty()
+            && self
+                .by_hsdir
+                .values()
+                .all(|ids| ids.is_disjoint(intro_points))
     }
 
     /// Whether some HSDir serves a descriptor with one of `intro_points`.
     pub fn some_with(&self, intro_points: &HashSet<IntroId>) -> bool {
-        self.by_hsdir.values().any(|ids| !ids.is_disjoint(intro_points))
+        self.by_hsdir
+            .values()
+            .any(|ids| !ids.is_disjoint(intro_points))
     }
 
     /// Whether every HSDir that has a descriptor serves one with one of
     /// `intro_points`.
     pub fn all_with(&self, intro_points: &HashSet<IntroId>) -> bool {
-        !self.by_hsdir.is_empty() && self.by_hsdir.values().all(|ids| !ids.is_disjoint(intro_points))
+        !self.by_hsdir.is_empty()
+            && self
+                .by_hsdir
+                .values()
+                .all(|ids| !ids.is_disjoint(intro_points))
     }
 }
 
@@ -102,10 +114,7 @@ impl HsdirView {
         let command = Command::new("HSFETCH")
             .arg(bare.clone())
             .args(self.hsdirs.iter().map(|fp| format!("SERVER={fp}")));
-        self.control
-            .request(&command)
-            .await
-            .context("HSFETCH")?;
+        self.control.request(&command).await.context("HSFETCH")?;
         let identity = HsIdKey::try_from(address.hs_id())
             .map_err(|e| anyhow::anyhow!("{address} is not a valid key: {e}"))?;
         let mut answered = HashSet::new();
@@ -117,9 +126,7 @@ impl HsdirView {
                 break;
             };
             match Event::parse(&reply) {
-                Event::HsDesc(event)
-                    if event.address == bare && event.action == "FAILED" =>
-                {
+                Event::HsDesc(event) if event.address == bare && event.action == "FAILED" => {
                     answered.insert(event.hsdir.unwrap_or_default());
                 }
                 Event::HsDescContent(content) if content.address == bare => {
@@ -144,7 +151,8 @@ impl HsdirView {
         let now = SystemTime::now();
         let current = self.rules.period_at(now)?;
         let periods = [current.prev()?, current, current.next()?];
-        let descriptor = validate_instance_descriptor(text, identity, &periods, now, MAX_SIZE).ok()?;
+        let descriptor =
+            validate_instance_descriptor(text, identity, &periods, now, MAX_SIZE).ok()?;
         Some(intro_ids(&descriptor.intro_points))
     }
 }

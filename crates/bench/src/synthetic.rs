@@ -31,15 +31,13 @@ pub const VOTING_INTERVAL: Duration = Duration::from_secs(3600);
 /// give the same relay, so both tools see the same network.
 fn bytes<const N: usize>(label: &str, index: usize) -> [u8; N] {
     let mut out = [0u8; N];
-    let mut counter = 0u32;
-    for chunk in out.chunks_mut(32) {
+    for (counter, chunk) in out.chunks_mut(32).enumerate() {
         let digest = Sha256::new()
             .chain_update(label.as_bytes())
             .chain_update(index.to_be_bytes())
             .chain_update(counter.to_be_bytes())
             .finalize();
         chunk.copy_from_slice(&digest[..chunk.len()]);
-        counter += 1;
     }
     out
 }

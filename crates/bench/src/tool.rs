@@ -89,7 +89,16 @@ pub fn start(
             let log = dir.join("onionbalance.log");
             let child = spawn_logged(
                 Command::new(&programs.onionbalance)
-                    .args(["--is-testnet", "-v", "info", "-i", "127.0.0.1", "-p", &port, "-c"])
+                    .args([
+                        "--is-testnet",
+                        "-v",
+                        "info",
+                        "-i",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-c",
+                    ])
                     .arg(&config),
                 &log,
             )?;
@@ -125,8 +134,14 @@ pub fn start(
                         .args(["agent", "run", "--key"])
                         .arg(&key_file)
                         .args(["--address", &instance.address.to_string()])
-                        .args(["--control-port", &format!("127.0.0.1:{}", instance.control_port)])
-                        .args(["--probe", &format!("http://127.0.0.1:{}/", instance.app_port)])
+                        .args([
+                            "--control-port",
+                            &format!("127.0.0.1:{}", instance.control_port),
+                        ])
+                        .args([
+                            "--probe",
+                            &format!("http://127.0.0.1:{}/", instance.app_port),
+                        ])
                         .arg("--manager")
                         .arg(format!("unix:{}", socket.display())),
                     &dir.join(format!("{}.agent.log", instance.name)),
