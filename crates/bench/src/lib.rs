@@ -1,5 +1,4 @@
-//! The parts of onionlb's benchmark harness that the criterion benches
-//! share with the `onionlb-bench` binary.
+#![doc = include_str!("../README.md")]
 
 pub mod micro;
 pub mod synthetic;

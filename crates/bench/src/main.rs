@@ -1,5 +1,5 @@
-//! `onionlb-bench`: the benchmark harness behind `scripts/bench`. See the
-//! README for what it measures and how.
+//! `onionlb-bench`: the benchmark harness behind `scripts/bench` (see the
+//! crate README for what it measures and how).
 
 mod network;
 mod observe;

@@ -173,6 +173,8 @@ pub async fn instance_intro_points(
         .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
         .await
         .with_context(|| format!("reading {address}'s descriptor from its tor"))?;
+    // GETINFO's answer lacks the descriptor's final newline.
+    let text = format!("{}\n", text.trim_end());
     let consensus = Consensus::parse(
         &control
             .getinfo("dir/status-vote/current/consensus-microdesc")
