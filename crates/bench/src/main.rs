@@ -74,7 +74,15 @@ async fn main() -> anyhow::Result<()> {
                 bound: Duration::from_secs(args.bound),
                 share_requests: args.share_requests,
             };
-            let report = network::run(&plan).await?;
+            // On a signal, dropping the run stops every process it started.
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("installing SIGTERM")?;
+            let report = tokio::select! {
+                report = network::run(&plan) => report?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+                _ = terminate.recv() => anyhow::bail!("terminated"),
+            };
             let json = serde_json::to_string_pretty(&report).context("encoding the figures")?;
             std::fs::write(&args.out, json + "\n")
                 .with_context(|| format!("writing {}", args.out.display()))?;

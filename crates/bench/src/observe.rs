@@ -151,9 +151,13 @@ impl HsdirView {
         let now = SystemTime::now();
         let current = self.rules.period_at(now)?;
         let periods = [current.prev()?, current, current.next()?];
-        let descriptor =
-            validate_instance_descriptor(text, identity, &periods, now, MAX_SIZE).ok()?;
-        Some(intro_ids(&descriptor.intro_points))
+        match validate_instance_descriptor(&terminated(text), identity, &periods, now, MAX_SIZE) {
+            Ok(descriptor) => Some(intro_ids(&descriptor.intro_points)),
+            Err(e) => {
+                eprintln!("an HSDir served a descriptor that does not decode: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -173,8 +177,6 @@ pub async fn instance_intro_points(
         .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
         .await
         .with_context(|| format!("reading {address}'s descriptor from its tor"))?;
-    // GETINFO's answer lacks the descriptor's final newline.
-    let text = format!("{}\n", text.trim_end());
     let consensus = Consensus::parse(
         &control
             .getinfo("dir/status-vote/current/consensus-microdesc")
@@ -191,9 +193,16 @@ pub async fn instance_intro_points(
         .into_iter()
         .flatten()
         .collect();
-    let descriptor = validate_instance_descriptor(&text, &identity, &periods, now, MAX_SIZE)
-        .with_context(|| format!("decoding {address}'s own descriptor"))?;
+    let descriptor =
+        validate_instance_descriptor(&terminated(&text), &identity, &periods, now, MAX_SIZE)
+            .with_context(|| format!("decoding {address}'s own descriptor"))?;
     Ok(intro_ids(&descriptor.intro_points))
+}
+
+/// The descriptor with its final newline, which the control port's
+/// answers and events leave off.
+fn terminated(text: &str) -> String {
+    format!("{}\n", text.trim_end())
 }
 
 fn intro_ids(intro_points: &[tor_netdoc::doc::hsdesc::IntroPointDesc]) -> HashSet<IntroId> {
