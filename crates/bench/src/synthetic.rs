@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use data_encoding::{BASE64, BASE64_NOPAD};
+use onionlb_core::consensus::format_time;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, MasterDescriptorPlan,
 };
@@ -47,7 +48,7 @@ fn bytes<const N: usize>(label: &str, index: usize) -> [u8; N] {
 pub fn network(relays: usize, valid_after: SystemTime) -> (String, String) {
     let mut consensus = String::new();
     let mut microdescs = String::new();
-    let time = |t: SystemTime| format_time(t);
+    let time = format_time;
     let _ = write!(
         consensus,
         "network-status-version 3 microdesc\nvote-status consensus\nconsensus-method 32\n\
@@ -85,36 +86,6 @@ pub fn network(relays: usize, valid_after: SystemTime) -> (String, String) {
     }
     consensus.push_str("directory-footer\nbandwidth-weights Wbd=0\n");
     (consensus, microdescs)
-}
-
-/// `YYYY-MM-DD HH:MM:SS`, as directory documents write times.
-pub fn format_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let (days, rest) = (secs / 86400, secs % 86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 /// `count` fresh intro points, on relays of the synthetic network.

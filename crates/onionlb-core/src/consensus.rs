@@ -287,6 +287,38 @@ fn decode_fixed<const N: usize>(text: &str) -> Option<[u8; N]> {
     bytes.try_into().ok()
 }
 
+/// `YYYY-MM-DD HH:MM:SS`, in UTC: [`parse_time`]'s inverse, and how
+/// directory documents and Python Onionbalance write times.
+pub fn format_time(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (the
+/// days-to-civil algorithm of Howard Hinnant's date library).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 /// `YYYY-MM-DD HH:MM:SS`, in UTC.
 pub fn parse_time(text: &str) -> Option<SystemTime> {
     let (date, time) = text.trim().split_once(' ')?;
@@ -359,6 +391,13 @@ mod test {
         );
         assert_eq!(parse_time("2026-13-01 00:00:00"), None);
         assert_eq!(parse_time("2026-11-21"), None);
+        for text in [
+            "1970-01-01 00:00:00",
+            "2000-02-29 23:59:59",
+            "2026-11-21 16:19:40",
+        ] {
+            assert_eq!(format_time(parse_time(text).unwrap()), text);
+        }
     }
 
     #[test]

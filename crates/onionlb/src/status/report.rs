@@ -10,7 +10,7 @@
 //! onionlb adds sits under keys Python Onionbalance does not use.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -137,33 +137,7 @@ pub struct UploadStatus {
 /// `time` as Python Onionbalance writes times, in UTC:
 /// `YYYY-MM-DD HH:MM:SS`.
 pub fn timestamp(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (the
-/// days-to-civil algorithm of Howard Hinnant's date library).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    onionlb_core::consensus::format_time(time)
 }
 
 impl StatusReport {
@@ -273,7 +247,7 @@ mod test {
     #[test]
     fn timestamps_are_utc_in_python_onionbalance_format() {
         assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01 00:00:00");
-        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let at = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
         assert_eq!(timestamp(at(951_782_400)), "2000-02-29 00:00:00");
         assert_eq!(timestamp(at(1_592_337_568)), "2020-06-16 19:59:28");
         assert_eq!(timestamp(at(1_795_289_034)), "2026-11-21 19:23:54");
