@@ -158,7 +158,7 @@ async fn measure(
     let nodes: Vec<_> = net.layout().instances().cloned().collect();
     let mut all_ids = Vec::new();
     for (node, instance) in nodes.iter().zip(&instances) {
-        all_ids.push(instance_intro_points(&node.control_addr(), instance.address).await?);
+        all_ids.push(intro_points_of(&mut view, node, instance.address).await?);
     }
     let all_in = poll(&mut view, master, Instant::now() + bound, |served| {
         all_ids.iter().all(|ids| served.all_with(ids))
@@ -203,8 +203,7 @@ async fn measure(
         .await
         .context("restarting instance0")?;
     let uploaded = first_upload(&node.control_addr(), instances[0].address, bound).await?;
-    let fresh: HashSet<IntroId> =
-        instance_intro_points(&node.control_addr(), instances[0].address).await?;
+    let fresh = intro_points_of(&mut view, node, instances[0].address).await?;
     let fresh: HashSet<IntroId> = fresh.difference(&dead).copied().collect();
     anyhow::ensure!(
         !fresh.is_empty(),
@@ -258,6 +257,20 @@ async fn measure(
     })
 }
 
+/// Every intro point of an instance's that a master descriptor may carry:
+/// those of the descriptor its tor has now and of those the HSDirs serve
+/// (tor gives each of its two descriptors its own intro points, and only
+/// the current one is readable from its control port).
+async fn intro_points_of(
+    view: &mut HsdirView,
+    node: &testnet::layout::Node,
+    address: OnionAddress,
+) -> anyhow::Result<HashSet<IntroId>> {
+    let mut ids = instance_intro_points(&node.control_addr(), address).await?;
+    ids.extend(view.fetch(address).await?.union());
+    Ok(ids)
+}
+
 /// When something was first seen on some HSDir and on all of them.
 struct Seen {
     first: Option<Instant>,
@@ -277,9 +290,17 @@ async fn poll_both(
         first: None,
         all: None,
     };
+    let mut polls = 0u32;
     while Instant::now() < deadline {
         let served = view.fetch(master).await?;
         let now = Instant::now();
+        polls += 1;
+        if polls % 20 == 0 {
+            eprintln!(
+                "  still waiting: {} HSDir(s) serve the master descriptor",
+                served.by_hsdir.len()
+            );
+        }
         if seen.first.is_none() && some(&served) {
             seen.first = Some(now);
         }

@@ -41,6 +41,11 @@ pub struct Served {
 }
 
 impl Served {
+    /// Every intro point any HSDir serves.
+    pub fn union(&self) -> HashSet<IntroId> {
+        self.by_hsdir.values().flatten().copied().collect()
+    }
+
     /// Whether some HSDir serves a descriptor with none of `intro_points`.
     pub fn some_without(&self, intro_points: &HashSet<IntroId>) -> bool {
         self.by_hsdir
