@@ -19,6 +19,10 @@ use torctl::{ControlAddr, Credentials, Event};
 use crate::observe::{instance_intro_points, HsdirView, IntroId};
 use crate::tool::{self, InstanceSpec, Programs, Tool};
 
+/// How long a tool has to get every instance onto every HSDir before the
+/// kill.
+const SETTLE_BOUND: Duration = Duration::from_secs(180);
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -42,6 +46,9 @@ pub struct Figures {
     pub tool: Tool,
     /// From starting the tool to a page fetched over the master address.
     pub start_to_reachable_s: Option<f64>,
+    /// Whether every HSDir served a master descriptor with every instance
+    /// before instance0 was killed.
+    pub all_in_before_kill: bool,
     /// From killing instance0's tor to the first HSDir serving a master
     /// descriptor without its intro points.
     pub kill_to_first_hsdir_without_s: Option<f64>,
@@ -160,15 +167,31 @@ async fn measure(
     for (node, instance) in nodes.iter().zip(&instances) {
         all_ids.push(intro_points_of(&mut view, node, instance.address).await?);
     }
-    let all_in = poll(&mut view, master, Instant::now() + bound, |served| {
+    let all_in = poll(&mut view, master, Instant::now() + SETTLE_BOUND, |served| {
         all_ids.iter().all(|ids| served.all_with(ids))
     })
     .await?;
-    anyhow::ensure!(
-        all_in.first.is_some(),
-        "{tool:?} never published all three instances within {bound:?}; see {}",
-        running.log().display()
-    );
+    let all_in_before_kill = all_in.first.is_some();
+    if !all_in_before_kill {
+        // Measured anyway: what is missing where is worth seeing.
+        let served = view.fetch(master).await?;
+        for (hsdir, ids) in &served.by_hsdir {
+            let present: Vec<&str> = instances
+                .iter()
+                .zip(&all_ids)
+                .filter(|(_, known)| !known.is_disjoint(ids))
+                .map(|(i, _)| i.name.as_str())
+                .collect();
+            eprintln!(
+                "  HSDir {hsdir}: {} intro points, of {present:?}",
+                ids.len()
+            );
+        }
+        eprintln!(
+            "{tool:?} did not have all three instances on every HSDir within {SETTLE_BOUND:?}; see {}",
+            running.log().display()
+        );
+    }
 
     // Kill instance0's tor.
     let dead = all_ids[0].clone();
@@ -246,6 +269,7 @@ async fn measure(
     Ok(Figures {
         tool,
         start_to_reachable_s,
+        all_in_before_kill,
         kill_to_first_hsdir_without_s,
         kill_to_all_hsdirs_without_s,
         kill_to_ten_in_a_row_s,
