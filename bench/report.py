@@ -164,6 +164,8 @@ def main():
         if theirs and theirs.get(key) is None and ours.get(key):
             ratio_cell = f"> {bound / ours[key]:.1f}x"
         lines.append(f"| {label} | {network_cell(ours, key, bound)} | {network_cell(theirs, key, bound)} | {ratio_cell} |")
+    lines.append("| every HSDir served all instances before the kill | "
+                 + " | ".join("yes" if f.get('all_in_before_kill') else "no" for f in (ours, theirs)) + " | |")
     lines.append(f"| requests that failed before those 10 in a row | {ours.get('failed_requests_after_kill', '-')} | {theirs.get('failed_requests_after_kill', '-')} | |")
     lines += [
         "",
