@@ -82,7 +82,7 @@ def write_chart(network, path):
     ax.set_xscale('log')
     ax.set_xlabel("seconds (log scale; less is better)")
     ax.set_title("Private Tor network: reaction times seen by clients and HSDirs")
-    ax.legend(loc='lower right', fontsize=8)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
