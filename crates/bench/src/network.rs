@@ -16,7 +16,7 @@ use testnet::app::served_by;
 use testnet::Testnet;
 use torctl::{ControlAddr, Credentials, Event};
 
-use crate::observe::{instance_intro_points, HsdirView, IntroId};
+use crate::observe::{HsdirView, IntroId};
 use crate::tool::{self, InstanceSpec, Programs, Tool};
 
 /// How long a tool has to get every instance onto every HSDir before the
@@ -100,6 +100,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         .await
         .context("starting the private network")?;
 
+    let instances = net.instance_addresses().len();
     let mut figures = Vec::new();
     for (tool, (key, pem)) in plan.tools.iter().zip(&keys) {
         eprintln!("== {tool:?}, master {}", key.address());
@@ -118,7 +119,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     net.stop();
     Ok(Report {
         bound_s: plan.bound.as_secs_f64(),
-        instances: 3,
+        instances,
         tools: figures,
     })
 }
@@ -290,7 +291,9 @@ async fn intro_points_of(
     node: &testnet::layout::Node,
     address: OnionAddress,
 ) -> anyhow::Result<HashSet<IntroId>> {
-    let mut ids = instance_intro_points(&node.control_addr(), address).await?;
+    let mut ids = view
+        .instance_intro_points(&node.control_addr(), address)
+        .await?;
     ids.extend(view.fetch(address).await?.union());
     Ok(ids)
 }

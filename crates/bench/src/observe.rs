@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use onionlb_core::consensus::Consensus;
 use onionlb_core::descriptor::validate_instance_descriptor;
 use onionlb_core::period::PeriodRules;
@@ -120,8 +120,7 @@ impl HsdirView {
             .arg(bare.clone())
             .args(self.hsdirs.iter().map(|fp| format!("SERVER={fp}")));
         self.control.request(&command).await.context("HSFETCH")?;
-        let identity = HsIdKey::try_from(address.hs_id())
-            .map_err(|e| anyhow::anyhow!("{address} is not a valid key: {e}"))?;
+        let identity = identity_of(address)?;
         let mut answered = HashSet::new();
         let mut served = Served::default();
         let deadline = Instant::now() + ROUND_TIMEOUT;
@@ -140,8 +139,13 @@ impl HsdirView {
                     if content.descriptor.trim().is_empty() {
                         continue;
                     }
-                    if let Some(ids) = self.intro_points(&content.descriptor, &identity) {
-                        served.by_hsdir.insert(hsdir, ids);
+                    match self.decode(&content.descriptor, &identity) {
+                        Ok(ids) => {
+                            served.by_hsdir.insert(hsdir, ids);
+                        }
+                        Err(e) => {
+                            eprintln!("an HSDir served a descriptor that does not decode: {e}")
+                        }
                     }
                 }
                 _ => {}
@@ -151,57 +155,42 @@ impl HsdirView {
     }
 
     /// The intro points of `text`, a descriptor of `identity`'s for a
-    /// period around now; `None` if it does not decode.
-    fn intro_points(&self, text: &str, identity: &HsIdKey) -> Option<HashSet<IntroId>> {
+    /// period around now.
+    fn decode(&self, text: &str, identity: &HsIdKey) -> anyhow::Result<HashSet<IntroId>> {
         let now = SystemTime::now();
-        let current = self.rules.period_at(now)?;
-        let periods = [current.prev()?, current, current.next()?];
-        match validate_instance_descriptor(&terminated(text), identity, &periods, now, MAX_SIZE) {
-            Ok(descriptor) => Some(intro_ids(&descriptor.intro_points)),
-            Err(e) => {
-                eprintln!("an HSDir served a descriptor that does not decode: {e}");
-                None
-            }
-        }
+        let periods = self
+            .rules
+            .period_at(now)
+            .and_then(|current| Some([current.prev()?, current, current.next()?]))
+            .context("no time period at now")?;
+        let descriptor =
+            validate_instance_descriptor(&terminated(text), identity, &periods, now, MAX_SIZE)?;
+        Ok(intro_ids(&descriptor.intro_points))
+    }
+
+    /// The intro points of the descriptor an instance's own tor has now
+    /// (its current one; tor builds it afresh as it uploads).
+    pub async fn instance_intro_points(
+        &self,
+        control_addr: &ControlAddr,
+        address: OnionAddress,
+    ) -> anyhow::Result<HashSet<IntroId>> {
+        let control = torctl::Connector::new(control_addr.clone(), Credentials::Auto)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {address}'s tor at {control_addr}"))?;
+        let text = control
+            .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
+            .await
+            .with_context(|| format!("reading {address}'s descriptor from its tor"))?;
+        self.decode(&text, &identity_of(address)?)
+            .with_context(|| format!("decoding {address}'s own descriptor"))
     }
 }
 
-/// The intro points of the descriptor the instance's own tor has now (it
-/// is fresh: tor builds it as it uploads).
-pub async fn instance_intro_points(
-    control_addr: &ControlAddr,
-    address: OnionAddress,
-) -> anyhow::Result<HashSet<IntroId>> {
-    let control = torctl::Connector::new(control_addr.clone(), Credentials::Auto)
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {address}'s tor at {control_addr}"))?;
-    let identity = HsIdKey::try_from(address.hs_id())
-        .map_err(|e| anyhow::anyhow!("{address} is not a valid key: {e}"))?;
-    let text = control
-        .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
-        .await
-        .with_context(|| format!("reading {address}'s descriptor from its tor"))?;
-    let consensus = Consensus::parse(
-        &control
-            .getinfo("dir/status-vote/current/consensus-microdesc")
-            .await
-            .context("reading the instance tor's consensus")?,
-    )
-    .context("parsing the instance tor's consensus")?;
-    let rules = PeriodRules::new(&consensus, true);
-    let now = SystemTime::now();
-    let Some(current) = rules.period_at(now) else {
-        bail!("no time period at now");
-    };
-    let periods: Vec<_> = [current.prev(), Some(current), current.next()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let descriptor =
-        validate_instance_descriptor(&terminated(&text), &identity, &periods, now, MAX_SIZE)
-            .with_context(|| format!("decoding {address}'s own descriptor"))?;
-    Ok(intro_ids(&descriptor.intro_points))
+fn identity_of(address: OnionAddress) -> anyhow::Result<HsIdKey> {
+    HsIdKey::try_from(address.hs_id())
+        .map_err(|e| anyhow::anyhow!("{address} is not a valid key: {e}"))
 }
 
 /// The descriptor with its final newline, which the control port's
