@@ -391,6 +391,7 @@ impl Testnet {
             )));
         }
         let node = self.guest_node(name, free_port()?, None)?;
+        forget_earlier_network(&node.data_dir)?;
         let mut text = torrc::torrc(&node, &self.authorities, &torrc::Options::default());
         text.push_str(extra_torrc);
         let path = node.torrc_path();
@@ -777,6 +778,26 @@ async fn getinfo(control: &ControlClient, node: &Node, key: &str) -> Result<Stri
 /// Control connections by node name.
 type Controls = HashMap<String, (ControlClient, Node)>;
 
+/// Removes what a tor kept in `data_dir` from an earlier network: its
+/// `state` (guards of relays that no longer exist, which it would wait for
+/// until its bootstrap times out) and its cached directory documents. A
+/// guest's directory, unlike a node's, is not replaced on start, since the
+/// caller may keep its own files there.
+fn forget_earlier_network(data_dir: &Path) -> Result<(), Error> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "state" || name.starts_with("cached-") {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Stops the network recorded in `dir` by an earlier, detached run.
 pub fn stop_recorded_network(dir: &Path) -> Result<Vec<(ProcessRecord, StopOutcome)>, Error> {
     let state = State::read(dir)?;
@@ -949,6 +970,32 @@ pub fn count_hsdirs(statuses: &str) -> usize {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_guest_forgets_only_the_earlier_network() {
+        let dir = std::env::temp_dir().join(format!("testnet-forget-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("hs")).unwrap();
+        for file in [
+            "state",
+            "cached-certs",
+            "cached-microdescs.new",
+            "app.log",
+            "hs/hostname",
+        ] {
+            std::fs::write(dir.join(file), "x").unwrap();
+        }
+        forget_earlier_network(&dir).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["app.log", "hs"]);
+        assert!(dir.join("hs/hostname").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A directory that does not exist yet has nothing to forget.
+        forget_earlier_network(&dir).unwrap();
+    }
 
     #[test]
     fn bootstrap_status() {
