@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
 
 pub mod micro;
+pub mod simulator;
 pub mod synthetic;

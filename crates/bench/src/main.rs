@@ -3,9 +3,10 @@
 
 mod network;
 mod observe;
+mod scale;
 mod tool;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +19,10 @@ enum Cli {
     /// Both tools on one private Tor network: start to reachable, an
     /// instance killed, an instance restarted, client share.
     Network(NetworkArgs),
+    /// Each tool against the control-port simulator, for growing numbers
+    /// of services: CPU time, peak memory and wall time of one full
+    /// fetch and publish cycle.
+    Scale(ScaleArgs),
     /// Writes the micro benchmarks' inputs (keys, instance descriptors, a
     /// consensus of 8000 HSDirs), which both tools then read.
     Inputs {
@@ -52,42 +57,104 @@ struct NetworkArgs {
     share_requests: usize,
 }
 
+#[derive(Debug, clap::Args)]
+struct ScaleArgs {
+    /// The onionlb binary.
+    #[arg(long)]
+    onionlb: PathBuf,
+    /// Python Onionbalance's `onionbalance` script.
+    #[arg(long)]
+    onionbalance: PathBuf,
+    /// Directory for the tools' configs, keys and logs.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where to write the figures (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Which tools, in order.
+    #[arg(long, value_delimiter = ',', default_value = "onionlb,onionbalance")]
+    tools: Vec<tool::Tool>,
+    /// Numbers of services.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    services: Vec<usize>,
+    /// Instances per service.
+    #[arg(long, default_value_t = 5)]
+    instances: usize,
+    /// Intro points per instance.
+    #[arg(long, default_value_t = 3)]
+    intro_points: usize,
+    /// HSDirs in the generated consensus.
+    #[arg(long, default_value_t = 8000)]
+    relays: usize,
+    /// Bound on each run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    bound: u64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Inputs { out } => onionlb_bench::micro::Inputs::generate()?.write(&out),
-        Cli::Network(args) => {
-            // Absolute, as the tools resolve paths in their config from it.
-            std::fs::create_dir_all(&args.dir)
-                .with_context(|| format!("creating {}", args.dir.display()))?;
-            let dir = args
-                .dir
-                .canonicalize()
-                .with_context(|| format!("resolving {}", args.dir.display()))?;
-            let plan = network::Plan {
+        Cli::Scale(args) => {
+            let dir = absolute_dir(&args.dir)?;
+            let plan = scale::Plan {
                 tools: args.tools,
                 programs: tool::Programs {
                     onionlb: args.onionlb,
                     onionbalance: args.onionbalance,
                 },
                 dir,
+                services: args.services,
+                instances: args.instances,
+                intro_points: args.intro_points,
+                relays: args.relays,
+                bound: Duration::from_secs(args.bound),
+            };
+            let report = until_signalled(scale::run(&plan)).await?;
+            write_json(&report, &args.out)
+        }
+        Cli::Network(args) => {
+            let plan = network::Plan {
+                tools: args.tools,
+                programs: tool::Programs {
+                    onionlb: args.onionlb,
+                    onionbalance: args.onionbalance,
+                },
+                dir: absolute_dir(&args.dir)?,
                 bound: Duration::from_secs(args.bound),
                 share_requests: args.share_requests,
             };
-            // On a signal, dropping the run stops every process it started.
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .context("installing SIGTERM")?;
-            let report = tokio::select! {
-                report = network::run(&plan) => report?,
-                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-                _ = terminate.recv() => anyhow::bail!("terminated"),
-            };
-            let json = serde_json::to_string_pretty(&report).context("encoding the figures")?;
-            std::fs::write(&args.out, json + "\n")
-                .with_context(|| format!("writing {}", args.out.display()))?;
-            eprintln!("wrote {}", args.out.display());
-            Ok(())
+            let report = until_signalled(network::run(&plan)).await?;
+            write_json(&report, &args.out)
         }
     }
+}
+
+/// Creates `dir` and makes it absolute, as the tools resolve paths in
+/// their config from it.
+fn absolute_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// Runs `work` unless SIGINT or SIGTERM comes first; then dropping it
+/// stops every process it started.
+async fn until_signalled<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM")?;
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = terminate.recv() => anyhow::bail!("terminated"),
+    }
+}
+
+fn write_json(report: &impl serde::Serialize, out: &Path) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("encoding the figures")?;
+    std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
 }

@@ -48,29 +48,85 @@ pub struct Running {
     log: PathBuf,
 }
 
-/// Writes the config both tools read: the master key file and the
-/// instances, plus `extra` lines per instance.
+/// One service in a config file: its master key and its instances'
+/// `(name, address)`.
+pub struct ServiceConfig<'a> {
+    /// The master key, PEM.
+    pub key_pem: &'a str,
+    /// Its instances.
+    pub instances: Vec<(String, OnionAddress)>,
+}
+
+/// Writes the config both tools read, in Python Onionbalance's format: a
+/// key file per service and the instances, plus `top` lines before
+/// `services:` and `extra(service, instance)` lines per instance.
 pub fn write_config(
     dir: &Path,
-    key_pem: &str,
-    instances: &[InstanceSpec],
+    services: &[ServiceConfig<'_>],
     top: &str,
-    extra: impl Fn(usize) -> String,
+    extra: impl Fn(usize, usize) -> String,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_private(&dir.join("master.key"), key_pem.as_bytes())?;
-    let mut yaml = format!("{top}services:\n- key: master.key\n  instances:\n");
-    for (i, instance) in instances.iter().enumerate() {
-        yaml.push_str(&format!(
-            "  - address: {}\n    name: {}\n{}",
-            instance.address,
-            instance.name,
-            extra(i)
-        ));
+    let mut yaml = format!("{top}services:\n");
+    for (s, service) in services.iter().enumerate() {
+        let key_file = if services.len() == 1 {
+            "master.key".to_owned()
+        } else {
+            format!("master{s}.key")
+        };
+        write_private(&dir.join(&key_file), service.key_pem.as_bytes())?;
+        yaml.push_str(&format!("- key: {key_file}\n  instances:\n"));
+        for (i, (name, address)) in service.instances.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - address: {address}\n    name: {name}\n{}",
+                extra(s, i)
+            ));
+        }
     }
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
     Ok(config)
+}
+
+/// The one service of the network benchmark.
+fn network_service<'a>(key_pem: &'a str, instances: &[InstanceSpec]) -> [ServiceConfig<'a>; 1] {
+    [ServiceConfig {
+        key_pem,
+        instances: instances
+            .iter()
+            .map(|i| (i.name.clone(), i.address))
+            .collect(),
+    }]
+}
+
+/// Starts `tool` with `config` against the control port `control_port`,
+/// as an operator would with no options beyond the defaults: each tool
+/// logs at its own default level. No agents.
+pub fn start_plain(
+    tool: Tool,
+    programs: &Programs,
+    dir: &Path,
+    config: &Path,
+    control_port: u16,
+) -> anyhow::Result<Running> {
+    let port = control_port.to_string();
+    let (program, args, log) = match tool {
+        Tool::Onionbalance => (
+            &programs.onionbalance,
+            vec!["-i", "127.0.0.1", "-p", &port, "-c"],
+            dir.join("onionbalance.log"),
+        ),
+        Tool::Onionlb => (
+            &programs.onionlb,
+            vec!["-p", &port, "-c"],
+            dir.join("onionlb.log"),
+        ),
+    };
+    let child = spawn_logged(Command::new(program).args(args).arg(config), &log)?;
+    Ok(Running {
+        children: vec![(format!("{tool:?}"), child)],
+        log,
+    })
 }
 
 /// Starts `tool` in `dir` against the management tor's control port.
@@ -85,7 +141,9 @@ pub fn start(
     let port = control_port.to_string();
     match tool {
         Tool::Onionbalance => {
-            let config = write_config(dir, key_pem, instances, "", |_| String::new())?;
+            let config = write_config(dir, &network_service(key_pem, instances), "", |_, _| {
+                String::new()
+            })?;
             let log = dir.join("onionbalance.log");
             let child = spawn_logged(
                 Command::new(&programs.onionbalance)
@@ -114,7 +172,7 @@ pub fn start(
                 .map(|_| AgentKey::generate(&mut rand::rng()))
                 .collect();
             let top = format!("agents:\n  socket: {}\n", socket.display());
-            let config = write_config(dir, key_pem, instances, &top, |i| {
+            let config = write_config(dir, &network_service(key_pem, instances), &top, |_, i| {
                 format!("    agent-key: {}\n", keys[i].public())
             })?;
             let log = dir.join("onionlb.log");
@@ -157,6 +215,18 @@ impl Running {
     /// The balancer's log file.
     pub fn log(&self) -> &Path {
         &self.log
+    }
+
+    /// The balancer's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.children.first().map(|(_, child)| child.id())
+    }
+
+    /// Whether the balancer has exited.
+    pub fn exited(&mut self) -> bool {
+        self.children
+            .first_mut()
+            .is_some_and(|(_, child)| !matches!(child.try_wait(), Ok(None)))
     }
 
     /// Stops every process it started (SIGTERM, then SIGKILL after 10 s).
