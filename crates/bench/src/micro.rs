@@ -65,7 +65,7 @@ impl Inputs {
             let instance_descriptors = SIZES
                 .iter()
                 .map(|&n| {
-                    let intro_points = synthetic::intro_points(n)?;
+                    let intro_points = synthetic::intro_points(n, 0)?;
                     synthetic::instance_descriptor(&instance, &intro_points, when, unix)
                 })
                 .collect::<anyhow::Result<_>>()?;

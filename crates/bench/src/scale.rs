@@ -146,10 +146,11 @@ impl Inputs {
                 .context("encoding a master key")?;
             keys.push(String::from_utf8(pem).context("the PEM is not text")?);
             let mut members = Vec::with_capacity(instances);
-            for _ in 0..instances {
+            for i in 0..instances {
                 let (key, _) =
                     MasterKey::generate(&mut rng).context("generating an instance key")?;
-                let points = synthetic::intro_points(intro_points)?;
+                let first_relay = (i * intro_points) % relays.max(1);
+                let points = synthetic::intro_points(intro_points, first_relay)?;
                 let revision = since_epoch;
                 let descriptor = synthetic::instance_descriptor(&key, &points, now, revision)?;
                 members.push(simulator::Instance {

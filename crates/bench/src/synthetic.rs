@@ -88,10 +88,13 @@ pub fn network(relays: usize, valid_after: SystemTime) -> (String, String) {
     (consensus, microdescs)
 }
 
-/// `count` fresh intro points, on relays of the synthetic network.
-pub fn intro_points(count: usize) -> anyhow::Result<Vec<IntroPointDesc>> {
+/// `count` fresh intro points, on relays `first_relay`, `first_relay + 1`,
+/// ... of the synthetic network. Instances of one service should use
+/// different relays, as real ones almost always do: a balancer never puts
+/// two intro points on one relay into a descriptor.
+pub fn intro_points(count: usize, first_relay: usize) -> anyhow::Result<Vec<IntroPointDesc>> {
     let mut rng = rand::rng();
-    (0..count)
+    (first_relay..first_relay + count)
         .map(|i| {
             let curve = |rng: &mut rand::rngs::ThreadRng| {
                 curve25519::PublicKey::from(&curve25519::EphemeralSecret::random_from_rng(rng))
@@ -161,7 +164,7 @@ mod test {
     fn instance_descriptors_validate_with_their_intro_points() {
         let (key, _) = MasterKey::generate(&mut rand::rng()).unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_305_600);
-        let text = instance_descriptor(&key, &intro_points(6).unwrap(), now, 7).unwrap();
+        let text = instance_descriptor(&key, &intro_points(6, 0).unwrap(), now, 7).unwrap();
         let identity = tor_hscrypto::pk::HsIdKey::from(key.keypair());
         let valid = onionlb_core::descriptor::validate_instance_descriptor(
             &text,

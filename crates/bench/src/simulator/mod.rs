@@ -377,9 +377,9 @@ mod test {
         let (master, _) = MasterKey::generate(&mut rand::rng()).unwrap();
         let mut points = Vec::new();
         let mut instances = Vec::new();
-        for _ in 0..2 {
+        for i in 0..2 {
             let (key, _) = MasterKey::generate(&mut rand::rng()).unwrap();
-            let ips = synthetic::intro_points(2).unwrap();
+            let ips = synthetic::intro_points(2, 2 * i).unwrap();
             instances.push(Instance {
                 address: key.address(),
                 descriptor: synthetic::instance_descriptor(&key, &ips, now, 1)
