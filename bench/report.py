@@ -1,8 +1,8 @@
 """Writes BENCHMARKS.md and the network chart from the figures scripts/bench
 collected. Run by scripts/bench; reads only files under target/.
 
-Usage: report.py --criterion DIR --python-micro FILE --network FILE
-                 --machine FILE --out FILE --chart FILE
+Usage: report.py --criterion DIR --python-micro FILE --scale FILE
+                 --network FILE --machine FILE --out FILE --chart FILE
 """
 
 import argparse
@@ -60,6 +60,64 @@ def network_cell(figures, key, bound):
     return f"not within {bound:.0f} s" if value is None else f"{value:.1f} s"
 
 
+def scale_section(scale):
+    """The macro tables: one row per number of services."""
+    bound = scale['bound_seconds']
+    runs = {(r['tool'], r['services']): r for r in scale['runs']}
+    counts = sorted({r['services'] for r in scale['runs']})
+
+    def wall(run):
+        if run is None:
+            return "-"
+        if run['finished']:
+            return f"{run['seconds']:.1f} s"
+        return f"not within {bound} s ({run['complete']}/{run['expected']})"
+
+    def figure(run, key, unit, digits):
+        if run is None:
+            return "-"
+        value = f"{run[key]:.{digits}f} {unit}"
+        return value if run['finished'] else value + " at the bound"
+
+    def fraction(key, ours, theirs):
+        if ours is None or theirs is None or not ours['finished'] or not theirs['finished']:
+            return "-"
+        return ratio(theirs[key], ours[key])
+
+    lines = [
+        "| services | wall, onionlb | wall, Python | ratio | CPU, onionlb | CPU, Python | ratio | peak RSS, onionlb | peak RSS, Python | ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in counts:
+        ours, theirs = runs.get(('onionlb', n)), runs.get(('onionbalance', n))
+        lines.append(
+            f"| {n} | {wall(ours)} | {wall(theirs)} | {fraction('seconds', ours, theirs)} "
+            f"| {figure(ours, 'cpu_seconds', 's', 2)} | {figure(theirs, 'cpu_seconds', 's', 2)} | {fraction('cpu_seconds', ours, theirs)} "
+            f"| {figure(ours, 'peak_rss_mib', 'MiB', 0)} | {figure(theirs, 'peak_rss_mib', 'MiB', 0)} | {fraction('peak_rss_mib', ours, theirs)} |"
+        )
+    lines += [
+        "",
+        "What each sent the simulated tor in that cycle (instance fetches, master",
+        "descriptor posts, HSDirs named in them, descriptor bytes posted, posts",
+        "the simulator refused):",
+        "",
+        "| services | tool | HSFETCH | HSPOST | HSDirs | bytes | refused |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in counts:
+        for tool, name in (("onionlb", "onionlb"), ("onionbalance", "Python Onionbalance")):
+            run = runs.get((tool, n))
+            if run is None:
+                continue
+            st = run['stats']
+            lines.append(f"| {n} | {name} | {st['fetches']} | {st['posts']} | {st['post_targets']} "
+                         f"| {st['posted_bytes']:,} | {st['rejected']} |")
+    unknown = {tool: r['stats']['unknown_commands'] for (tool, _), r in runs.items() if r['stats']['unknown_commands']}
+    if unknown:
+        lines += ["", f"Commands the simulator did not play: {unknown}."]
+    return lines
+
+
 def write_chart(network, path):
     tools = by_tool(network)
     bound = network['bound_s']
@@ -89,12 +147,14 @@ def write_chart(network, path):
 
 def main():
     parser = argparse.ArgumentParser()
-    for name in ("criterion", "python-micro", "network", "machine", "out", "chart"):
+    for name in ("criterion", "python-micro", "scale", "network", "machine", "out", "chart"):
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args()
 
     with open(args.python_micro) as f:
         python_micro = json.load(f)
+    with open(args.scale) as f:
+        scale = json.load(f)
     with open(args.network) as f:
         network = json.load(f)
     with open(args.machine) as f:
@@ -136,11 +196,33 @@ def main():
     bound = network['bound_s']
     lines += [
         "",
-        "## Macro: control-port simulator",
+        "## Macro: a control-port simulator plays the management tor",
         "",
-        "Not built yet: CPU seconds, peak RSS and wall time per full fetch and",
-        "publish cycle for 1, 10, 100 and 1000 services of 5 instances are still",
-        "to be measured (see issue 5).",
+        "Each tool connects to `onionlb-bench scale`'s simulated tor as it would to",
+        "its real management tor, with one config of N services of",
+        f"{scale['instances']} instances each (Python Onionbalance's format; both",
+        "tools at their default settings and log levels, Python without",
+        "`--is-testnet`). The simulator serves a generated consensus of",
+        f"{scale['relays']:,} HSDirs with their microdescriptors, answers each",
+        "`HSFETCH` as C tor does (one `HS_DESC_CONTENT` per HSDir asked) with a",
+        f"valid instance descriptor of {scale['intro_points']} intro points, and",
+        "checks every `HSPOST` as an HSDir would: signed by the master's blinded",
+        "key for a current time period, decrypted, intro points read. A run ends",
+        "when each responsible HSDir holds, for both time periods, a descriptor",
+        "of every service carrying intro points of all its instances: one full",
+        "fetch and publish cycle from a cold start. Wall time is from the",
+        "process's start; CPU time (user + system) and peak RSS (`VmHWM`) are",
+        "read from `/proc` at that moment.",
+        "",
+        "Python Onionbalance sleeps 5 s after its `NEWNYM` and 45 s before its",
+        "first publication (`INITIAL_CALLBACK_DELAY`), so its wall time is never",
+        "under 50 s; its CPU time is the fairer measure of its work. Where it did",
+        f"not finish within {scale['bound_seconds']} s the table says so, with the",
+        "HSDir slots it had filled out of those required.",
+        "",
+    ]
+    lines += scale_section(scale)
+    lines += [
         "",
         "## Network: a private Tor network on loopback",
         "",

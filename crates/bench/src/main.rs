@@ -38,7 +38,7 @@ struct NetworkArgs {
     #[arg(long)]
     onionlb: PathBuf,
     /// Python Onionbalance's `onionbalance` script.
-    #[arg(long)]
+    #[arg(long, default_value = "target/bench/venv/bin/onionbalance")]
     onionbalance: PathBuf,
     /// Directory for the network and the tools' files.
     #[arg(long)]
@@ -63,7 +63,7 @@ struct ScaleArgs {
     #[arg(long)]
     onionlb: PathBuf,
     /// Python Onionbalance's `onionbalance` script.
-    #[arg(long)]
+    #[arg(long, default_value = "target/bench/venv/bin/onionbalance")]
     onionbalance: PathBuf,
     /// Directory for the tools' configs, keys and logs.
     #[arg(long)]
@@ -89,6 +89,10 @@ struct ScaleArgs {
     /// Bound on each run, in seconds.
     #[arg(long, default_value_t = 600)]
     bound: u64,
+    /// Fail when a run does not finish within the bound (for the CI smoke
+    /// of the harness; a benchmark reports it instead).
+    #[arg(long)]
+    check: bool,
 }
 
 #[tokio::main]
@@ -111,7 +115,13 @@ async fn main() -> anyhow::Result<()> {
                 bound: Duration::from_secs(args.bound),
             };
             let report = until_signalled(scale::run(&plan)).await?;
-            write_json(&report, &args.out)
+            write_json(&report, &args.out)?;
+            let unfinished = report.runs.iter().filter(|run| !run.finished).count();
+            anyhow::ensure!(
+                !args.check || unfinished == 0,
+                "{unfinished} run(s) did not finish within the bound"
+            );
+            Ok(())
         }
         Cli::Network(args) => {
             let plan = network::Plan {
