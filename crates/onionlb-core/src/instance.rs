@@ -1,27 +1,49 @@
 //! What the manager knows about one backend instance: its last good
-//! descriptor and the revisions it has seen.
+//! descriptor for each of its tor's two time periods, and the revisions it
+//! has seen.
 //!
-//! Every descriptor, however it arrived (fetched from an HSDir or, later,
-//! pushed by an agent), goes through [`InstanceState::offer`], so one rule
-//! decides what is used: it must pass
-//! [`validate_instance_descriptor`], and its revision must not go below
-//! one already seen for its blinded key. An attacker who can delay or
-//! replay descriptors can therefore hold back new intro points but never
-//! bring back old ones or inject foreign ones.
+//! Every descriptor, however it arrived (fetched from an HSDir or pushed
+//! by an agent), goes through [`InstanceState::offer`], so one rule
+//! decides what is used: it must pass [`validate_instance_descriptor`],
+//! and its revision must not go below one already seen for its blinded
+//! key. An attacker who can delay or replay descriptors can therefore hold
+//! back new intro points but never bring back old ones or inject foreign
+//! ones.
+//!
+//! # Two descriptors, two sets of intro points
+//!
+//! A C tor service keeps a "current" and a "next" descriptor, for
+//! consecutive time periods, and gives each its own intro points. Both
+//! sets answer introductions until the service rotates its descriptors at
+//! the start of a shared-random run: then the older descriptor goes, and
+//! its intro points are closed ([`PeriodRules::retirement`]). Fetches
+//! bring the descriptor of the period clients use and agents push tor's
+//! "current" one, which is not always the newer. So the state keeps the
+//! newest descriptor of each of the two latest periods and offers the
+//! intro points of both, newest period first, dropping a period's at its
+//! rotation: whichever arrives first, the master descriptor never rests
+//! on intro points the instance is about to close, and a restarted tor's
+//! new intro points are used as soon as either of its descriptors comes.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
+use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use crate::descriptor::{validate_instance_descriptor, DescriptorError, InstanceDescriptor};
+use crate::period::PeriodRules;
+
+/// Descriptors kept per instance: its tor's current and next.
+const KEPT: usize = 2;
 
 /// One instance's descriptor state.
 #[derive(Debug, Clone)]
 pub struct InstanceState {
     identity: HsIdKey,
-    descriptor: Option<InstanceDescriptor>,
+    /// Newest period first; at most [`KEPT`], of distinct periods.
+    descriptors: Vec<InstanceDescriptor>,
     /// Highest revision seen per blinded key.
     revisions: HashMap<HsBlindId, u64>,
 }
@@ -31,10 +53,10 @@ pub struct InstanceState {
 pub enum Accepted {
     /// The instance had no usable descriptor before.
     NowUsable,
-    /// It carries other intro points than the one it replaces.
+    /// The intro points on offer changed.
     IntroPointsChanged,
-    /// Same intro points (the same descriptor from another HSDir, or a
-    /// new revision with nothing new for us).
+    /// Same intro points (the same descriptor from another HSDir, a new
+    /// revision with nothing new for us, or a period already gone).
     Unchanged,
 }
 
@@ -59,7 +81,7 @@ impl InstanceState {
     pub fn new(identity: HsIdKey) -> Self {
         InstanceState {
             identity,
-            descriptor: None,
+            descriptors: Vec::new(),
             revisions: HashMap::new(),
         }
     }
@@ -86,44 +108,56 @@ impl InstanceState {
                 seen,
             });
         }
-        // A descriptor no newer than the last seen for its blinded key,
-        // while one of another blinded key (the other time period) is in
-        // use, is an old copy: keep the one in use. Fetches and pushes
-        // deliver both periods' descriptors in any order.
-        let other_period_in_use = self
-            .descriptor
-            .as_ref()
-            .is_some_and(|current| current.blinded != descriptor.blinded);
-        if descriptor.revision == seen && seen > 0 && other_period_in_use {
+        // Seen already: kept, or dropped on purpose at its rotation.
+        if descriptor.revision == seen && seen > 0 {
             return Ok(Accepted::Unchanged);
         }
         self.revisions
             .insert(descriptor.blinded, descriptor.revision);
-        let outcome = match &self.descriptor {
-            None => Accepted::NowUsable,
-            Some(old) if intro_keys(old) != intro_keys(&descriptor) => Accepted::IntroPointsChanged,
-            Some(_) => Accepted::Unchanged,
-        };
-        self.descriptor = Some(descriptor);
-        Ok(outcome)
+        let before = self.intro_keys();
+        self.descriptors
+            .retain(|kept| kept.blinded != descriptor.blinded);
+        self.descriptors.push(descriptor);
+        self.descriptors
+            .sort_by_key(|kept| std::cmp::Reverse(kept.period.interval_num()));
+        self.descriptors.truncate(KEPT);
+        Ok(if before.is_empty() {
+            Accepted::NowUsable
+        } else if before != self.intro_keys() {
+            Accepted::IntroPointsChanged
+        } else {
+            Accepted::Unchanged
+        })
     }
 
-    /// The descriptor in use, if it is still valid at `now`. An expired
-    /// one is dropped, and `Err` says so once.
-    pub fn live_descriptor(
+    /// The intro points to publish at `now`, newest period first: those
+    /// of every kept descriptor still valid and not yet rotated out by the
+    /// instance's tor (under `rules`). `Err` says once that the last one
+    /// went.
+    pub fn live_intro_points(
         &mut self,
         now: SystemTime,
-    ) -> Result<Option<&InstanceDescriptor>, Expired> {
-        if self
-            .descriptor
-            .as_ref()
-            .and_then(|d| d.valid_until)
-            .is_some_and(|end| end <= now)
-        {
-            self.descriptor = None;
-            return Err(Expired);
+        rules: &PeriodRules,
+    ) -> Result<Option<Vec<IntroPointDesc>>, Expired> {
+        let had = !self.descriptors.is_empty();
+        self.descriptors.retain(|d| {
+            let expired = d.valid_until.is_some_and(|end| end <= now);
+            let retired = rules.retirement(d.period).is_some_and(|at| at <= now);
+            !expired && !retired
+        });
+        if self.descriptors.is_empty() {
+            return if had { Err(Expired) } else { Ok(None) };
         }
-        Ok(self.descriptor.as_ref())
+        let mut keys = Vec::new();
+        let mut points = Vec::new();
+        for point in self.descriptors.iter().flat_map(|d| &d.intro_points) {
+            let key = point.ipt_sid_key().to_bytes();
+            if !keys.contains(&key) {
+                keys.push(key);
+                points.push(point.clone());
+            }
+        }
+        Ok(Some(points))
     }
 
     /// The instance's identity key.
@@ -131,27 +165,35 @@ impl InstanceState {
         &self.identity
     }
 
-    /// The descriptor in use, whether or not still valid.
+    /// The descriptor of its newest time period, whether or not still
+    /// valid.
     pub fn descriptor(&self) -> Option<&InstanceDescriptor> {
-        self.descriptor.as_ref()
+        self.descriptors.first()
+    }
+
+    /// How many intro points its kept descriptors carry.
+    pub fn intro_point_count(&self) -> usize {
+        self.descriptors.iter().map(|d| d.intro_points.len()).sum()
+    }
+
+    /// The service keys of the intro points on offer, sorted.
+    fn intro_keys(&self) -> Vec<[u8; 32]> {
+        let mut keys: Vec<[u8; 32]> = self
+            .descriptors
+            .iter()
+            .flat_map(|d| &d.intro_points)
+            .map(|ip| ip.ipt_sid_key().to_bytes())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 }
 
-/// The instance's descriptor expired and was dropped.
+/// The instance's last descriptor expired or was rotated out by its tor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("its descriptor expired")]
+#[error("its descriptors expired or were rotated out by its tor")]
 pub struct Expired;
-
-/// The service keys of a descriptor's intro points, sorted.
-fn intro_keys(descriptor: &InstanceDescriptor) -> Vec<[u8; 32]> {
-    let mut keys: Vec<[u8; 32]> = descriptor
-        .intro_points
-        .iter()
-        .map(|ip| ip.ipt_sid_key().to_bytes())
-        .collect();
-    keys.sort_unstable();
-    keys
-}
 
 #[cfg(test)]
 mod test {
@@ -215,50 +257,155 @@ mod test {
         assert_eq!(state.descriptor().unwrap().revision, 9);
     }
 
-    #[test]
-    fn an_old_copy_of_the_other_period_s_descriptor_does_not_replace_a_newer_one() {
-        let f = fixture();
-        let next_period = f.period.next().unwrap();
-        let periods = [f.period, next_period];
-        let mut state = InstanceState::new(f.identity.clone());
-        let this_period = build(&f, 5);
-        state
-            .offer(&this_period.text, &periods, f.now, 50_000)
-            .unwrap();
-        let next = Fixture {
-            period: next_period,
-            intro_points: vec![intro_point(&mut rand::rng(), 1)],
+    /// The fixture's key and clock, for another period and fresh intro
+    /// points.
+    fn for_period(period: TimePeriod) -> Fixture {
+        Fixture {
+            period,
             ..fixture()
-        };
-        let next_text = build(&next, 2).text;
+        }
+    }
+
+    fn keys(points: &[IntroPointDesc]) -> Vec<[u8; 32]> {
+        let mut keys: Vec<_> = points
+            .iter()
+            .map(|ip| ip.ipt_sid_key().to_bytes())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// `points` as consecutive groups of intro points (the order within
+    /// a descriptor is the builder's).
+    fn grouped(points: &[IntroPointDesc], sizes: &[usize]) -> Vec<Vec<[u8; 32]>> {
+        let mut rest = points;
+        let mut groups = Vec::new();
+        for &size in sizes {
+            let (group, tail) = rest.split_at(size);
+            groups.push(keys(group));
+            rest = tail;
+        }
+        assert!(rest.is_empty());
+        groups
+    }
+
+    fn public_rules() -> PeriodRules {
+        PeriodRules {
+            length: Duration::from_secs(86400),
+            rotation_offset: Duration::from_secs(43200),
+            run_length: Duration::from_secs(86400),
+        }
+    }
+
+    #[test]
+    fn both_periods_intro_points_are_offered_newest_first_whatever_the_order() {
+        let f = fixture();
+        let next = for_period(f.period.next().unwrap());
+        let periods = [f.period, next.period];
+        let mut state = InstanceState::new(f.identity.clone());
         assert_eq!(
-            state.offer(&next_text, &periods, f.now, 50_000),
+            state.offer(&build(&next, 2).text, &periods, f.now, 50_000),
+            Ok(Accepted::NowUsable)
+        );
+        // tor's "current" descriptor, pushed after the newer one was
+        // fetched: its intro points join, after the newer period's.
+        assert_eq!(
+            state.offer(&build(&f, 5).text, &periods, f.now, 50_000),
             Ok(Accepted::IntroPointsChanged)
         );
-        // The first period's descriptor comes round again (another HSDir,
-        // or a push of the same revision): the newer one stays.
+        let points = state
+            .live_intro_points(f.now, &public_rules())
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            state.offer(&this_period.text, &periods, f.now, 50_000),
-            Ok(Accepted::Unchanged)
+            grouped(&points, &[3, 3]),
+            [keys(&next.intro_points), keys(&f.intro_points)]
         );
         assert_eq!(state.descriptor().unwrap().revision, 2);
-        // A new revision of the first period's is news again.
+        assert_eq!(state.intro_point_count(), 6);
+        // The same descriptor again (another HSDir, a repeated push).
         assert_eq!(
-            state.offer(&build(&f, 6).text, &periods, f.now, 50_000),
+            state.offer(&build(&f, 5).text, &periods, f.now, 50_000),
+            Ok(Accepted::Unchanged)
+        );
+        // A restarted tor's new intro points for the older period replace
+        // only that period's.
+        let fresh = vec![intro_point(&mut rand::rng(), 1)];
+        assert_eq!(
+            state.offer(&build_with(&f, 6, &fresh).text, &periods, f.now, 50_000),
             Ok(Accepted::IntroPointsChanged)
         );
+        let points = state
+            .live_intro_points(f.now, &public_rules())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            grouped(&points, &[3, 1]),
+            [keys(&next.intro_points), keys(&fresh)]
+        );
+    }
+
+    #[test]
+    fn a_period_s_intro_points_leave_when_the_instance_rotates_it_out() {
+        let f = fixture();
+        let next = for_period(f.period.next().unwrap());
+        let previous = for_period(f.period.prev().unwrap());
+        let periods = [previous.period, f.period, next.period];
+        let rules = public_rules();
+        let mut state = InstanceState::new(f.identity.clone());
+        // In the afternoon the instance's tor holds the descriptors of the
+        // period that began yesterday noon and of today's.
+        state
+            .offer(&build(&previous, 3).text, &periods, f.now, 50_000)
+            .unwrap();
+        state
+            .offer(&build(&f, 5).text, &periods, f.now, 50_000)
+            .unwrap();
+        let points = state.live_intro_points(f.now, &rules).unwrap().unwrap();
+        assert_eq!(
+            grouped(&points, &[3, 3]),
+            [keys(&f.intro_points), keys(&previous.intro_points)]
+        );
+        // At midnight it rotates yesterday's out.
+        let midnight = rules.retirement(previous.period).unwrap();
+        let points = state.live_intro_points(midnight, &rules).unwrap().unwrap();
+        assert_eq!(keys(&points), keys(&f.intro_points));
+        // Its next descriptor comes; today's goes at the following
+        // rotation, not before.
+        state
+            .offer(&build(&next, 2).text, &periods, f.now, 50_000)
+            .unwrap();
+        let rotation = rules.retirement(f.period).unwrap();
+        let before = rotation - Duration::from_secs(1);
+        assert_eq!(
+            state
+                .live_intro_points(before, &rules)
+                .unwrap()
+                .unwrap()
+                .len(),
+            6
+        );
+        let points = state.live_intro_points(rotation, &rules).unwrap().unwrap();
+        assert_eq!(keys(&points), keys(&next.intro_points));
+        // A copy of the rotated-out descriptor does not bring it back.
+        assert_eq!(
+            state.offer(&build(&f, 5).text, &periods, rotation, 50_000),
+            Ok(Accepted::Unchanged)
+        );
+        assert_eq!(state.intro_point_count(), 3);
     }
 
     #[test]
     fn an_expired_descriptor_is_dropped_once() {
         let f = fixture();
+        let rules = public_rules();
         let mut state = InstanceState::new(f.identity.clone());
         state
             .offer(&build(&f, 1).text, &[f.period], f.now, 50_000)
             .unwrap();
-        assert!(state.live_descriptor(f.now).unwrap().is_some());
+        assert!(state.live_intro_points(f.now, &rules).unwrap().is_some());
         let late = f.now + Duration::from_secs(3 * 86400);
-        assert_eq!(state.live_descriptor(late).unwrap_err(), Expired);
-        assert!(state.live_descriptor(late).unwrap().is_none());
+        assert_eq!(state.live_intro_points(late, &rules).unwrap_err(), Expired);
+        assert!(state.live_intro_points(late, &rules).unwrap().is_none());
     }
 }

@@ -124,6 +124,21 @@ impl PeriodRules {
         ])
     }
 
+    /// When a service drops its descriptor for `period`, and closes that
+    /// descriptor's intro points: at its first descriptor rotation after
+    /// `period` has ended, which is the first shared-random run start at
+    /// or after the start of the following period. Until then the service
+    /// keeps it as its "current" descriptor, beside the "next" one, and
+    /// each has intro points of its own. `None` for periods tor would not
+    /// accept.
+    pub fn retirement(&self, period: TimePeriod) -> Option<SystemTime> {
+        let ended = period.next()?.range().ok()?.start;
+        let since_epoch = ended.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+        let run = self.run_length.as_secs().max(1);
+        let runs = since_epoch.div_ceil(run);
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(runs * run))
+    }
+
     /// [`PeriodRules::slots`] for `consensus`.
     pub fn slots_for(&self, consensus: &Consensus) -> Option<[SlotPeriod; 2]> {
         self.slots(
@@ -207,6 +222,32 @@ mod test {
         assert_eq!(first.srv, disaster_srv(first.period));
         assert_eq!(second.srv, disaster_srv(second.period));
         assert_ne!(first.srv, second.srv);
+    }
+
+    #[test]
+    fn a_descriptor_retires_at_the_first_run_start_after_its_period() {
+        // Public network: the period that ends at 12:00 is dropped at the
+        // next 00:00, when the service rotates.
+        let t = 1_795_244_400 - 1_795_244_400 % DAY + 7 * 3600;
+        let current = public_rules().period_at(at(t)).unwrap();
+        let midnight = t - 7 * 3600;
+        assert_eq!(
+            public_rules().retirement(current.prev().unwrap()),
+            Some(at(midnight))
+        );
+        assert_eq!(public_rules().retirement(current), Some(at(midnight + DAY)));
+
+        // Testing network (8-minute periods from hh:m4, runs from hh:m0 in
+        // steps of 8 minutes), as seen in a tor's log: the descriptor for
+        // 01:40-01:48 was rotated out at 01:52.
+        let testing = PeriodRules {
+            length: Duration::from_secs(480),
+            rotation_offset: Duration::from_secs(240),
+            run_length: Duration::from_secs(480),
+        };
+        let period = TimePeriod::from_parts(8, 3_740_232, 240);
+        assert_eq!(period.range().unwrap().start, at(1_795_305_600 + 6000));
+        assert_eq!(testing.retirement(period), Some(at(1_795_305_600 + 6720)));
     }
 
     #[test]

@@ -601,7 +601,7 @@ impl Daemon {
                                 } else {
                                     "new intro points"
                                 },
-                                descriptor.intro_points.len(),
+                                instance.state.intro_point_count(),
                                 descriptor.revision,
                                 if source == Source::Pushed {
                                     " (pushed by its agent)"
@@ -708,11 +708,12 @@ impl Daemon {
         let ring = self.view.rings[slot].clone();
         let period = ring.slot().period;
         let params = self.view.params;
+        let rules = self.view.rules;
         let service = &mut self.services[index];
         let live: Vec<Vec<_>> = service
             .instances
             .iter_mut()
-            .filter_map(|instance| instance.live_intro_points(now))
+            .filter_map(|instance| instance.live_intro_points(now, &rules))
             .collect();
         if live.iter().all(Vec::is_empty) {
             if !service.warned_empty && service.published.iter().any(Option::is_some) {

@@ -141,7 +141,7 @@ fn service_status(
                 let live = is_live(instance, now);
                 InstanceStatus {
                     onion_address: instance.config.address.to_string(),
-                    intro_points_num: descriptor.map(|d| d.intro_points.len()),
+                    intro_points_num: descriptor.map(|_| instance.state.intro_point_count()),
                     intro_set_modified: instance.intro_set_modified.map(timestamp),
                     descriptor_received: descriptor.and(instance.received).map(timestamp),
                     received: None,

@@ -8,6 +8,7 @@ use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::IntroPointDesc;
 use onionlb_core::health::{self, Health, Verdict};
 use onionlb_core::instance::InstanceState;
+use onionlb_core::period::PeriodRules;
 use onionlb_core::publish::{Layout, PublishReason};
 use onionlb_core::upload::Uploads;
 use onionlb_core::{MasterKey, OnionAddress};
@@ -156,14 +157,19 @@ impl Instance {
         true
     }
 
-    /// Its intro points, if it is healthy and its last good descriptor is
-    /// still valid; says once why a descriptor went.
-    pub(super) fn live_intro_points(&mut self, now: SystemTime) -> Option<Vec<IntroPointDesc>> {
+    /// Its intro points, if it is healthy and has a descriptor still
+    /// valid and not rotated out by its tor (under `rules`); says once why
+    /// the last descriptor went.
+    pub(super) fn live_intro_points(
+        &mut self,
+        now: SystemTime,
+        rules: &PeriodRules,
+    ) -> Option<Vec<IntroPointDesc>> {
         if self.verdict != Verdict::Up {
             return None;
         }
-        match self.state.live_descriptor(now) {
-            Ok(descriptor) => Some(descriptor?.intro_points.clone()),
+        match self.state.live_intro_points(now, rules) {
+            Ok(points) => points,
             Err(expired) => {
                 self.report(expired.to_string());
                 None
