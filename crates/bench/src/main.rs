@@ -32,15 +32,18 @@ enum Cli {
     },
 }
 
+/// What every comparison run takes.
 #[derive(Debug, clap::Args)]
-struct NetworkArgs {
-    /// The onionlb binary (also the instances' test app).
+struct RunArgs {
+    /// The onionlb binary (for the network run, also the instances' test
+    /// app).
     #[arg(long)]
     onionlb: PathBuf,
     /// Python Onionbalance's `onionbalance` script.
     #[arg(long, default_value = "target/bench/venv/bin/onionbalance")]
     onionbalance: PathBuf,
-    /// Directory for the network and the tools' files.
+    /// Directory for the run's files (the network, the tools' configs,
+    /// keys and logs).
     #[arg(long)]
     dir: PathBuf,
     /// Where to write the figures (JSON).
@@ -49,6 +52,21 @@ struct NetworkArgs {
     /// Which tools, in order.
     #[arg(long, value_delimiter = ',', default_value = "onionlb,onionbalance")]
     tools: Vec<tool::Tool>,
+}
+
+impl RunArgs {
+    fn programs(&self) -> tool::Programs {
+        tool::Programs {
+            onionlb: self.onionlb.clone(),
+            onionbalance: self.onionbalance.clone(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct NetworkArgs {
+    #[command(flatten)]
+    run: RunArgs,
     /// Bound on every wait, in seconds.
     #[arg(long, default_value_t = 600)]
     bound: u64,
@@ -59,21 +77,8 @@ struct NetworkArgs {
 
 #[derive(Debug, clap::Args)]
 struct ScaleArgs {
-    /// The onionlb binary.
-    #[arg(long)]
-    onionlb: PathBuf,
-    /// Python Onionbalance's `onionbalance` script.
-    #[arg(long, default_value = "target/bench/venv/bin/onionbalance")]
-    onionbalance: PathBuf,
-    /// Directory for the tools' configs, keys and logs.
-    #[arg(long)]
-    dir: PathBuf,
-    /// Where to write the figures (JSON).
-    #[arg(long)]
-    out: PathBuf,
-    /// Which tools, in order.
-    #[arg(long, value_delimiter = ',', default_value = "onionlb,onionbalance")]
-    tools: Vec<tool::Tool>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Numbers of services.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     services: Vec<usize>,
@@ -100,14 +105,10 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Inputs { out } => onionlb_bench::micro::Inputs::generate()?.write(&out),
         Cli::Scale(args) => {
-            let dir = absolute_dir(&args.dir)?;
             let plan = scale::Plan {
-                tools: args.tools,
-                programs: tool::Programs {
-                    onionlb: args.onionlb,
-                    onionbalance: args.onionbalance,
-                },
-                dir,
+                tools: args.run.tools.clone(),
+                programs: args.run.programs(),
+                dir: absolute_dir(&args.run.dir)?,
                 services: args.services,
                 instances: args.instances,
                 intro_points: args.intro_points,
@@ -115,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 bound: Duration::from_secs(args.bound),
             };
             let report = until_signalled(scale::run(&plan)).await?;
-            write_json(&report, &args.out)?;
+            write_json(&report, &args.run.out)?;
             let unfinished = report.runs.iter().filter(|run| !run.finished).count();
             anyhow::ensure!(
                 !args.check || unfinished == 0,
@@ -125,17 +126,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Cli::Network(args) => {
             let plan = network::Plan {
-                tools: args.tools,
-                programs: tool::Programs {
-                    onionlb: args.onionlb,
-                    onionbalance: args.onionbalance,
-                },
-                dir: absolute_dir(&args.dir)?,
+                tools: args.run.tools.clone(),
+                programs: args.run.programs(),
+                dir: absolute_dir(&args.run.dir)?,
                 bound: Duration::from_secs(args.bound),
                 share_requests: args.share_requests,
             };
             let report = until_signalled(network::run(&plan)).await?;
-            write_json(&report, &args.out)
+            write_json(&report, &args.run.out)
         }
     }
 }

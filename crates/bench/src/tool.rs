@@ -14,7 +14,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Tool {
-    /// This project, with an agent beside each instance.
+    /// This project (with an agent beside each instance in the network run).
     Onionlb,
     /// Python Onionbalance (0.2.4 from PyPI).
     Onionbalance,
