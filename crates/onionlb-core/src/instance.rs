@@ -28,6 +28,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use sha2::{Digest as _, Sha256};
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
@@ -43,9 +44,17 @@ const KEPT: usize = 2;
 pub struct InstanceState {
     identity: HsIdKey,
     /// Newest period first; at most [`KEPT`], of distinct periods.
-    descriptors: Vec<InstanceDescriptor>,
+    kept: Vec<Kept>,
     /// Highest revision seen per blinded key.
     revisions: HashMap<HsBlindId, u64>,
+}
+
+/// A descriptor in use, and the digest of its text: the same text comes
+/// from every HSDir asked, and needs no second check.
+#[derive(Debug, Clone)]
+struct Kept {
+    descriptor: InstanceDescriptor,
+    digest: [u8; 32],
 }
 
 /// What a descriptor that passed [`InstanceState::offer`] changed.
@@ -81,7 +90,7 @@ impl InstanceState {
     pub fn new(identity: HsIdKey) -> Self {
         InstanceState {
             identity,
-            descriptors: Vec::new(),
+            kept: Vec::new(),
             revisions: HashMap::new(),
         }
     }
@@ -95,6 +104,12 @@ impl InstanceState {
         now: SystemTime,
         max_size: usize,
     ) -> Result<Accepted, Rejected> {
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        if self.kept.iter().any(|k| k.digest == digest) {
+            // Byte for byte one in use: validity in time is checked when
+            // its intro points are taken.
+            return Ok(Accepted::Unchanged);
+        }
         let descriptor =
             validate_instance_descriptor(text, &self.identity, periods, now, max_size)?;
         let seen = self
@@ -115,12 +130,12 @@ impl InstanceState {
         self.revisions
             .insert(descriptor.blinded, descriptor.revision);
         let before = self.intro_keys();
-        self.descriptors
-            .retain(|kept| kept.blinded != descriptor.blinded);
-        self.descriptors.push(descriptor);
-        self.descriptors
-            .sort_by_key(|kept| std::cmp::Reverse(kept.period.interval_num()));
-        self.descriptors.truncate(KEPT);
+        self.kept
+            .retain(|k| k.descriptor.blinded != descriptor.blinded);
+        self.kept.push(Kept { descriptor, digest });
+        self.kept
+            .sort_by_key(|k| std::cmp::Reverse(k.descriptor.period.interval_num()));
+        self.kept.truncate(KEPT);
         Ok(if before.is_empty() {
             Accepted::NowUsable
         } else if before != self.intro_keys() {
@@ -139,18 +154,20 @@ impl InstanceState {
         now: SystemTime,
         rules: &PeriodRules,
     ) -> Result<Option<Vec<IntroPointDesc>>, Expired> {
-        let had = !self.descriptors.is_empty();
-        self.descriptors.retain(|d| {
-            let expired = d.valid_until.is_some_and(|end| end <= now);
-            let retired = rules.retirement(d.period).is_some_and(|at| at <= now);
+        let had = !self.kept.is_empty();
+        self.kept.retain(|k| {
+            let expired = k.descriptor.valid_until.is_some_and(|end| end <= now);
+            let retired = rules
+                .retirement(k.descriptor.period)
+                .is_some_and(|at| at <= now);
             !expired && !retired
         });
-        if self.descriptors.is_empty() {
+        if self.kept.is_empty() {
             return if had { Err(Expired) } else { Ok(None) };
         }
         let mut keys = Vec::new();
         let mut points = Vec::new();
-        for point in self.descriptors.iter().flat_map(|d| &d.intro_points) {
+        for point in self.kept.iter().flat_map(|k| &k.descriptor.intro_points) {
             let key = point.ipt_sid_key().to_bytes();
             if !keys.contains(&key) {
                 keys.push(key);
@@ -168,20 +185,23 @@ impl InstanceState {
     /// The descriptor of its newest time period, whether or not still
     /// valid.
     pub fn descriptor(&self) -> Option<&InstanceDescriptor> {
-        self.descriptors.first()
+        self.kept.first().map(|k| &k.descriptor)
     }
 
     /// How many intro points its kept descriptors carry.
     pub fn intro_point_count(&self) -> usize {
-        self.descriptors.iter().map(|d| d.intro_points.len()).sum()
+        self.kept
+            .iter()
+            .map(|k| k.descriptor.intro_points.len())
+            .sum()
     }
 
     /// The service keys of the intro points on offer, sorted.
     fn intro_keys(&self) -> Vec<[u8; 32]> {
         let mut keys: Vec<[u8; 32]> = self
-            .descriptors
+            .kept
             .iter()
-            .flat_map(|d| &d.intro_points)
+            .flat_map(|k| &k.descriptor.intro_points)
             .map(|ip| ip.ipt_sid_key().to_bytes())
             .collect();
         keys.sort_unstable();
