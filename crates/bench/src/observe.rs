@@ -26,7 +26,7 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(20);
 /// Fetches descriptors through a client tor's control port (`HSFETCH`).
 pub struct HsdirView {
     control: torctl::ControlClient,
-    events: mpsc::Receiver<Reply>,
+    events: mpsc::UnboundedReceiver<Reply>,
     rules: PeriodRules,
     /// Every relay with the HSDir flag, as `$FINGERPRINT`.
     hsdirs: Vec<String>,

@@ -57,7 +57,7 @@ type Keys = BTreeMap<[u8; 32], Option<[u8; 20]>>;
 /// each HSDir's master descriptor holds.
 async fn snapshot(
     client: &ControlClient,
-    events: &mut tokio::sync::mpsc::Receiver<torctl::Reply>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<torctl::Reply>,
     identities: &BTreeMap<String, (String, HsIdKey)>,
     master_identity: &HsIdKey,
     relays: &[String],

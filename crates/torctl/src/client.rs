@@ -21,9 +21,6 @@ use crate::command::Command;
 use crate::error::Error;
 use crate::reply::{Reply, ReplyParser};
 
-/// How many undelivered events are kept before new ones are dropped.
-const EVENT_QUEUE: usize = 4096;
-
 /// Where tor's control port listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ControlAddr {
@@ -65,7 +62,7 @@ struct Waiters {
 pub struct ControlClient {
     addr: ControlAddr,
     shared: Arc<Shared>,
-    events: StdMutex<Option<mpsc::Receiver<Reply>>>,
+    events: StdMutex<Option<mpsc::UnboundedReceiver<Reply>>>,
 }
 
 impl ControlClient {
@@ -111,7 +108,12 @@ impl ControlClient {
             writer: Mutex::new(writer),
             waiters: StdMutex::new(Waiters::default()),
         });
-        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        // Unbounded: the reader must never wait for the events' reader,
+        // or replies behind a burst of events would never reach a caller
+        // who awaits one before reading events; and a dropped event (a
+        // fetched descriptor, an upload's result) is lost state. tor sends
+        // only what the commands sent and the subscription ask for.
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_loop(reader, Arc::clone(&shared), event_tx));
         ControlClient {
             addr,
@@ -128,7 +130,7 @@ impl ControlClient {
     /// Takes the receiver of asynchronous events (`650` replies). Events
     /// arrive only for what [`Command::setevents`] subscribed to. Returns
     /// `None` after the first call.
-    pub fn take_events(&self) -> Option<mpsc::Receiver<Reply>> {
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<Reply>> {
         self.events.lock().ok()?.take()
     }
 
@@ -238,7 +240,7 @@ async fn read_cookie(path: &Path) -> Result<Vec<u8>, Error> {
 }
 
 /// Reads replies until the connection ends, then fails every waiter.
-async fn read_loop<R>(mut reader: R, shared: Arc<Shared>, events: mpsc::Sender<Reply>)
+async fn read_loop<R>(mut reader: R, shared: Arc<Shared>, events: mpsc::UnboundedSender<Reply>)
 where
     R: AsyncRead + Unpin,
 {
@@ -272,13 +274,12 @@ where
 fn deliver(
     parser: &mut ReplyParser,
     shared: &Shared,
-    events: &mpsc::Sender<Reply>,
+    events: &mpsc::UnboundedSender<Reply>,
 ) -> Result<(), Error> {
     while let Some(reply) = parser.next_reply().map_err(Error::Protocol)? {
         if reply.is_event() {
-            if events.try_send(reply).is_err() {
-                tracing::warn!("control-port event queue full or unread; dropping an event");
-            }
+            // Fails only once nobody will read events any more.
+            let _ = events.send(reply);
             continue;
         }
         let waiter = shared
@@ -347,5 +348,38 @@ mod test {
         }
         // The fake tor hangs up after its answers.
         assert!(client.getinfo("y").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn no_event_is_lost_however_many_come_before_a_reply() {
+        // 20 000 events ahead of the reply its caller waits for, while
+        // nobody reads events: the reply arrives, and then every event.
+        const BURST: usize = 20_000;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            lines.next_line().await.unwrap().unwrap();
+            let burst = "650 HS_DESC RECEIVED x NO_AUTH $AA descid\r\n".repeat(BURST);
+            write.write_all(burst.as_bytes()).await.unwrap();
+            write.write_all(b"250-a=1\r\n250 OK\r\n").await.unwrap();
+            // Stay open until the client is done.
+            let _ = lines.next_line().await;
+        });
+        let client = ControlClient::connect(&ControlAddr::Tcp(addr))
+            .await
+            .unwrap();
+        let mut events = client.take_events().unwrap();
+        assert_eq!(client.getinfo("a").await.unwrap(), "1");
+        let all = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            for _ in 0..BURST {
+                let event = events.recv().await.unwrap();
+                assert_eq!(event.event_keyword(), Some("HS_DESC"));
+            }
+        });
+        assert!(all.await.is_ok(), "events were lost");
+        assert!(events.try_recv().is_err());
     }
 }

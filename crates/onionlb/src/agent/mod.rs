@@ -100,7 +100,7 @@ struct Agent {
     restart_after: u32,
 
     tor: Option<ControlClient>,
-    tor_events: Option<mpsc::Receiver<Reply>>,
+    tor_events: Option<mpsc::UnboundedReceiver<Reply>>,
     /// Why tor is not usable, if it is not.
     tor_problem: Option<String>,
     /// Failed probes in a row, and the last failure.
@@ -508,7 +508,7 @@ async fn run_probes(probe: Probe, every: Duration, results: mpsc::Sender<Result<
 
 /// The next event from tor, or `None` when the connection ended; waits
 /// for ever when there is no connection.
-async fn next_event(events: &mut Option<mpsc::Receiver<Reply>>) -> Option<Reply> {
+async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<Reply>>) -> Option<Reply> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,
