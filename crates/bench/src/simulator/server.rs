@@ -85,6 +85,7 @@ async fn serve(
     world: &Mutex<World>,
     done: &watch::Sender<bool>,
 ) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut session = Session::default();
@@ -97,10 +98,13 @@ async fn serve(
             }
             answer
         };
-        write.write_all(answer.reply.as_bytes()).await?;
+        // One write, as tor flushes a reply and the events it caused
+        // together; small writes apart would wait on delayed ACKs.
+        let mut out = answer.reply.into_bytes();
         for event in &answer.events {
-            write.write_all(event.as_bytes()).await?;
+            out.extend_from_slice(event.as_bytes());
         }
+        write.write_all(&out).await?;
         if answer.close {
             break;
         }

@@ -533,13 +533,7 @@ impl Daemon {
         if content.descriptor.trim().is_empty() {
             return;
         }
-        let Some(address) = self
-            .services
-            .iter()
-            .flat_map(|s| &s.instances)
-            .map(|i| i.config.address)
-            .find(|a| a.without_suffix() == content.address)
-        else {
+        let Ok(address) = content.address.parse::<OnionAddress>() else {
             return;
         };
         self.offer(address, &content.descriptor, Source::Fetched);
@@ -640,10 +634,15 @@ impl Daemon {
         let Some(hsdir) = event.hsdir.as_deref() else {
             return;
         };
+        // Compared as keys: rendering an address hashes, and there are
+        // thousands of events per round at a thousand services.
+        let Ok(address) = event.address.parse::<OnionAddress>() else {
+            return;
+        };
         if event.action == "FAILED" {
             let now = Instant::now();
             for instance in self.services.iter().flat_map(|s| &s.instances) {
-                if instance.config.address.without_suffix() != event.address {
+                if instance.config.address != address {
                     continue;
                 }
                 self.metrics.fetch_failed(&instance.config.label());
@@ -657,11 +656,7 @@ impl Daemon {
                 }
             }
         }
-        let Some(service) = self
-            .services
-            .iter_mut()
-            .find(|s| s.address.without_suffix() == event.address)
-        else {
+        let Some(service) = self.services.iter_mut().find(|s| s.address == address) else {
             return;
         };
         let Ok(dir) = hsdir.parse::<RsaId>() else {
