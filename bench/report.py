@@ -32,7 +32,11 @@ NETWORK_ROWS = [
 
 
 def criterion_seconds(root, case):
+    # A grouped case lives in nested directories; a lone function's id has
+    # its slashes turned into underscores.
     path = os.path.join(root, *case.split('/'), 'new', 'estimates.json')
+    if not os.path.exists(path):
+        path = os.path.join(root, case.replace('/', '_'), 'new', 'estimates.json')
     with open(path) as f:
         return json.load(f)['median']['point_estimate'] / 1e9
 
