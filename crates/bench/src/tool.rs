@@ -287,16 +287,7 @@ fn wait_for_path(path: &Path, bound: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a key file readable by its owner only.
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut file| file.write_all(bytes))
-        .with_context(|| format!("writing {}", path.display()))
+/// [`testnet::keys::write_private`], with the path in the error.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    testnet::keys::write_private(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

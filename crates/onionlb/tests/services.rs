@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::Duration;
 
 use common::{fetch_until_served, manager_port, testnet_config, tmp_dir, Manager};
@@ -30,14 +28,7 @@ async fn two_services_share_their_instances() {
     let mut yaml = String::from("fetch-interval: 15\nservices:\n");
     for (n, (_, pem)) in masters.iter().enumerate() {
         let key = dir.join(format!("master{n}.key"));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key)
-            .unwrap()
-            .write_all(pem.as_bytes())
-            .unwrap();
+        common::write_private(&key, pem.as_bytes());
         yaml.push_str(&format!("- key: master{n}.key\n  instances:\n"));
         for (node, address) in net.layout().instances().zip(net.instance_addresses()) {
             yaml.push_str(&format!(

@@ -219,6 +219,24 @@ pub fn parse_fingerprint_file(text: &str) -> Option<String> {
     is_fingerprint(&fingerprint).then_some(fingerprint)
 }
 
+/// Writes a key file for a test or benchmark: mode 0600 from the moment it
+/// exists, replacing any file left from an earlier run. (The daemon's own
+/// writer refuses to replace a key; harnesses rerun in the same place.)
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+}
+
 fn is_fingerprint(text: &str) -> bool {
     text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -246,5 +264,19 @@ mod test {
         );
         assert_eq!(parse_fingerprint_file("relay0\n"), None);
         assert_eq!(parse_fingerprint_file("relay0 D3C1\n"), None);
+    }
+
+    #[test]
+    fn a_private_file_replaces_an_earlier_one_and_only_its_owner_reads_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("testnet-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, b"old").unwrap();
+        write_private(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

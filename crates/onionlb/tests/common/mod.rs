@@ -2,8 +2,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,18 +60,9 @@ pub async fn fetch_until_served(
     }
 }
 
-/// Writes `bytes` to a new file at `path` (replacing any) with mode 0600,
-/// as key files must be.
+/// Writes a key file (mode 0600, replacing any).
 pub fn write_private(path: &Path, bytes: &[u8]) {
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
+    testnet::keys::write_private(path, bytes).unwrap();
 }
 
 /// onionlb running against the network's management tor.
