@@ -109,27 +109,16 @@ pub fn start_plain(
     config: &Path,
     control_port: u16,
 ) -> anyhow::Result<Running> {
-    let port = control_port.to_string();
-    let (program, args, log) = match tool {
-        Tool::Onionbalance => (
-            &programs.onionbalance,
-            vec!["-i", "127.0.0.1", "-p", &port, "-c"],
-            dir.join("onionbalance.log"),
-        ),
-        Tool::Onionlb => (
-            &programs.onionlb,
-            vec!["-p", &port, "-c"],
-            dir.join("onionlb.log"),
-        ),
-    };
-    let child = spawn_logged(Command::new(program).args(args).arg(config), &log)?;
+    let (name, child, log) = spawn_balancer(tool, programs, dir, config, control_port, &[])?;
     Ok(Running {
-        children: vec![(format!("{tool:?}"), child)],
+        children: vec![(name, child)],
         log,
     })
 }
 
-/// Starts `tool` in `dir` against the management tor's control port.
+/// Starts `tool` in `dir` against the management tor's control port, at
+/// its most verbose useful level: Python Onionbalance with
+/// `--is-testnet`, onionlb with an agent beside each instance.
 pub fn start(
     tool: Tool,
     programs: &Programs,
@@ -138,77 +127,80 @@ pub fn start(
     instances: &[InstanceSpec],
     control_port: u16,
 ) -> anyhow::Result<Running> {
-    let port = control_port.to_string();
-    match tool {
-        Tool::Onionbalance => {
-            let config = write_config(dir, &network_service(key_pem, instances), "", |_, _| {
-                String::new()
-            })?;
-            let log = dir.join("onionbalance.log");
-            let child = spawn_logged(
-                Command::new(&programs.onionbalance)
-                    .args([
-                        "--is-testnet",
-                        "-v",
-                        "info",
-                        "-i",
-                        "127.0.0.1",
-                        "-p",
-                        &port,
-                        "-c",
-                    ])
-                    .arg(&config),
-                &log,
-            )?;
-            Ok(Running {
-                children: vec![("onionbalance".into(), child)],
-                log,
-            })
-        }
-        Tool::Onionlb => {
-            let socket = dir.join("agents.sock");
-            let keys: Vec<AgentKey> = instances
-                .iter()
-                .map(|_| AgentKey::generate(&mut rand::rng()))
-                .collect();
-            let top = format!("agents:\n  socket: {}\n", socket.display());
-            let config = write_config(dir, &network_service(key_pem, instances), &top, |_, i| {
-                format!("    agent-key: {}\n", keys[i].public())
-            })?;
-            let log = dir.join("onionlb.log");
-            let manager = spawn_logged(
-                Command::new(&programs.onionlb)
-                    .args(["-v", "debug", "-p", &port, "-c"])
-                    .arg(&config),
-                &log,
-            )?;
-            let mut children = vec![("onionlb".to_owned(), manager)];
-            wait_for_path(&socket, Duration::from_secs(30))?;
-            for (instance, key) in instances.iter().zip(&keys) {
-                let key_file = dir.join(format!("{}.agent.key", instance.name));
-                write_private(&key_file, key.to_file_text().as_bytes())?;
-                let agent = spawn_logged(
-                    Command::new(&programs.onionlb)
-                        .args(["agent", "run", "--key"])
-                        .arg(&key_file)
-                        .args(["--address", &instance.address.to_string()])
-                        .args([
-                            "--control-port",
-                            &format!("127.0.0.1:{}", instance.control_port),
-                        ])
-                        .args([
-                            "--probe",
-                            &format!("http://127.0.0.1:{}/", instance.app_port),
-                        ])
-                        .arg("--manager")
-                        .arg(format!("unix:{}", socket.display())),
-                    &dir.join(format!("{}.agent.log", instance.name)),
-                )?;
-                children.push((format!("{} agent", instance.name), agent));
-            }
-            Ok(Running { children, log })
-        }
+    let service = network_service(key_pem, instances);
+    if tool == Tool::Onionbalance {
+        let config = write_config(dir, &service, "", |_, _| String::new())?;
+        let options = ["--is-testnet", "-v", "info"];
+        let (name, child, log) =
+            spawn_balancer(tool, programs, dir, &config, control_port, &options)?;
+        return Ok(Running {
+            children: vec![(name, child)],
+            log,
+        });
     }
+    let socket = dir.join("agents.sock");
+    let keys: Vec<AgentKey> = instances
+        .iter()
+        .map(|_| AgentKey::generate(&mut rand::rng()))
+        .collect();
+    let top = format!("agents:\n  socket: {}\n", socket.display());
+    let config = write_config(dir, &service, &top, |_, i| {
+        format!("    agent-key: {}\n", keys[i].public())
+    })?;
+    let (name, manager, log) =
+        spawn_balancer(tool, programs, dir, &config, control_port, &["-v", "debug"])?;
+    let mut children = vec![(name, manager)];
+    wait_for_path(&socket, Duration::from_secs(30))?;
+    for (instance, key) in instances.iter().zip(&keys) {
+        let key_file = dir.join(format!("{}.agent.key", instance.name));
+        write_private(&key_file, key.to_file_text().as_bytes())?;
+        let agent = spawn_logged(
+            Command::new(&programs.onionlb)
+                .args(["agent", "run", "--key"])
+                .arg(&key_file)
+                .args(["--address", &instance.address.to_string()])
+                .args([
+                    "--control-port",
+                    &format!("127.0.0.1:{}", instance.control_port),
+                ])
+                .args([
+                    "--probe",
+                    &format!("http://127.0.0.1:{}/", instance.app_port),
+                ])
+                .arg("--manager")
+                .arg(format!("unix:{}", socket.display())),
+            &dir.join(format!("{}.agent.log", instance.name)),
+        )?;
+        children.push((format!("{} agent", instance.name), agent));
+    }
+    Ok(Running { children, log })
+}
+
+/// Starts the balancer itself with `options` before its control port and
+/// config arguments, logging to `dir`; returns its name, process and log.
+fn spawn_balancer(
+    tool: Tool,
+    programs: &Programs,
+    dir: &Path,
+    config: &Path,
+    control_port: u16,
+    options: &[&str],
+) -> anyhow::Result<(String, Child, PathBuf)> {
+    let port = control_port.to_string();
+    let (name, program, address): (&str, _, &[&str]) = match tool {
+        Tool::Onionbalance => ("onionbalance", &programs.onionbalance, &["-i", "127.0.0.1"]),
+        Tool::Onionlb => ("onionlb", &programs.onionlb, &[]),
+    };
+    let log = dir.join(format!("{name}.log"));
+    let child = spawn_logged(
+        Command::new(program)
+            .args(options)
+            .args(address)
+            .args(["-p", &port, "-c"])
+            .arg(config),
+        &log,
+    )?;
+    Ok((name.to_owned(), child, log))
 }
 
 impl Running {
