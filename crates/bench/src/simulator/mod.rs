@@ -66,8 +66,9 @@ pub struct World {
     masters: HashMap<String, Master>,
     /// Which instance of which master each intro point belongs to.
     owners: HashMap<IntroId, usize>,
-    /// Descriptors already decoded, by digest: posts often repeat one.
-    decoded: HashMap<[u8; 32], Result<Decoded, String>>,
+    /// Descriptors already decoded, by master address and digest of the
+    /// text: posts often repeat one.
+    decoded: HashMap<(String, [u8; 32]), Result<Decoded, String>>,
     stats: Stats,
 }
 
@@ -101,11 +102,11 @@ pub struct Stats {
     pub post_targets: u64,
     /// Bytes of descriptor posted.
     pub posted_bytes: u64,
-    /// Posts of descriptors that did not validate, with the first reasons.
+    /// Posts of descriptors that did not validate.
     pub rejected: u64,
     /// Posts to HSDirs not responsible for that descriptor.
     pub misplaced: u64,
-    /// The first few rejection reasons.
+    /// The first few reasons for those.
     pub rejections: Vec<String>,
     /// Commands the simulator does not know, by keyword.
     pub unknown_commands: BTreeMap<String, u64>,
@@ -199,8 +200,9 @@ impl World {
         self.relays.iter().next().copied()
     }
 
-    /// The descriptor an HSDir serves for an instance, if it is one.
-    pub fn instance(&mut self, bare_address: &str) -> Option<&Instance> {
+    /// A fetch of `bare_address`, counted: the descriptor an HSDir serves
+    /// for it, if it is an instance.
+    pub fn fetch(&mut self, bare_address: &str) -> Option<&Instance> {
         self.stats.fetches += 1;
         self.served.get(bare_address)
     }
@@ -267,8 +269,11 @@ impl World {
         text: &str,
         now: SystemTime,
     ) -> Result<Decoded, String> {
-        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if let Some(known) = self.decoded.get(&digest) {
+        let key = (
+            bare_address.to_owned(),
+            Sha256::digest(text.as_bytes()).into(),
+        );
+        if let Some(known) = self.decoded.get(&key) {
             return known.clone();
         }
         let result = match self.masters.get(bare_address) {
@@ -291,7 +296,7 @@ impl World {
                     })
             }
         };
-        self.decoded.insert(digest, result.clone());
+        self.decoded.insert(key, result.clone());
         result
     }
 

@@ -94,6 +94,8 @@ impl Session {
     /// `HSFETCH address [SERVER=...]`: tor asks each named HSDir (one of
     /// its choice when none is named), and each answers with the
     /// instance's descriptor.
+    /// The descriptor id field is a placeholder (tor writes the blinded
+    /// key there); neither balancer reads it.
     fn hsfetch(&self, world: &mut World, args: &[&str]) -> Answer {
         let Some(address) = args.first() else {
             return reply_only("512 Missing argument to HSFETCH\r\n");
@@ -112,7 +114,7 @@ impl Session {
             servers.extend(world.some_relay());
         }
         let mut events = Vec::new();
-        let descriptor = world.instance(address).map(|i| i.descriptor.clone());
+        let descriptor = world.fetch(address).map(|i| i.descriptor.clone());
         for server in servers {
             let dir = format!("${server}~hsdir");
             self.event(
