@@ -21,9 +21,13 @@
 //! "current" one, which is not always the newer. So the state keeps the
 //! newest descriptor of each of the two latest periods and offers the
 //! intro points of both, newest period first, dropping a period's at its
-//! rotation: whichever arrives first, the master descriptor never rests
-//! on intro points the instance is about to close, and a restarted tor's
+//! rotation: whichever arrives first, rotation alone never leaves the
+//! master descriptor with only closed intro points, and a restarted tor's
 //! new intro points are used as soon as either of its descriptors comes.
+//!
+//! Not yet handled: after a restart, the old tor's descriptor for the
+//! other period stays kept until a newer one of that period arrives or it
+//! rotates out, and its intro points are dead.
 
 use std::collections::HashMap;
 use std::time::SystemTime;

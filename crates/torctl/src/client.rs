@@ -128,8 +128,9 @@ impl ControlClient {
     }
 
     /// Takes the receiver of asynchronous events (`650` replies). Events
-    /// arrive only for what [`Command::setevents`] subscribed to. Returns
-    /// `None` after the first call.
+    /// arrive only for what [`Command::setevents`] subscribed to, and are
+    /// kept until read (never dropped), so a subscriber must read them.
+    /// Returns `None` after the first call.
     pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<Reply>> {
         self.events.lock().ok()?.take()
     }
