@@ -11,6 +11,8 @@
 //! manager: CHALLENGE <64 hex digits>
 //! agent:   HELLO <instance address> <agent key, base64> <signature, base64>
 //! manager: WELCOME                       or  REFUSED <why>, then closes
+//! agent:   TOR <pid> <start, seconds since 1970> (before its first push,
+//!          and again whenever it connects to a tor)
 //! agent:   HEALTH UP | HEALTH DOWN <why> (a heartbeat too: send it often)
 //! agent:   DESCRIPTOR <length>           then exactly <length> bytes
 //! manager: ACCEPTED <what changed>       or  REJECTED <why>
@@ -226,10 +228,45 @@ pub enum ToManager {
         /// Its signature over the challenge and the instance address.
         signature: [u8; 64],
     },
+    /// Which tor process the agent follows.
+    Tor(TorProcess),
     /// Whether the instance is healthy; also the heartbeat.
     Health(Health),
     /// The instance's newest descriptor, as tor encoded it.
     Descriptor(String),
+}
+
+/// One run of an instance's tor, as its agent sees it.
+///
+/// Intro points live and die with the tor process that made them: after a
+/// restart, tor has new ones for both of its descriptors, and the manager
+/// must stop offering every old one, including those of the descriptor
+/// the new tor has not uploaded yet. The process id alone does not tell
+/// runs apart (a tor that is PID 1 in a container keeps it), so the start
+/// time comes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TorProcess {
+    /// Its process id.
+    pub pid: u32,
+    /// When it started, in seconds since 1970, worked out from its uptime
+    /// (so a second or two off between readings).
+    pub started: u64,
+}
+
+impl TorProcess {
+    /// Start times read this far apart are the same start.
+    const SLACK: u64 = 3;
+
+    /// Whether `other` is another run of tor than this one.
+    pub fn differs_from(&self, other: &TorProcess) -> bool {
+        self.pid != other.pid || self.started.abs_diff(other.started) > Self::SLACK
+    }
+}
+
+impl fmt::Display for TorProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {}, started at {}", self.pid, self.started)
+    }
 }
 
 /// What an agent says of its instance's health.
@@ -270,6 +307,7 @@ impl ToManager {
                 BASE64.encode(signature)
             )
             .into_bytes(),
+            ToManager::Tor(tor) => format!("TOR {} {}\n", tor.pid, tor.started).into_bytes(),
             ToManager::Health(Health::Up) => b"HEALTH UP\n".to_vec(),
             ToManager::Health(Health::Down(why)) => {
                 format!("HEALTH DOWN {}\n", one_line(why)).into_bytes()
@@ -305,6 +343,10 @@ impl ToManager {
                     signature,
                 })
             }
+            (Some("TOR"), Some(pid), Some(started), None) => Ok(ToManager::Tor(TorProcess {
+                pid: pid.parse().map_err(|_| malformed())?,
+                started: started.parse().map_err(|_| malformed())?,
+            })),
             (Some("HEALTH"), Some("UP"), None, None) => Ok(ToManager::Health(Health::Up)),
             (Some("HEALTH"), Some("DOWN"), ..) => {
                 let why = frame.line.splitn(3, ' ').nth(2).unwrap_or("").to_owned();
@@ -483,6 +525,10 @@ mod test {
         let key = AgentKey::from_seed([7; 32]);
         let to_manager = vec![
             key.hello(&[1; 32], address()),
+            ToManager::Tor(TorProcess {
+                pid: 4321,
+                started: 1_700_000_000,
+            }),
             ToManager::Health(Health::Up),
             ToManager::Health(Health::Down("HTTP probe: connection refused".into())),
             ToManager::Descriptor("hs-descriptor 3\nDESCRIPTOR 5\n".into()),
@@ -500,6 +546,27 @@ mod test {
         ];
         let bytes: Vec<u8> = to_agent.iter().flat_map(ToAgent::encode).collect();
         assert_eq!(decode_all::<ToAgent>(&bytes), to_agent);
+    }
+
+    #[test]
+    fn a_tor_run_is_told_apart_by_pid_or_by_a_start_more_than_seconds_off() {
+        let run = TorProcess {
+            pid: 1,
+            started: 1_700_000_000,
+        };
+        let read_again = TorProcess {
+            started: run.started + 1,
+            ..run
+        };
+        assert!(!run.differs_from(&read_again));
+        // PID 1 in a container, restarted a minute later.
+        let restarted = TorProcess {
+            started: run.started + 60,
+            ..run
+        };
+        assert!(run.differs_from(&restarted));
+        let other_pid = TorProcess { pid: 2, ..run };
+        assert!(run.differs_from(&other_pid));
     }
 
     #[test]

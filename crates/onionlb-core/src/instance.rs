@@ -25,9 +25,13 @@
 //! master descriptor with only closed intro points, and a restarted tor's
 //! new intro points are used as soon as either of its descriptors comes.
 //!
-//! Not yet handled: after a restart, the old tor's descriptor for the
-//! other period stays kept until a newer one of that period arrives or it
-//! rotates out, and its intro points are dead.
+//! A restarted tor has new intro points for both descriptors but uploads
+//! them one at a time, so the old run's descriptor of the other period
+//! would stay, with intro points that died with it, listed first when its
+//! period is the newer. Whoever knows that tor restarted (its agent)
+//! calls [`InstanceState::forget_descriptors`]; the revisions seen stay,
+//! so an HSDir that still has the old run's descriptors cannot bring them
+//! back.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -179,6 +183,14 @@ impl InstanceState {
             }
         }
         Ok(Some(points))
+    }
+
+    /// Drops every descriptor in use: the tor that made them stopped, and
+    /// their intro points with it. The revisions seen are kept, so none
+    /// of them is accepted again; the new run's are higher (a C tor
+    /// derives its revision from the time).
+    pub fn forget_descriptors(&mut self) {
+        self.kept.clear();
     }
 
     /// The instance's identity key.
@@ -417,6 +429,50 @@ mod test {
             Ok(Accepted::Unchanged)
         );
         assert_eq!(state.intro_point_count(), 3);
+    }
+
+    #[test]
+    fn after_a_restart_only_the_new_run_s_intro_points_are_offered() {
+        let f = fixture();
+        let next = for_period(f.period.next().unwrap());
+        let periods = [f.period, next.period];
+        let rules = public_rules();
+        let mut state = InstanceState::new(f.identity.clone());
+        let old_next = build(&next, 2);
+        state
+            .offer(&old_next.text, &periods, f.now, 50_000)
+            .unwrap();
+        state
+            .offer(&build(&f, 5).text, &periods, f.now, 50_000)
+            .unwrap();
+        state.forget_descriptors();
+        assert!(state.live_intro_points(f.now, &rules).unwrap().is_none());
+        // The new run's current descriptor, pushed by the agent.
+        let fresh = vec![intro_point(&mut rand::rng(), 1)];
+        assert_eq!(
+            state.offer(&build_with(&f, 6, &fresh).text, &periods, f.now, 50_000),
+            Ok(Accepted::NowUsable)
+        );
+        // An HSDir still serving the old run's next descriptor.
+        assert_eq!(
+            state.offer(&old_next.text, &periods, f.now, 50_000),
+            Ok(Accepted::Unchanged)
+        );
+        let points = state.live_intro_points(f.now, &rules).unwrap().unwrap();
+        assert_eq!(keys(&points), keys(&fresh));
+        // The new run's next descriptor.
+        let fresh_next = vec![intro_point(&mut rand::rng(), 2)];
+        assert_eq!(
+            state.offer(
+                &build_with(&next, 3, &fresh_next).text,
+                &periods,
+                f.now,
+                50_000
+            ),
+            Ok(Accepted::IntroPointsChanged)
+        );
+        let points = state.live_intro_points(f.now, &rules).unwrap().unwrap();
+        assert_eq!(grouped(&points, &[1, 1]), [keys(&fresh_next), keys(&fresh)]);
     }
 
     #[test]

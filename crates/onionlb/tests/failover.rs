@@ -183,12 +183,21 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
         .await
         .unwrap();
     let uploaded = first_upload(&nodes[0], addresses[0]).await;
+    // Its agent tells the manager of the new tor before pushing, and
+    // every intro point of the old run goes, those of the descriptor the
+    // new tor has not uploaded yet included.
+    let restart_seen = format!("{}: its tor restarted", names[0]);
+    manager.wait_for_log(
+        &format!("{}: leaving", names[0]),
+        &restart_seen,
+        Duration::from_secs(30),
+    );
+    // With the old run's intro points gone, the new run's first
+    // descriptor makes the instance usable again.
     let pushed_line = |l: &str| {
-        l.contains(&format!("{}: new intro points", names[0]))
-            && l.contains("(pushed by its agent)")
+        l.contains(&format!("{}: usable", names[0])) && l.contains("(pushed by its agent)")
     };
-    let anchor = format!("{}: leaving", names[0]);
-    let (pushed, _) = wait_for(&manager, &anchor, pushed_line, uploaded + BOUND);
+    let (pushed, _) = wait_for(&manager, &restart_seen, pushed_line, uploaded + BOUND);
     let (_, carried) = wait_for(
         &manager,
         &pushed,

@@ -15,6 +15,11 @@
 //!   event) and every heartbeat, the agent reads tor's current descriptor
 //!   (`GETINFO hs/service/desc/id/<address>`) and pushes it if it changed.
 //!   The manager checks it exactly as it checks a fetched one.
+//! * tor's run: on connecting to tor the agent reads its pid and uptime,
+//!   and tells the manager before its first push. A restarted tor has new
+//!   intro points for both of its descriptors; told of a new run, the
+//!   manager drops the old one's, including those of the descriptor the
+//!   new tor has not uploaded yet.
 //!
 //! After tor (re)starts the agent says UP only once the manager has
 //! accepted a descriptor from this tor. A freshly started tor already
@@ -29,7 +34,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use onionlb_core::agent::{AgentKey, Health, ToAgent, ToManager};
+use onionlb_core::agent::{AgentKey, Health, ToAgent, ToManager, TorProcess};
 use onionlb_core::OnionAddress;
 use tokio::sync::mpsc;
 use torctl::{Backoff, Command, Connector, ControlAddr, ControlClient, Event, Reply};
@@ -54,6 +59,39 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
     match command {
         AgentCommand::Keygen(args) => keygen(&args),
         AgentCommand::Run(args) => Agent::new(*args)?.run().await,
+    }
+}
+
+/// Which run of tor `control` speaks to: its pid and, from its uptime,
+/// when it started. `None`, said in the log, from a tor that does not
+/// tell (before 0.3.5); the manager then cannot tell a restart apart.
+async fn tor_process(control: &ControlClient) -> Option<TorProcess> {
+    let read = async {
+        let pid = control
+            .getinfo("process/pid")
+            .await
+            .map_err(|e| e.to_string())?;
+        let uptime = control.getinfo("uptime").await.map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        let pid: u32 = pid.trim().parse().map_err(|_| format!("pid {pid:?}"))?;
+        let uptime: u64 = uptime
+            .trim()
+            .parse()
+            .map_err(|_| format!("uptime {uptime:?}"))?;
+        Ok::<_, String>(TorProcess {
+            pid,
+            started: now.saturating_sub(uptime),
+        })
+    };
+    match read.await {
+        Ok(process) => Some(process),
+        Err(e) => {
+            tracing::warn!("tor does not say which process it is ({e}); the manager will not notice it restarting");
+            None
+        }
     }
 }
 
@@ -101,6 +139,10 @@ struct Agent {
 
     tor: Option<ControlClient>,
     tor_events: Option<mpsc::UnboundedReceiver<Reply>>,
+    /// Which run of tor that is, if tor said, and whether the manager was
+    /// told on this link.
+    tor_process: Option<TorProcess>,
+    tor_process_sent: bool,
     /// Why tor is not usable, if it is not.
     tor_problem: Option<String>,
     /// Failed probes in a row, and the last failure.
@@ -170,6 +212,8 @@ impl Agent {
             restart_after: args.restart_after.max(1),
             tor: None,
             tor_events: None,
+            tor_process: None,
+            tor_process_sent: false,
             tor_problem: Some("not connected to tor yet".into()),
             probe_failures: 0,
             probe_problem: String::new(),
@@ -253,6 +297,8 @@ impl Agent {
                     }
                 }
                 self.tor_events = control.take_events();
+                self.tor_process = tor_process(&control).await;
+                self.tor_process_sent = false;
                 self.tor = Some(control);
                 self.tor_problem = None;
                 self.descriptor_accepted = false;
@@ -292,6 +338,7 @@ impl Agent {
                 self.link_backoff.reset();
                 self.sent_descriptor = None;
                 self.sent_health = None;
+                self.tor_process_sent = false;
             }
             Err(e) => {
                 let delay = self.link_backoff.next_delay(&mut rand::rng());
@@ -315,6 +362,15 @@ impl Agent {
     /// Reads tor's current descriptor and, if the manager does not have it
     /// yet, pushes it and waits for the manager's answer.
     async fn push_descriptor(&mut self) {
+        if self.tor.is_none() || self.link.is_none() {
+            return;
+        }
+        // The manager learns of a new tor before its first descriptor, so
+        // it drops the old run's intro points first.
+        if let (Some(process), false) = (self.tor_process, self.tor_process_sent) {
+            self.send(&ToManager::Tor(process)).await;
+            self.tor_process_sent = self.link.is_some();
+        }
         let (Some(tor), Some(_)) = (&self.tor, &self.link) else {
             return;
         };

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use onionlb_core::agent::{AgentPublicKey, Health, ToAgent, ToManager};
+use onionlb_core::agent::{AgentPublicKey, Health, ToAgent, ToManager, TorProcess};
 use onionlb_core::ratelimit::TokenBucket;
 use onionlb_core::OnionAddress;
 use rand::RngExt as _;
@@ -52,6 +52,11 @@ pub(super) enum AgentEvent {
     Connected {
         instance: OnionAddress,
         peer: String,
+    },
+    /// Which tor process it follows.
+    Tor {
+        instance: OnionAddress,
+        process: TorProcess,
     },
     /// Its report (also a heartbeat).
     Health {
@@ -280,6 +285,7 @@ impl Shared {
             }
             let event = match message {
                 ToManager::Hello { .. } => return Err("a second HELLO".into()),
+                ToManager::Tor(process) => AgentEvent::Tor { instance, process },
                 ToManager::Health(health) => AgentEvent::Health { instance, health },
                 ToManager::Descriptor(text) => {
                     let (reply, answer) = oneshot::channel();

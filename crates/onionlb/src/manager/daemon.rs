@@ -385,6 +385,15 @@ impl Daemon {
                     found.agent = None;
                 }
             }
+            AgentEvent::Tor { instance, process } => {
+                for service in &mut self.services {
+                    for found in &mut service.instances {
+                        if found.config.address == instance && found.follow_tor(process) {
+                            service.changes.changed(now);
+                        }
+                    }
+                }
+            }
             AgentEvent::Health { instance, health } => {
                 let (healthy, why) = match &health {
                     AgentHealth::Up => (true, ""),

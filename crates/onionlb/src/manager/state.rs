@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime};
 
+use onionlb_core::agent::TorProcess;
 use onionlb_core::coalesce::Coalescer;
 use onionlb_core::consensus::RsaId;
 use onionlb_core::descriptor::IntroPointDesc;
@@ -47,6 +48,9 @@ pub(super) struct Instance {
     pub(super) verdict: Verdict,
     /// Its agent's connection, if one is connected: where from.
     pub(super) agent: Option<String>,
+    /// The tor process its agent last said it follows (kept while the
+    /// agent is away, so a restart in between is noticed).
+    pub(super) tor: Option<TorProcess>,
 }
 
 /// A master descriptor that was sent to HSDirs.
@@ -129,6 +133,7 @@ impl Instance {
             health: Health::new(policy, now),
             verdict: Verdict::Up,
             agent: None,
+            tor: None,
         })
     }
 
@@ -175,6 +180,29 @@ impl Instance {
                 None
             }
         }
+    }
+
+    /// Its agent says which tor process it follows. A new run of tor
+    /// has new intro points for both of its descriptors, so every
+    /// descriptor of the old run is dropped (said in the log); whether
+    /// that took intro points away.
+    pub(super) fn follow_tor(&mut self, process: TorProcess) -> bool {
+        let Some(before) = self.tor.replace(process) else {
+            return false;
+        };
+        if !before.differs_from(&process) {
+            return false;
+        }
+        tracing::warn!(
+            "{}: its tor restarted ({before} before, {process} now): dropping the old run's intro points",
+            self.config.label()
+        );
+        let had = self.state.intro_point_count() > 0;
+        self.state.forget_descriptors();
+        if had {
+            self.intro_set_modified = Some(SystemTime::now());
+        }
+        had
     }
 
     /// Logs why it is unusable, once per distinct reason.
