@@ -84,6 +84,25 @@ impl FetchSchedule {
     }
 }
 
+/// Which of `candidates` to fetch at `now`, when at most `max` may be
+/// asked at once: those due, the longest overdue first and otherwise in
+/// the order given (configuration order keeps a service's instances
+/// together).
+pub fn pick_due<'a, K: 'a>(
+    candidates: impl IntoIterator<Item = (K, &'a FetchSchedule)>,
+    now: Instant,
+    max: usize,
+) -> Vec<K> {
+    let mut due: Vec<(Instant, K)> = candidates
+        .into_iter()
+        .filter(|(_, schedule)| schedule.is_due(now))
+        .map(|(key, schedule)| (schedule.next, key))
+        .collect();
+    // Stable: ties keep the order given.
+    due.sort_by_key(|(at, _)| *at);
+    due.into_iter().take(max).map(|(_, key)| key).collect()
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -147,5 +166,23 @@ mod test {
         schedule.sent(t0 + Duration::from_secs(1));
         schedule.set_interval(Duration::from_secs(10), t0 + Duration::from_secs(2));
         assert!(schedule.is_due(t0 + Duration::from_secs(12)));
+    }
+
+    #[test]
+    fn at_most_max_are_picked_longest_overdue_first_then_in_order() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let new = |name| (name, FetchSchedule::new(INTERVAL, t0 + secs(10)));
+        let mut schedules = [new("a"), new("b"), new("c"), new("d"), new("late")];
+        // "late" was due first; "d" is not due yet.
+        schedules[4].1.due_now(t0);
+        schedules[3].1.sent(t0);
+        let candidates = || schedules.iter().map(|(name, s)| (*name, s));
+        assert_eq!(pick_due(candidates(), t0 + secs(10), 3), ["late", "a", "b"]);
+        assert_eq!(
+            pick_due(candidates(), t0 + secs(10), 10),
+            ["late", "a", "b", "c"]
+        );
+        assert!(pick_due(candidates(), t0, 0).is_empty());
     }
 }

@@ -4,7 +4,7 @@
 //! All protocol rules live in `onionlb-core`; this is the tokio shell that
 //! feeds them tor's events and the clock, and sends what they decide.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +16,7 @@ use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, intro_point_relay, MasterDescriptorPlan,
     MAX_INTRO_POINTS,
 };
-use onionlb_core::fetch::FetchSchedule;
+use onionlb_core::fetch::{pick_due, FetchSchedule};
 use onionlb_core::health;
 use onionlb_core::instance::{Accepted, Rejected};
 use onionlb_core::period::DescriptorSlot;
@@ -43,6 +43,12 @@ use crate::status::report::StatusReport;
 pub const EVENTS: [&str; 3] = ["HS_DESC", "HS_DESC_CONTENT", "STATUS_CLIENT"];
 /// How often the loop looks at what is due.
 const TICK: Duration = Duration::from_secs(1);
+/// The most HSFETCHes sent in one tick. tor answers each with the
+/// descriptor of every HSDir asked (up to six), and those wait in the
+/// event queue while the loop is still sending: 5000 instances asked in
+/// one go left a gigabyte of descriptors queued. The longest overdue go
+/// first; 5000 instances are all asked within 40 s.
+const MAX_FETCHES_PER_TICK: usize = 128;
 /// How long to wait for a consensus before asking again.
 const CONSENSUS_POLL: Duration = Duration::from_secs(5);
 
@@ -487,30 +493,46 @@ impl Daemon {
 
     /// Asks the HSDirs clients use now for the descriptor of every
     /// instance whose fetch is due (each address once, whatever number of
-    /// services it serves). Instances new to the configuration are due at
-    /// once; those of removed ones are forgotten.
+    /// services it serves), at most [`MAX_FETCHES_PER_TICK`], the longest
+    /// overdue first and otherwise in configuration order, so that a
+    /// service's instances arrive together and make one publication.
+    /// Instances new to the configuration are due at once; those of
+    /// removed ones are forgotten.
     async fn fetch_due(&mut self) {
         let now = Instant::now();
         let interval = self.config.fetch_interval;
-        let mut identities = HashMap::new();
+        let mut identities = Vec::new();
+        let mut configured = HashSet::new();
         for instance in self.services.iter().flat_map(|s| &s.instances) {
-            identities.insert(instance.config.address, instance.state.identity().clone());
+            if configured.insert(instance.config.address) {
+                identities.push((instance.config.address, instance.state.identity().clone()));
+            }
         }
         self.fetches
-            .retain(|address, _| identities.contains_key(address));
+            .retain(|address, _| configured.contains(address));
         self.rounds
-            .retain(|address, _| identities.contains_key(address));
-        let ring = &self.view.rings[self.view.fetch_slot];
-        let mut failed_rounds = Vec::new();
-        for (address, identity) in identities {
+            .retain(|address, _| configured.contains(address));
+        let mut identity_of = HashMap::new();
+        for (address, identity) in &identities {
             let schedule = self
                 .fetches
-                .entry(address)
+                .entry(*address)
                 .or_insert_with(|| FetchSchedule::new(interval, now));
             schedule.set_interval(interval, now);
-            if !schedule.is_due(now) {
+            identity_of.insert(*address, identity);
+        }
+        let candidates = identities
+            .iter()
+            .filter_map(|(address, _)| Some((*address, self.fetches.get(address)?)));
+        let picked = pick_due(candidates, now, MAX_FETCHES_PER_TICK);
+        let ring = &self.view.rings[self.view.fetch_slot];
+        let mut failed_rounds = Vec::new();
+        for address in picked {
+            let (Some(schedule), Some(identity)) =
+                (self.fetches.get_mut(&address), identity_of.get(&address))
+            else {
                 continue;
-            }
+            };
             schedule.sent(now);
             if self.rounds.insert(address, Round::Pending) == Some(Round::Failed) {
                 failed_rounds.push(address);
