@@ -811,8 +811,9 @@ impl Daemon {
             };
             match build_master_descriptor(&service.key, &plan, &mut rand::rng()) {
                 Ok(built) => {
+                    let text: Arc<str> = built.text.into();
                     for hsdir in &descriptor.hsdirs {
-                        texts.insert(*hsdir, built.text.clone());
+                        texts.insert(*hsdir, Arc::clone(&text));
                     }
                 }
                 Err(e) => {

@@ -1,6 +1,7 @@
 //! What the manager keeps per service and per instance between events.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use onionlb_core::agent::TorProcess;
@@ -59,8 +60,9 @@ pub(super) struct Published {
     pub(super) at: SystemTime,
     pub(super) revision: u64,
     pub(super) reason: PublishReason,
-    /// The descriptor each HSDir was sent.
-    pub(super) texts: BTreeMap<RsaId, String>,
+    /// The descriptor each HSDir was sent (one text shared by the HSDirs
+    /// that got the same).
+    pub(super) texts: BTreeMap<RsaId, Arc<str>>,
     pub(super) uploads: Uploads,
 }
 
