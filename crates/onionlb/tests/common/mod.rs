@@ -60,6 +60,47 @@ pub async fn fetch_until_served(
     }
 }
 
+/// After a fresh descriptor fetch, 10 requests in a row must succeed
+/// within `bound`, none answered by `dead`; returns the time from `since`
+/// to the tenth.
+///
+/// A failed request starts the count again, after a fresh descriptor
+/// fetch. Near a time period boundary of this 8-minute-period network a
+/// client sometimes asks an HSDir that has no descriptor yet (404), and
+/// NEWNYM lets it ask the others again. And C tor relays have been seen
+/// to acknowledge an introduction on a dead instance's intro point 15 s
+/// after its tor exited (no INTRODUCE2 reached any live instance): the
+/// client then waits for a rendezvous that never comes, and no balancer
+/// can prevent that. An answer from the dead instance fails at once.
+pub async fn ten_requests_in_a_row(
+    net: &Testnet,
+    url: &str,
+    dead: &str,
+    since: Instant,
+    bound: Duration,
+) -> Duration {
+    let deadline = Instant::now() + bound;
+    'again: loop {
+        net.newnym().await.unwrap();
+        for request in 0..10 {
+            let response = match net.fetch(url).await {
+                Ok(response) => response,
+                Err(e) => {
+                    println!("request {request} failed, counting again: {e}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "no 10 requests in a row within {bound:?}"
+                    );
+                    continue 'again;
+                }
+            };
+            let who = served_by(&response.body).unwrap();
+            assert_ne!(who, dead, "request {request} was answered by {dead}");
+        }
+        return since.elapsed();
+    }
+}
+
 /// Writes a key file (mode 0600, replacing any).
 pub fn write_private(path: &Path, bytes: &[u8]) {
     testnet::keys::write_private(path, bytes).unwrap();
