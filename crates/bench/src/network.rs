@@ -194,8 +194,15 @@ async fn measure(
         );
     }
 
-    // Kill instance0's tor.
-    let dead = all_ids[0].clone();
+    // Kill instance0's tor. Its other descriptor's intro points are not
+    // readable from its control port; whatever the HSDirs serve for it
+    // from now until its restart is that dead run's too (at a time period
+    // change, a balancer that fetches it would carry dead intro points
+    // new to us), so the dead set grows with every poll.
+    let mut dead = DeadRun {
+        address: instances[0].address,
+        intro_points: all_ids[0].clone(),
+    };
     let killed = Instant::now();
     net.stop_instance(0).context("stopping instance0")?;
     let deadline = killed + bound;
@@ -203,13 +210,7 @@ async fn measure(
         let view = &mut view;
         let net_ref: &Testnet = net;
         tokio::join!(
-            poll_both(
-                view,
-                master,
-                deadline,
-                |s| s.some_without(&dead),
-                |s| s.all_without(&dead)
-            ),
+            poll_out(view, master, &mut dead, deadline),
             ten_in_a_row(net_ref, &url, deadline),
         )
     };
@@ -222,13 +223,14 @@ async fn measure(
     );
 
     // Restart it: new intro points.
+    dead.learn(&mut view).await?;
     let node = &nodes[0];
     net.start_instance(0, Duration::from_secs(120))
         .await
         .context("restarting instance0")?;
     let uploaded = first_upload(&node.control_addr(), instances[0].address, bound).await?;
     let fresh = intro_points_of(&mut view, node, instances[0].address).await?;
-    let fresh: HashSet<IntroId> = fresh.difference(&dead).copied().collect();
+    let fresh: HashSet<IntroId> = fresh.difference(&dead.intro_points).copied().collect();
     anyhow::ensure!(
         !fresh.is_empty(),
         "instance0 came back with its old intro points"
@@ -302,6 +304,52 @@ async fn intro_points_of(
 struct Seen {
     first: Option<Instant>,
     all: Option<Instant>,
+}
+
+/// Every intro point known to belong to a dead instance's last run.
+struct DeadRun {
+    address: OnionAddress,
+    intro_points: HashSet<IntroId>,
+}
+
+impl DeadRun {
+    /// Adds what the HSDirs serve for the instance: while it is dead,
+    /// that can only be its last run's.
+    async fn learn(&mut self, view: &mut HsdirView) -> anyhow::Result<()> {
+        let served = view.fetch(self.address).await?;
+        self.intro_points.extend(served.union());
+        Ok(())
+    }
+}
+
+/// Polls the HSDirs until every one serves a master descriptor without
+/// any intro point of `dead` (or `deadline`), noting when one first did;
+/// learns more of `dead` at every poll.
+async fn poll_out(
+    view: &mut HsdirView,
+    master: OnionAddress,
+    dead: &mut DeadRun,
+    deadline: Instant,
+) -> anyhow::Result<Seen> {
+    let mut seen = Seen {
+        first: None,
+        all: None,
+    };
+    while Instant::now() < deadline {
+        dead.learn(view).await?;
+        let served = view.fetch(master).await?;
+        let now = Instant::now();
+        if seen.first.is_none() && served.some_without(&dead.intro_points) {
+            seen.first = Some(now);
+        }
+        if served.all_without(&dead.intro_points) {
+            seen.first.get_or_insert(now);
+            seen.all = Some(now);
+            return Ok(seen);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(seen)
 }
 
 /// Polls the HSDirs until `all` holds (or `deadline`), noting when `some`
