@@ -229,6 +229,16 @@ def main():
         f"not finish within {scale['bound_seconds']} s the table says so, with the",
         "HSDir slots it had filled out of those required.",
         "",
+        "Not only slowness keeps it from finishing: Python Onionbalance 0.2.4",
+        "cannot publish a descriptor whose place on the hash ring is among the",
+        "last few HSDirs. Its `hashring.py` wraps around to the first HSDir",
+        "without moving on from it, so it finds that HSDir twice, ends the",
+        "replica early and aborts the upload (\"Got the wrong number of",
+        "responsible HSDirs: 6. Aborting\"), at every try. That hits about",
+        "3 in 8,000 placements per replica, so a run of 100 or more services",
+        "often has one, and so does a real network. Its log under",
+        "`target/bench/scale` says whether a run hit it.",
+        "",
     ]
     lines += scale_section(scale)
     lines += [
