@@ -275,4 +275,53 @@ mod test {
         assert_eq!(chosen[0], expected_first);
         assert_eq!(ring.responsible(&blinded, 3, 5).len(), 10);
     }
+
+    /// A replica placed at the ring's end takes the last HSDirs and goes
+    /// on from the first (Python Onionbalance 0.2.4 takes the first one
+    /// twice there, and aborts the upload).
+    #[test]
+    fn a_replica_at_the_end_of_the_ring_wraps_around() {
+        let slot = PeriodRules {
+            length: std::time::Duration::from_secs(86400),
+            rotation_offset: std::time::Duration::from_secs(43200),
+            run_length: std::time::Duration::from_secs(86400),
+        }
+        .slots(
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_244_400),
+            None,
+            None,
+        )
+        .unwrap()[0];
+        let dirs: Vec<HsDir> = (0..10u8)
+            .map(|i| HsDir {
+                rsa_id: RsaId([i; 20]),
+                ed25519_id: [i; 32],
+            })
+            .collect();
+        let ring = Ring::new(&dirs, slot);
+        let len = ring.positions.len();
+        // A blinded key whose first replica lands past the last HSDir but
+        // one: at most two HSDirs before the end.
+        let (blinded, start) = (0..=u16::MAX)
+            .map(|n| {
+                let mut key = [0u8; 32];
+                key[..2].copy_from_slice(&n.to_be_bytes());
+                HsBlindId::from(tor_llcrypto::pk::ed25519::Ed25519Identity::new(key))
+            })
+            .find_map(|blinded| {
+                let target = hs_index(&blinded, 1, &slot);
+                let start = ring.positions.partition_point(|(p, _)| *p < target);
+                (start >= len - 1).then_some((blinded, start))
+            })
+            .expect("some key lands at the end");
+        let chosen = ring.responsible(&blinded, 1, 4);
+        let expected: Vec<RsaId> = (0..4)
+            .map(|k| ring.positions[(start + k) % len].1)
+            .collect();
+        assert_eq!(chosen, expected);
+        let mut unique = chosen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 4);
+    }
 }
