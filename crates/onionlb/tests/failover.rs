@@ -195,11 +195,15 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
         Duration::from_secs(30),
     );
     // With the old run's intro points gone, the new run's first
-    // descriptor makes the instance usable again.
-    let pushed_line = |l: &str| {
-        l.contains(&format!("{}: usable", names[0])) && l.contains("(pushed by its agent)")
-    };
-    let (pushed, _) = wait_for(&manager, &restart_seen, pushed_line, uploaded + BOUND);
+    // descriptor makes the instance usable again: most often the one its
+    // agent pushes, sometimes one the manager fetched a moment before.
+    let usable = format!("{}: usable", names[0]);
+    let (pushed, _) = wait_for(
+        &manager,
+        &restart_seen,
+        |l| l.contains(&usable),
+        uploaded + BOUND,
+    );
     let (_, carried) = wait_for(
         &manager,
         &pushed,
