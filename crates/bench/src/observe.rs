@@ -10,9 +10,8 @@ use onionlb_core::consensus::Consensus;
 use onionlb_core::descriptor::validate_instance_descriptor;
 use onionlb_core::period::PeriodRules;
 use onionlb_core::OnionAddress;
-use tokio::sync::mpsc;
 use tor_hscrypto::pk::HsIdKey;
-use torctl::{Command, ControlAddr, Credentials, Event, Reply};
+use torctl::{Command, ControlAddr, Credentials, Event};
 
 /// An intro point, named by its `auth-key` (the intro point's service id
 /// key, which is new each time a tor creates the intro point).
@@ -26,7 +25,7 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(20);
 /// Fetches descriptors through a client tor's control port (`HSFETCH`).
 pub struct HsdirView {
     control: torctl::ControlClient,
-    events: mpsc::UnboundedReceiver<Reply>,
+    events: torctl::Events,
     rules: PeriodRules,
     /// Every relay with the HSDir flag, as `$FINGERPRINT`.
     hsdirs: Vec<String>,
@@ -114,7 +113,7 @@ impl HsdirView {
     /// Asks every HSDir for `address`'s descriptor of the current time
     /// period, as a client would, and decodes what each serves.
     pub async fn fetch(&mut self, address: OnionAddress) -> anyhow::Result<Served> {
-        while self.events.try_recv().is_ok() {}
+        while self.events.try_recv().is_some() {}
         let bare = address.without_suffix();
         let command = Command::new("HSFETCH")
             .arg(bare.clone())

@@ -49,7 +49,7 @@ impl FetchSchedule {
     /// it fails.
     pub fn sent(&mut self, now: Instant) {
         self.round += 1;
-        self.next = now + self.interval;
+        self.next = later(now, self.interval);
     }
 
     /// A descriptor arrived.
@@ -68,7 +68,7 @@ impl FetchSchedule {
         let delay = FIRST_RETRY
             .saturating_mul(2u32.saturating_pow(self.failures - 1))
             .min(self.interval);
-        self.next = self.next.min(now + delay);
+        self.next = self.next.min(later(now, delay));
     }
 
     /// Makes a fetch due now (new time period, new configuration).
@@ -80,8 +80,17 @@ impl FetchSchedule {
     /// that is now further away than the interval.
     pub fn set_interval(&mut self, interval: Duration, now: Instant) {
         self.interval = interval;
-        self.next = self.next.min(now + interval);
+        self.next = self.next.min(later(now, interval));
     }
+}
+
+/// `now + after`, or as far ahead as an `Instant` goes: an interval no
+/// configuration check let through must still not panic.
+fn later(now: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(after)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
 }
 
 /// Which of `candidates` to fetch at `now`, when at most `max` may be
@@ -108,6 +117,17 @@ mod test {
     use super::*;
 
     const INTERVAL: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn an_interval_past_what_instants_hold_does_not_panic() {
+        let t0 = Instant::now();
+        let mut schedule = FetchSchedule::new(Duration::MAX, t0);
+        schedule.sent(t0);
+        schedule.set_interval(Duration::MAX, t0);
+        assert!(!schedule.is_due(t0 + Duration::from_secs(86_400 * 365)));
+        schedule.failed(t0, false);
+        assert!(schedule.is_due(t0 + FIRST_RETRY));
+    }
 
     #[test]
     fn fetched_every_interval_while_all_is_well() {

@@ -18,6 +18,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use thiserror::Error;
 use tor_hscrypto::pk::{HsIdKey, HsIdKeypair};
 use tor_llcrypto::pk::ed25519;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::address::OnionAddress;
 use crate::revision::RevisionKey;
@@ -39,6 +40,10 @@ pub enum KeyFormat {
 }
 
 /// The identity keypair of an onion service we publish descriptors for.
+///
+/// Its secrets are zeroed when it is dropped (the keypair by
+/// `ed25519-dalek`'s own `ZeroizeOnDrop`, the copies kept here by
+/// [`Drop`]) and never shown by `Debug`.
 pub struct MasterKey {
     keypair: HsIdKeypair,
     /// The expanded secret as tor's key file holds it (clamped scalar, not
@@ -77,6 +82,9 @@ pub enum KeyError {
     /// Neither format.
     #[error("neither tor's hs_ed25519_secret_key format nor a PEM private key")]
     UnknownFormat,
+    /// An all-zero secret: a placeholder or a wiped file, not a key.
+    #[error("the secret key is all zeros: this is a placeholder or a wiped file, not a key")]
+    AllZero,
     /// PKCS#8 holds a seed, and a key read from tor's format has none.
     #[error("a key read from tor's hs_ed25519_secret_key format cannot be written as PEM (tor keeps no seed); keep the tor format")]
     NoSeed,
@@ -95,7 +103,11 @@ impl MasterKey {
         }
         let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(text)
             .map_err(|e| KeyError::Pem(e.to_string()))?;
-        let seed = signing.to_bytes();
+        let seed = Zeroizing::new(signing.to_bytes());
+        if seed.iter().all(|&b| b == 0) {
+            return Err(KeyError::AllZero);
+        }
+        let seed = *seed;
         let keypair = ed25519::Keypair::from_bytes(&seed);
         Ok(MasterKey {
             keypair: HsIdKeypair::from(ed25519::ExpandedKeypair::from(&keypair)),
@@ -122,14 +134,17 @@ impl MasterKey {
         if bytes.len() != TOR_FILE_LEN {
             return Err(KeyError::TorLength(bytes.len()));
         }
-        let mut secret = [0u8; 64];
+        let mut secret = Zeroizing::new([0u8; 64]);
         secret.copy_from_slice(&bytes[TOR_HEADER_LEN..]);
-        let revision = RevisionKey::from_identity_secret(&secret);
+        if secret[..32].iter().all(|&b| b == 0) {
+            return Err(KeyError::AllZero);
+        }
+        let revision = RevisionKey::from_identity_secret(&*secret);
         let expanded =
-            ed25519::ExpandedKeypair::from_secret_key_bytes(secret).ok_or(KeyError::TorSecret)?;
+            ed25519::ExpandedKeypair::from_secret_key_bytes(*secret).ok_or(KeyError::TorSecret)?;
         Ok(MasterKey {
             keypair: HsIdKeypair::from(expanded),
-            tor_secret: secret,
+            tor_secret: *secret,
             seed: None,
             format: KeyFormat::Tor,
             revision,
@@ -230,6 +245,19 @@ fn tor_header(text: &[u8]) -> Vec<u8> {
     header
 }
 
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.tor_secret.zeroize();
+        self.seed.zeroize();
+    }
+}
+
+impl Drop for TorKeyFiles {
+    fn drop(&mut self) {
+        self.secret_key.zeroize();
+    }
+}
+
 impl fmt::Debug for TorKeyFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TorKeyFiles")
@@ -258,6 +286,18 @@ mod test {
     const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n-----END PRIVATE KEY-----\n";
     const TOR_SECRET_HEX: &str = "3894eea49c580aef816935762be049559d6d1440dede12e6a125f1841fff8e6fa9d71862a3e5746b571be3d187b0041046f52ebd850c7cbd5fde8ee38473b649";
     const ADDRESS: &str = "aoqqpp7tzyil4hlq3umoos6atft6jvrqtosq2xy53sdgiesvgg4bqead.onion";
+
+    #[test]
+    fn an_all_zero_key_is_refused() {
+        let mut zero = TOR_HEADER.to_vec();
+        zero.resize(TOR_FILE_LEN, 0);
+        assert_eq!(MasterKey::from_bytes(&zero).unwrap_err(), KeyError::AllZero);
+        let zero_pem = seed_pem(&[0; 32]).unwrap();
+        assert_eq!(
+            MasterKey::from_bytes(zero_pem.as_bytes()).unwrap_err(),
+            KeyError::AllZero
+        );
+    }
 
     fn tor_file() -> Vec<u8> {
         let mut file = TOR_HEADER.to_vec();

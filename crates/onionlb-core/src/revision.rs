@@ -26,6 +26,12 @@ type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 #[derive(Clone)]
 pub struct RevisionKey([u8; 32]);
 
+impl Drop for RevisionKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl RevisionKey {
     /// Derives the key from the identity secret as stored: the 32-byte seed
     /// of a PEM key, or the 64-byte expanded key of a tor key file.

@@ -4,6 +4,7 @@
 //! ```yaml
 //! status-socket-location: /run/onionbalance/control   # optional
 //! fetch-interval: 300                                  # ours, seconds
+//! control-timeout: 30                                  # ours, seconds
 //! metrics-listen: 127.0.0.1:9851                       # ours, loopback only
 //! agents:                                              # ours, all optional
 //!   socket: /run/onionlb/agents.sock   # agents on this machine
@@ -35,6 +36,21 @@ use thiserror::Error;
 pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(300);
 /// Default agent silence after which its instance counts as down.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
+/// Default time the management tor has to answer a control command.
+pub const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the configuration file: ten thousand services of five
+/// instances each take about 4 MB.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+/// The most intro points clients can get of one service: 20 in each
+/// descriptor, and different descriptors on the `hsdir_spread_fetch` (3)
+/// HSDirs of each of the `hsdir_n_replicas` (2) replicas, with the
+/// consensus defaults. An instance beyond that many never gets a share.
+pub const MAX_USEFUL_INSTANCES: usize = 120;
+
+/// The allowed range of each duration setting, in seconds.
+const FETCH_INTERVAL_RANGE: (u64, u64) = (1, 10_800);
+const CONTROL_TIMEOUT_RANGE: (u64, u64) = (1, 3_600);
+const HEARTBEAT_TIMEOUT_RANGE: (u64, u64) = (1, 3_600);
 
 /// A loaded configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,12 +63,27 @@ pub struct Config {
     pub status_socket: Option<PathBuf>,
     /// Time between scheduled fetches of instance descriptors.
     pub fetch_interval: Duration,
+    /// Time the management tor has to answer a control command.
+    pub control_timeout: Duration,
     /// Where to serve Prometheus metrics (loopback), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where and how agents reach the manager.
     pub agents: AgentsConfig,
     /// Keys we did not recognise, with their lines, for a warning.
     pub unknown_keys: Vec<(usize, String)>,
+    /// Settings that work but are unlikely to do what was meant.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A setting that is accepted but probably not what the operator meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The 1-based line.
+    pub line: usize,
+    /// The key, as a path.
+    pub key: String,
+    /// What is likely wrong.
+    pub problem: String,
 }
 
 /// The agent channel: where agents connect, and when their silence means
@@ -97,6 +128,8 @@ pub struct ServiceConfig {
 pub struct InstanceConfig {
     /// Its onion address.
     pub address: OnionAddress,
+    /// The line of its `address:` entry, for errors about it.
+    pub line: usize,
     /// An operator's name for it, for logs and status.
     pub name: Option<String>,
     /// The public key its agent proves, if it has one.
@@ -132,12 +165,15 @@ pub struct ConfigError {
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let unreadable = |problem: String| ConfigError {
             file: path.to_owned(),
             line: 0,
             key: "(file)".into(),
-            problem: format!("cannot read: {e}"),
-        })?;
+            problem,
+        };
+        let bytes = torctl::file::read_capped(path, MAX_CONFIG_BYTES)
+            .map_err(|e| unreadable(crate::error_chain(&e)))?;
+        let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))?;
         Self::parse(path, &text)
     }
 
@@ -162,9 +198,11 @@ impl Config {
             services: Vec::new(),
             status_socket: None,
             fetch_interval: DEFAULT_FETCH_INTERVAL,
+            control_timeout: DEFAULT_CONTROL_TIMEOUT,
             metrics_listen: None,
             agents: AgentsConfig::default(),
             unknown_keys: Vec::new(),
+            warnings: Vec::new(),
         };
         let mut saw_services = false;
         for (key, value) in top {
@@ -177,6 +215,7 @@ impl Config {
                             &format!("services[{i}]"),
                             base,
                             &mut config.unknown_keys,
+                            &mut config.warnings,
                         )?);
                     }
                 }
@@ -184,8 +223,10 @@ impl Config {
                     config.status_socket = Some(PathBuf::from(reader.string(value, &key)?));
                 }
                 "fetch-interval" => {
-                    let seconds = reader.positive_integer(value, &key)?;
-                    config.fetch_interval = Duration::from_secs(seconds);
+                    config.fetch_interval = reader.seconds(value, &key, FETCH_INTERVAL_RANGE)?;
+                }
+                "control-timeout" => {
+                    config.control_timeout = reader.seconds(value, &key, CONTROL_TIMEOUT_RANGE)?;
                 }
                 "metrics-listen" => {
                     config.metrics_listen = Some(reader.loopback(value, &key, "metrics")?);
@@ -258,7 +299,7 @@ impl Reader<'_> {
                 "onion-key" => agents.onion_key = Some(base.join(self.string(value, &path)?)),
                 "heartbeat-timeout" => {
                     agents.heartbeat_timeout =
-                        Duration::from_secs(self.positive_integer(value, &path)?);
+                        self.seconds(value, &path, HEARTBEAT_TIMEOUT_RANGE)?;
                 }
                 _ => unknown.push((line(value), path)),
             }
@@ -279,6 +320,7 @@ impl Reader<'_> {
         at: &str,
         base: &Path,
         unknown: &mut Vec<(usize, String)>,
+        warnings: &mut Vec<ConfigWarning>,
     ) -> Result<ServiceConfig, ConfigError> {
         let mut key = None;
         let mut instances = None;
@@ -287,12 +329,36 @@ impl Reader<'_> {
             match name.as_str() {
                 "key" => key = Some((base.join(self.string(value, &path)?), line(value))),
                 "instances" => {
-                    let mut list = Vec::new();
+                    let mut list: Vec<InstanceConfig> = Vec::new();
                     for (i, instance) in self.sequence(value, &path)?.iter().enumerate() {
-                        list.push(self.instance(instance, &format!("{path}[{i}]"), unknown)?);
+                        let at = format!("{path}[{i}]");
+                        let instance = self.instance(instance, &at, unknown)?;
+                        if let Some(first) = list.iter().position(|o| o.address == instance.address)
+                        {
+                            return Err(self.error(
+                                instance.line,
+                                &format!("{at}.address"),
+                                &format!(
+                                    "{} is already {path}[{first}] (line {}); list each instance once",
+                                    instance.address, list[first].line
+                                ),
+                            ));
+                        }
+                        list.push(instance);
                     }
                     if list.is_empty() {
                         return Err(self.error(line(value), &path, "needs at least one instance"));
+                    }
+                    if list.len() > MAX_USEFUL_INSTANCES {
+                        warnings.push(ConfigWarning {
+                            line: line(value),
+                            key: path.clone(),
+                            problem: format!(
+                                "{} instances, but clients can get at most {MAX_USEFUL_INSTANCES} intro points of one service (20 per descriptor, 6 HSDirs); at least {} instance(s) will get no clients",
+                                list.len(),
+                                list.len() - MAX_USEFUL_INSTANCES
+                            ),
+                        });
                     }
                     instances = Some(list);
                 }
@@ -327,6 +393,7 @@ impl Reader<'_> {
         unknown: &mut Vec<(usize, String)>,
     ) -> Result<InstanceConfig, ConfigError> {
         let mut address = None;
+        let mut address_line = line(node);
         let mut name = None;
         let mut agent_key = None;
         let mut agent_client_auth = None;
@@ -339,6 +406,7 @@ impl Reader<'_> {
                         .parse::<OnionAddress>()
                         .map_err(|e| self.error(line(value), &path, &e.to_string()))?;
                     address = Some(parsed);
+                    address_line = line(value);
                 }
                 "name" => name = Some(self.string(value, &path)?),
                 "agent-key" => {
@@ -374,6 +442,7 @@ impl Reader<'_> {
         })?;
         Ok(InstanceConfig {
             address,
+            line: address_line,
             name,
             agent_key,
             agent_client_auth,
@@ -408,17 +477,40 @@ impl Reader<'_> {
         }
     }
 
+    /// A scalar as text. Numbers and booleans are taken as written, as
+    /// Python Onionbalance takes them (`name: 42`).
     fn string(&self, node: &MarkedYaml<'_>, at: &str) -> Result<String, ConfigError> {
-        match &node.data {
-            YamlData::Value(Scalar::String(text)) if !text.is_empty() => Ok(text.to_string()),
-            _ => Err(self.error(line(node), at, "expected a non-empty text value")),
+        let text = match &node.data {
+            YamlData::Value(Scalar::String(text)) => text.to_string(),
+            YamlData::Value(Scalar::Integer(n)) => n.to_string(),
+            YamlData::Value(Scalar::FloatingPoint(x)) => x.to_string(),
+            YamlData::Value(Scalar::Boolean(b)) => b.to_string(),
+            _ => String::new(),
+        };
+        if text.is_empty() {
+            return Err(self.error(line(node), at, "expected a non-empty text value"));
         }
+        Ok(text)
     }
 
-    fn positive_integer(&self, node: &MarkedYaml<'_>, at: &str) -> Result<u64, ConfigError> {
+    /// A whole number of seconds within `(min, max)`.
+    fn seconds(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        (min, max): (u64, u64),
+    ) -> Result<Duration, ConfigError> {
         match &node.data {
-            YamlData::Value(Scalar::Integer(n)) if *n > 0 => Ok(n.unsigned_abs()),
-            _ => Err(self.error(line(node), at, "expected a whole number above 0")),
+            YamlData::Value(Scalar::Integer(n))
+                if u64::try_from(*n).is_ok_and(|n| (min..=max).contains(&n)) =>
+            {
+                Ok(Duration::from_secs(n.unsigned_abs()))
+            }
+            _ => Err(self.error(
+                line(node),
+                at,
+                &format!("expected a whole number of seconds from {min} to {max}"),
+            )),
         }
     }
 }
@@ -524,6 +616,79 @@ mod test {
 
         assert_eq!(parse("").unwrap_err().key, "services");
         assert_eq!(parse("other: 1\n").unwrap_err().key, "services");
+    }
+
+    #[test]
+    fn durations_outside_their_range_are_refused_naming_the_range() {
+        for (key, bad) in [
+            ("fetch-interval", "9223372036854775807"),
+            ("fetch-interval", "0"),
+            ("fetch-interval", "-5"),
+            ("fetch-interval", "10801"),
+            ("control-timeout", "0"),
+            ("control-timeout", "3601"),
+        ] {
+            let err = parse(&format!("{key}: {bad}\nservices: []\n")).unwrap_err();
+            assert_eq!((err.line, err.key.as_str()), (1, key), "{bad}: {err}");
+            assert!(err.problem.contains("seconds from 1 to"), "{err}");
+        }
+        let err = parse("agents:\n  heartbeat-timeout: 99999999999\nservices: []\n").unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (2, "agents.heartbeat-timeout"));
+        let config = parse(&format!(
+            "control-timeout: 5\nfetch-interval: 10800\nservices:\n- key: a.key\n  instances:\n  - address: {A}\n"
+        ))
+        .unwrap();
+        assert_eq!(config.control_timeout, Duration::from_secs(5));
+        assert_eq!(config.fetch_interval, Duration::from_secs(10_800));
+    }
+
+    #[test]
+    fn an_instance_listed_twice_in_a_service_is_refused_at_its_second_line() {
+        let text = format!(
+            "services:\n- key: a.key\n  instances:\n  - address: {A}\n  - address: {B}\n  - address: {A}\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (6, "services[0].instances[2].address")
+        );
+        assert!(err.problem.contains("services[0].instances[0] (line 4)"), "{err}");
+        // In two services it is sharing, not a mistake.
+        let shared = format!(
+            "services:\n- key: a.key\n  instances:\n  - address: {A}\n- key: b.key\n  instances:\n  - address: {A}\n"
+        );
+        assert!(parse(&shared).is_ok());
+    }
+
+    #[test]
+    fn more_instances_than_clients_can_reach_is_a_warning_naming_the_list() {
+        let mut text = "services:\n- key: a.key\n  instances:\n".to_owned();
+        for _ in 0..=MAX_USEFUL_INSTANCES {
+            let (key, _) = onionlb_core::MasterKey::generate(&mut rand::rng()).unwrap();
+            text.push_str(&format!("  - address: {}\n", key.address()));
+        }
+        let config = parse(&text).unwrap();
+        assert_eq!(config.warnings.len(), 1);
+        let warning = &config.warnings[0];
+        assert_eq!((warning.line, warning.key.as_str()), (4, "services[0].instances"));
+        assert!(warning.problem.contains("121 instances"), "{warning:?}");
+    }
+
+    #[test]
+    fn loosely_typed_values_are_taken_as_python_onionbalance_takes_them() {
+        let text = format!("services:\n- key: 1234\n  instances:\n  - address: {A}\n    name: 42\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.services[0].instances[0].label(), "42");
+        assert_eq!(config.services[0].key, Path::new("/etc/onionbalance/1234"));
+        let err = parse(&format!("services:\n- key: a.key\n  instances:\n  - address: {A}\n    name:\n")).unwrap_err();
+        assert_eq!(err.key, "services[0].instances[0].name");
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_regular_file_or_too_large_is_refused() {
+        let err = Config::load(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (0, "(file)"));
+        assert!(err.problem.contains("not a regular file"), "{err}");
     }
 
     #[test]

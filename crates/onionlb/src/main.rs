@@ -23,6 +23,10 @@ use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
 
+/// Bound on the small files onionlb reads besides its configuration:
+/// keys (96 bytes in tor's format, about 120 as PEM), a hostname.
+pub(crate) const SMALL_FILE_MAX: u64 = 64 * 1024;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.verbosity.as_deref()) {
@@ -88,4 +92,16 @@ fn init_logging(verbosity: Option<&str>) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .init();
     Ok(())
+}
+
+/// An error and its causes on one line, for logs.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

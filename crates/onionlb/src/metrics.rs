@@ -30,6 +30,8 @@ pub struct Metrics {
     uploads: Family<Labels, Counter>,
     fetch_failures: Family<Labels, Counter>,
     reconnects: Counter,
+    control_connected: Gauge,
+    disconnects: Family<Labels, Counter>,
 }
 
 /// One service's gauges, set together.
@@ -58,6 +60,8 @@ impl Default for Metrics {
             uploads: Family::default(),
             fetch_failures: Family::default(),
             reconnects: Counter::default(),
+            control_connected: Gauge::default(),
+            disconnects: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -95,6 +99,16 @@ impl Default for Metrics {
             "Reconnections to the management tor's control port",
             metrics.reconnects.clone(),
         );
+        r.register(
+            "control_connected",
+            "1 while the control connection to the management tor is up",
+            metrics.control_connected.clone(),
+        );
+        r.register(
+            "control_disconnects",
+            "Control connections to the management tor that ended, by reason: timeout, protocol, event_queue_full, io, closed",
+            metrics.disconnects.clone(),
+        );
         metrics
     }
 }
@@ -122,6 +136,18 @@ impl Metrics {
     /// The control connection was re-established.
     pub fn reconnected(&self) {
         self.reconnects.inc();
+    }
+
+    /// The control connection ended, for `reason`.
+    pub fn disconnected(&self, reason: &'static str) {
+        self.disconnects
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Whether the control connection is up.
+    pub fn set_control_connected(&self, connected: bool) {
+        self.control_connected.set(i64::from(connected));
     }
 
     /// Replaces every gauge with `services`' values, so services and

@@ -57,12 +57,12 @@ type Keys = BTreeMap<[u8; 32], Option<[u8; 20]>>;
 /// each HSDir's master descriptor holds.
 async fn snapshot(
     client: &ControlClient,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<torctl::Reply>,
+    events: &mut torctl::Events,
     identities: &BTreeMap<String, (String, HsIdKey)>,
     master_identity: &HsIdKey,
     relays: &[String],
 ) -> (BTreeMap<[u8; 32], String>, BTreeMap<String, Keys>) {
-    while events.try_recv().is_ok() {}
+    while events.try_recv().is_some() {}
     for address in identities.keys() {
         client
             .request(&Command::new("HSFETCH").arg(address.clone()))

@@ -21,6 +21,9 @@ const CONTROLLER_TO_SERVER: &[u8] = b"Tor safe cookie authentication controller-
 /// Length of a control-port authentication cookie.
 pub const COOKIE_LEN: usize = 32;
 
+/// Bound on a control-password file: a password and a line ending.
+pub const MAX_PASSWORD_FILE: u64 = 4096;
+
 /// How to prove to tor that we may control it.
 #[derive(Clone, Default)]
 pub enum Credentials {
@@ -36,9 +39,11 @@ pub enum Credentials {
 
 impl Credentials {
     /// The password in the file at `path` (its first line, without the
-    /// line ending), so it never has to appear on a command line.
-    pub fn from_password_file(path: &std::path::Path) -> std::io::Result<Self> {
-        let text = std::fs::read_to_string(path)?;
+    /// line ending), so it never has to appear on a command line. The
+    /// file must be a regular file of at most [`MAX_PASSWORD_FILE`] bytes.
+    pub fn from_password_file(path: &std::path::Path) -> Result<Self, crate::file::FileError> {
+        let bytes = zeroize::Zeroizing::new(crate::file::read_capped(path, MAX_PASSWORD_FILE)?);
+        let text = String::from_utf8_lossy(&bytes);
         let password = text.lines().next().unwrap_or_default();
         Ok(Credentials::Password(password.to_owned()))
     }

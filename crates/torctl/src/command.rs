@@ -24,11 +24,48 @@ pub enum CommandError {
 ///
 /// Arguments are sent as given, separated by spaces; use [`quote`] for values
 /// that the control spec wants as quoted strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The arguments of commands that carry a secret (see `is_secret`) never
+/// appear in `Debug` or errors and are zeroed on drop.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Command {
     keyword: String,
     args: Vec<String>,
     data: Option<String>,
+}
+
+impl Command {
+    /// Whether the arguments carry a secret: a cookie, password or proof
+    /// (`AUTHENTICATE`), an onion service key (`ADD_ONION`) or a client
+    /// authorization key (`ONION_CLIENT_AUTH_ADD`).
+    fn is_secret(&self) -> bool {
+        ["AUTHENTICATE", "ADD_ONION", "ONION_CLIENT_AUTH_ADD"]
+            .iter()
+            .any(|k| self.keyword.eq_ignore_ascii_case(k))
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = f.debug_struct("Command");
+        shown.field("keyword", &self.keyword);
+        if self.is_secret() {
+            shown.field("args", &"<redacted>");
+        } else {
+            shown.field("args", &self.args);
+        }
+        shown
+            .field("data", &self.data.as_ref().map(String::len))
+            .finish()
+    }
+}
+
+impl Drop for Command {
+    fn drop(&mut self) {
+        if self.is_secret() {
+            zeroize::Zeroize::zeroize(&mut self.args);
+        }
+    }
 }
 
 impl Command {
@@ -113,7 +150,11 @@ impl Command {
         if let Some(bad) = self.args.iter().find(|a| !is_safe_argument(a)) {
             return Err(CommandError::BadArgument {
                 keyword: self.keyword.clone(),
-                argument: bad.chars().take(80).collect(),
+                argument: if self.is_secret() {
+                    "<redacted>".into()
+                } else {
+                    bad.chars().take(80).collect()
+                },
             });
         }
 

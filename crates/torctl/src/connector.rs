@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::auth::Credentials;
 use crate::backoff::Backoff;
-use crate::client::{ControlAddr, ControlClient};
+use crate::client::{ControlAddr, ControlClient, Options};
 use crate::command::Command;
 use crate::error::Error;
 
@@ -23,6 +23,7 @@ pub struct Connector {
     credentials: Credentials,
     events: Vec<String>,
     backoff: Backoff,
+    options: Options,
 }
 
 impl Connector {
@@ -33,7 +34,16 @@ impl Connector {
             credentials,
             events: Vec::new(),
             backoff: Backoff::default(),
+            options: Options::default(),
         }
+    }
+
+    /// Gives every connection `options` (deadlines and bounds) instead of
+    /// the default.
+    #[must_use]
+    pub fn with_options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
     }
 
     /// Subscribes every connection to `events` (`SETEVENTS`).
@@ -54,6 +64,11 @@ impl Connector {
         self
     }
 
+    /// Gives later connections `options`.
+    pub fn set_options(&mut self, options: Options) {
+        self.options = options;
+    }
+
     /// Where it connects.
     pub fn addr(&self) -> &ControlAddr {
         &self.addr
@@ -61,7 +76,9 @@ impl Connector {
 
     /// One attempt: connect, authenticate, subscribe.
     pub async fn connect(&self) -> Result<ControlClient, Error> {
-        let client = ControlClient::connect_authenticated(&self.addr, &self.credentials).await?;
+        let client =
+            ControlClient::connect_authenticated_with(&self.addr, &self.credentials, self.options)
+                .await?;
         if !self.events.is_empty() {
             client
                 .request(&Command::setevents(self.events.iter().map(String::as_str)))

@@ -1,13 +1,14 @@
 //! The errors of this crate.
 
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::auth::AuthError;
 use crate::client::ControlAddr;
 use crate::command::CommandError;
+use crate::file::FileError;
 use crate::reply::ProtocolError;
 
 /// Something went wrong talking to tor's control port.
@@ -61,14 +62,24 @@ pub enum Error {
         /// The key that was asked for.
         key: String,
     },
-    /// The cookie file could not be read.
-    #[error("cannot read control-port cookie {}", path.display())]
-    CookieFile {
-        /// The cookie's path.
-        path: PathBuf,
-        /// Why it could not be read.
-        #[source]
-        source: Arc<std::io::Error>,
+    /// The cookie file could not be read, or is not a cookie: a regular
+    /// file of exactly 32 bytes.
+    #[error("refusing the control-port cookie")]
+    CookieFile(#[source] FileError),
+    /// tor did not answer in time; the connection was closed.
+    #[error("no answer from tor to {doing} within {after:?}; closed the connection")]
+    Timeout {
+        /// The command keyword, or `connecting`.
+        doing: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// Events arrived faster than they were read, past the bound; the
+    /// connection was closed.
+    #[error("more than {limit} bytes of unread events from tor; closed the connection")]
+    EventQueueFull {
+        /// The bound.
+        limit: usize,
     },
     /// Authentication could not be done.
     #[error("control-port authentication failed")]

@@ -12,9 +12,39 @@ use thiserror::Error;
 /// Status code tor uses for asynchronous events.
 pub const EVENT_STATUS: u16 = 650;
 
-/// Default bound on the size of one reply. `GETINFO md/all` on the public
-/// network is a few megabytes; anything far beyond that is not tor.
-pub const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// Bounds on what the parser accepts, each past which the connection
+/// has to be dropped. Sizes are memory costs: a line's bytes plus
+/// [`LINE_OVERHEAD`], so that many short lines cannot cost many times
+/// their size on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// One line, without its terminator.
+    pub max_line: usize,
+    /// One command's reply. `GETINFO md/all` and the microdescriptor
+    /// consensus are the largest tor sends: a few megabytes each on the
+    /// public network.
+    pub max_reply: usize,
+    /// One asynchronous event. The largest tor sends is `HS_DESC_CONTENT`
+    /// with a descriptor, at most the consensus's `HSV3MaxDescriptorSize`
+    /// (50 000 bytes by default).
+    pub max_event: usize,
+}
+
+impl Default for Limits {
+    /// 1 MiB lines, 64 MiB replies, 1 MiB events: over ten times what
+    /// tor sends on the public network in each case.
+    fn default() -> Self {
+        Limits {
+            max_line: 1024 * 1024,
+            max_reply: 64 * 1024 * 1024,
+            max_event: 1024 * 1024,
+        }
+    }
+}
+
+/// What one line costs beyond its bytes once parsed: the [`ReplyLine`]
+/// and its allocation's bookkeeping.
+pub const LINE_OVERHEAD: usize = 64;
 
 /// One line of a reply, with the data block that followed it, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +105,15 @@ impl Reply {
         })
     }
 
+    /// What the reply holds in memory, near enough: its text and data, and
+    /// [`LINE_OVERHEAD`] a line.
+    pub fn cost(&self) -> usize {
+        self.lines
+            .iter()
+            .map(|line| line.text.len() + line.data.as_ref().map_or(0, String::len) + LINE_OVERHEAD)
+            .sum()
+    }
+
     /// The reply as tor would send it: the inverse of [`ReplyParser`], for
     /// proxies and simulators that speak tor's side of the protocol.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -113,6 +152,7 @@ impl Reply {
 /// After any of these the stream cannot be resynchronised; the connection
 /// has to be dropped.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// A line did not start with three digits and a separator.
     #[error("malformed reply line: {line:?}")]
@@ -120,9 +160,21 @@ pub enum ProtocolError {
         /// The offending line, shortened.
         line: String,
     },
-    /// A reply grew beyond the configured bound.
+    /// A line grew beyond [`Limits::max_line`].
+    #[error("reply line longer than {limit} bytes")]
+    LineTooLong {
+        /// The bound that was exceeded.
+        limit: usize,
+    },
+    /// A reply grew beyond [`Limits::max_reply`].
     #[error("reply longer than {limit} bytes")]
     ReplyTooLong {
+        /// The bound that was exceeded.
+        limit: usize,
+    },
+    /// An event grew beyond [`Limits::max_event`].
+    #[error("event longer than {limit} bytes")]
+    EventTooLong {
         /// The bound that was exceeded.
         limit: usize,
     },
@@ -130,69 +182,88 @@ pub enum ProtocolError {
 
 /// Incremental parser: feed it bytes as they arrive, take complete replies.
 ///
-/// It keeps only the unconsumed tail of the input and the reply being
-/// assembled, so parsing a large reply is linear in its size.
+/// Linear in its input however the bytes are split: each byte is looked at
+/// once when searching for line ends, and only the unfinished line is kept
+/// besides the reply being assembled. Memory is bounded by [`Limits`].
 #[derive(Debug)]
 pub struct ReplyParser {
     buf: Vec<u8>,
     /// Offset in `buf` of the first byte not yet consumed.
     pos: usize,
+    /// Offset in `buf` up to which no line end was found.
+    scanned: usize,
     lines: Vec<ReplyLine>,
     /// The `+` line whose data block is being read, with the data so far.
     data: Option<(ReplyLine, String)>,
-    reply_bytes: usize,
-    max_reply_bytes: usize,
+    /// Whether the reply being assembled is an event.
+    event: bool,
+    /// What the reply being assembled costs so far (see [`Limits`]).
+    reply_cost: usize,
+    limits: Limits,
+    /// Bytes looked at in searches for line ends, for the linearity test.
+    #[cfg(test)]
+    examined: usize,
 }
 
 impl Default for ReplyParser {
     fn default() -> Self {
-        Self::new(DEFAULT_MAX_REPLY_BYTES)
+        Self::new(Limits::default())
     }
 }
 
 impl ReplyParser {
-    /// A parser that refuses replies longer than `max_reply_bytes`.
-    pub fn new(max_reply_bytes: usize) -> Self {
+    /// A parser that refuses anything past `limits`.
+    pub fn new(limits: Limits) -> Self {
         ReplyParser {
             buf: Vec::new(),
             pos: 0,
+            scanned: 0,
             lines: Vec::new(),
             data: None,
-            reply_bytes: 0,
-            max_reply_bytes,
+            event: false,
+            reply_cost: 0,
+            limits,
+            #[cfg(test)]
+            examined: 0,
         }
     }
 
     /// Adds bytes received from tor.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
+        self.compact();
         self.buf.extend_from_slice(bytes);
     }
 
     /// Returns the next complete reply, or `None` when more bytes are needed.
     pub fn next_reply(&mut self) -> Result<Option<Reply>, ProtocolError> {
         loop {
-            let Some(newline) = self.buf[self.pos..].iter().position(|&b| b == b'\n') else {
-                self.compact();
-                if self.reply_bytes + self.buf.len() > self.max_reply_bytes {
-                    return Err(self.too_long());
+            let found = self.buf[self.scanned..].iter().position(|&b| b == b'\n');
+            #[cfg(test)]
+            {
+                self.examined += found.map_or(self.buf.len() - self.scanned, |at| at + 1);
+            }
+            let Some(found) = found else {
+                self.scanned = self.buf.len();
+                if self.buf.len() - self.pos > self.limits.max_line {
+                    return Err(ProtocolError::LineTooLong {
+                        limit: self.limits.max_line,
+                    });
                 }
                 return Ok(None);
             };
-            let end = self.pos + newline;
+            let end = self.scanned + found;
             let mut line = &self.buf[self.pos..end];
             if let Some(stripped) = line.strip_suffix(b"\r") {
                 line = stripped;
             }
+            if line.len() > self.limits.max_line {
+                return Err(ProtocolError::LineTooLong {
+                    limit: self.limits.max_line,
+                });
+            }
             let line = String::from_utf8_lossy(line).into_owned();
             self.pos = end + 1;
-            self.reply_bytes += newline + 1;
-            if self.reply_bytes > self.max_reply_bytes {
-                return Err(self.too_long());
-            }
+            self.scanned = self.pos;
             if let Some(reply) = self.take_line(line)? {
                 return Ok(Some(reply));
             }
@@ -202,11 +273,16 @@ impl ReplyParser {
     /// Handles one line without its terminator; returns a reply it completes.
     fn take_line(&mut self, line: String) -> Result<Option<Reply>, ProtocolError> {
         if self.data.is_some() {
+            self.charge(line.len())?;
             self.take_data_line(&line);
             return Ok(None);
         }
 
         let (status, separator, text) = split_status(&line)?;
+        if self.lines.is_empty() {
+            self.event = status == EVENT_STATUS;
+        }
+        self.charge(line.len())?;
         let parsed = ReplyLine {
             status,
             text: text.to_owned(),
@@ -217,12 +293,28 @@ impl ReplyParser {
             b'+' => self.data = Some((parsed, String::new())),
             _ => {
                 self.lines.push(parsed);
-                self.reply_bytes = 0;
+                self.reply_cost = 0;
                 let lines = std::mem::take(&mut self.lines);
                 return Ok(Some(Reply { lines }));
             }
         }
         Ok(None)
+    }
+
+    /// Adds a line of `len` bytes to the cost of the reply being assembled.
+    fn charge(&mut self, len: usize) -> Result<(), ProtocolError> {
+        self.reply_cost = self.reply_cost.saturating_add(len + LINE_OVERHEAD);
+        if self.event && self.reply_cost > self.limits.max_event {
+            return Err(ProtocolError::EventTooLong {
+                limit: self.limits.max_event,
+            });
+        }
+        if self.reply_cost > self.limits.max_reply {
+            return Err(ProtocolError::ReplyTooLong {
+                limit: self.limits.max_reply,
+            });
+        }
+        Ok(())
     }
 
     /// Handles one line inside a data block.
@@ -242,16 +334,14 @@ impl ReplyParser {
         }
     }
 
+    /// Drops the consumed bytes. Only the unfinished line stays, so this
+    /// costs at most one line's length per call, and only once after
+    /// lines were consumed.
     fn compact(&mut self) {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
+            self.scanned -= self.pos;
             self.pos = 0;
-        }
-    }
-
-    fn too_long(&self) -> ProtocolError {
-        ProtocolError::ReplyTooLong {
-            limit: self.max_reply_bytes,
         }
     }
 }
@@ -375,21 +465,78 @@ mod test {
 
     #[test]
     fn oversized_reply_is_refused() {
-        let mut parser = ReplyParser::new(16);
+        let limits = Limits {
+            max_line: 16,
+            max_reply: 2 * LINE_OVERHEAD + 20,
+            max_event: LINE_OVERHEAD + 10,
+        };
+        let mut parser = ReplyParser::new(limits);
         parser.feed(b"250-0123456789\r\n250-0123456789\r\n");
         assert_eq!(
             parser.next_reply(),
-            Err(ProtocolError::ReplyTooLong { limit: 16 })
+            Err(ProtocolError::ReplyTooLong {
+                limit: limits.max_reply
+            })
         );
-        let mut parser = ReplyParser::new(16);
+        let mut parser = ReplyParser::new(limits);
         parser.feed(&[b'2'; 40]);
-        assert!(parser.next_reply().is_err());
+        assert_eq!(
+            parser.next_reply(),
+            Err(ProtocolError::LineTooLong { limit: 16 })
+        );
+        let mut parser = ReplyParser::new(limits);
+        parser.feed(b"650-0123456789\r\n");
+        assert_eq!(
+            parser.next_reply(),
+            Err(ProtocolError::EventTooLong {
+                limit: limits.max_event
+            })
+        );
+        // A reply as large as an event may be.
+        let mut parser = ReplyParser::new(limits);
+        parser.feed(b"250-0123456789\r\n250 OK\r\n");
+        assert!(parser.next_reply().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_long_line_in_small_pieces_is_scanned_once() {
+        let line_len = 1_000_000;
+        let mut parser = ReplyParser::default();
+        parser.feed(b"250-");
+        let chunk = [b'x'; 100];
+        for _ in 0..line_len / chunk.len() {
+            parser.feed(&chunk);
+            assert_eq!(parser.next_reply(), Ok(None));
+        }
+        parser.feed(b"\r\n250 OK\r\n");
+        let reply = parser.next_reply().unwrap().unwrap();
+        assert_eq!(reply.lines[0].text.len(), line_len);
+        let total = 4 + line_len + 2 + 8;
+        assert!(
+            parser.examined <= total,
+            "{} bytes examined for {total}",
+            parser.examined
+        );
+    }
+
+    #[test]
+    fn many_short_lines_count_at_their_cost_in_memory() {
+        let limits = Limits::default();
+        let mut parser = ReplyParser::new(limits);
+        // Each 7-byte line costs 7 + LINE_OVERHEAD: the limit is reached
+        // long before max_reply bytes have arrived.
+        let lines = limits.max_event / (5 + LINE_OVERHEAD) + 1;
+        parser.feed("650-x\r\n".repeat(lines).as_bytes());
+        assert!(matches!(
+            parser.next_reply(),
+            Err(ProtocolError::EventTooLong { .. })
+        ));
     }
 
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
-            let mut parser = ReplyParser::new(4096);
+            let mut parser = ReplyParser::new(Limits { max_line: 100, max_reply: 4096, max_event: 1024 });
             for chunk in chunks {
                 parser.feed(&chunk);
                 while let Ok(Some(reply)) = parser.next_reply() {

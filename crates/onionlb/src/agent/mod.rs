@@ -119,9 +119,12 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 }
 
 fn read_key(path: &Path) -> anyhow::Result<AgentKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the agent key {}", path.display()))?;
-    AgentKey::from_file_text(&text).with_context(|| format!("reading {}", path.display()))
+    let bytes = torctl::file::read_capped(path, crate::SMALL_FILE_MAX)
+        .map(zeroize::Zeroizing::new)
+        .context("reading the agent key")?;
+    let text = std::str::from_utf8(&bytes)
+        .with_context(|| format!("reading the agent key {}: not UTF-8 text", path.display()))?;
+    AgentKey::from_file_text(text).with_context(|| format!("reading {}", path.display()))
 }
 
 /// The agent's state between events.
@@ -138,7 +141,7 @@ struct Agent {
     restart_after: u32,
 
     tor: Option<ControlClient>,
-    tor_events: Option<mpsc::UnboundedReceiver<Reply>>,
+    tor_events: Option<torctl::Events>,
     /// Which run of tor that is, if tor said, and whether the manager was
     /// told on this link.
     tor_process: Option<TorProcess>,
@@ -172,9 +175,9 @@ impl Agent {
             (Some(address), _) => *address,
             (None, Some(dir)) => {
                 let hostname = dir.join("hostname");
-                let text = std::fs::read_to_string(&hostname)
-                    .with_context(|| format!("reading {}", hostname.display()))?;
-                text.trim()
+                let bytes = torctl::file::read_capped(&hostname, crate::SMALL_FILE_MAX)?;
+                String::from_utf8_lossy(&bytes)
+                    .trim()
                     .parse()
                     .with_context(|| format!("reading {}", hostname.display()))?
             }
@@ -564,7 +567,7 @@ async fn run_probes(probe: Probe, every: Duration, results: mpsc::Sender<Result<
 
 /// The next event from tor, or `None` when the connection ended; waits
 /// for ever when there is no connection.
-async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<Reply>>) -> Option<Reply> {
+async fn next_event(events: &mut Option<torctl::Events>) -> Option<Reply> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,

@@ -109,21 +109,21 @@ pub fn layout(request: &Request) -> Result<Output, KeyError> {
             }
             InstanceSpec::New { name, key } => {
                 let hs = dir.join("hidden_service");
-                let keys = key.tor_key_files();
+                let mut keys = key.tor_key_files();
                 files.extend([
                     OutputFile {
                         path: hs.join("hs_ed25519_secret_key"),
-                        contents: keys.secret_key,
+                        contents: std::mem::take(&mut keys.secret_key),
                         secret: true,
                     },
                     OutputFile {
                         path: hs.join("hs_ed25519_public_key"),
-                        contents: keys.public_key,
+                        contents: std::mem::take(&mut keys.public_key),
                         secret: false,
                     },
                     OutputFile {
                         path: hs.join("hostname"),
-                        contents: keys.hostname.into_bytes(),
+                        contents: std::mem::take(&mut keys.hostname).into_bytes(),
                         secret: false,
                     },
                     OutputFile {

@@ -144,8 +144,9 @@ impl Answers {
         let mut rng = rand::rng();
         let (master, key_format) = match &self.import_key {
             Some(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading the key to import, {}", path.display()))?;
+                let bytes = torctl::file::read_capped(path, crate::SMALL_FILE_MAX)
+                    .map(zeroize::Zeroizing::new)
+                    .context("reading the key to import")?;
                 let key = MasterKey::from_bytes(&bytes)
                     .with_context(|| format!("reading the key to import, {}", path.display()))?;
                 let format = self.key_format.unwrap_or(key.format());

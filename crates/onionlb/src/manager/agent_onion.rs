@@ -26,10 +26,12 @@ impl AgentOnion {
     /// Reads the service's key from `path`, or creates it there (mode
     /// 0600, tor's format) at first start, so its address stays the same.
     pub(super) fn load_or_create(path: &Path, target: SocketAddr) -> anyhow::Result<Self> {
-        let key = match std::fs::read(path) {
-            Ok(bytes) => MasterKey::from_bytes(&bytes)
+        let key = match torctl::file::read_capped(path, crate::SMALL_FILE_MAX) {
+            Ok(bytes) => MasterKey::from_bytes(&zeroize::Zeroizing::new(bytes))
                 .with_context(|| format!("reading the agents' onion key {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(torctl::file::FileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 let (key, _) = MasterKey::generate(&mut rand::rng())
                     .context("generating the agents' onion key")?;
                 let bytes = key

@@ -29,6 +29,7 @@ use tor_hscrypto::pk::HsIdKey;
 use torctl::{Command, Connector, ControlClient, Event, HsDescContent, HsDescEvent};
 
 use crate::config::Config;
+use crate::error_chain;
 use crate::manager::agent_onion::AgentOnion;
 use crate::manager::agents::{AgentEvent, AgentKeys, AgentServer};
 use crate::manager::network::{NetworkView, ViewError};
@@ -51,6 +52,9 @@ const TICK: Duration = Duration::from_secs(1);
 const MAX_FETCHES_PER_TICK: usize = 128;
 /// How long to wait for a consensus before asking again.
 const CONSENSUS_POLL: Duration = Duration::from_secs(5);
+/// How long the first connection may stay silent before the operator is
+/// told (it fails at the control timeout).
+const SLOW_START_NOTICE: Duration = Duration::from_secs(10);
 
 /// The running manager.
 pub struct Daemon {
@@ -106,9 +110,22 @@ impl Daemon {
         config: Config,
         keys: Vec<MasterKey>,
     ) -> anyhow::Result<Self> {
-        let control = connector
-            .connect()
-            .await
+        let connected = {
+            let connect = connector.connect();
+            tokio::pin!(connect);
+            tokio::select! {
+            connected = &mut connect => connected,
+            () = tokio::time::sleep(SLOW_START_NOTICE) => {
+                tracing::warn!(
+                    "no answer from the management tor at {} after {SLOW_START_NOTICE:?} (is it tor? is it overloaded?); waiting up to control-timeout ({:?}) per command",
+                    connector.addr(),
+                    config.control_timeout
+                );
+                connect.await
+            }
+            }
+        };
+        let control = connected
             .with_context(|| format!("connecting to the management tor at {}", connector.addr()))?;
         tracing::info!("connected to the management tor at {}", connector.addr());
         let testing = control
@@ -149,10 +166,11 @@ impl Daemon {
         let health = ControlHealth {
             connected: true,
             reconnects: 0,
+            down_because: None,
         };
         let (status, _) = watch::channel(Arc::new(snapshot::report(
             &services,
-            health,
+            health.clone(),
             SystemTime::now(),
             Instant::now(),
         )));
@@ -189,17 +207,19 @@ impl Daemon {
     /// Brings the status report and the metrics' gauges up to date.
     fn refresh_status(&self) {
         let now = SystemTime::now();
-        let report = snapshot::report(&self.services, self.health, now, Instant::now());
+        let report = snapshot::report(&self.services, self.health.clone(), now, Instant::now());
         self.status.send_replace(Arc::new(report));
         self.metrics
             .set_gauges(&snapshot::gauges(&self.services, now));
+        self.metrics.set_control_connected(self.health.connected);
     }
 
-    /// Runs until SIGINT or SIGTERM; SIGHUP reloads the configuration.
-    /// When the management tor goes away (restart, crash), keeps its
-    /// state, reconnects with backoff and goes on where it was.
-    pub async fn run(mut self) -> anyhow::Result<()> {
-        let mut stop = StopSignals::install()?;
+    /// Runs until SIGINT or SIGTERM, which it honours wherever it is
+    /// waiting; SIGHUP reloads the configuration. When the management tor
+    /// goes away (restart, crash) or stops answering within the control
+    /// timeout, keeps its state, reconnects with backoff and goes on where
+    /// it was.
+    pub async fn run(mut self, mut stop: StopSignals) -> anyhow::Result<()> {
         for service in &self.services {
             tracing::info!(
                 "balancing {} over {} instance(s)",
@@ -211,11 +231,22 @@ impl Daemon {
             if self.serve(&mut stop).await? == Ended::Stopped {
                 break;
             }
+            let reason = match self.control.closed() {
+                Some(error) => error_chain(&error),
+                None => "the event stream ended".to_owned(),
+            };
             tracing::warn!(
-                "lost the control connection to the management tor at {}; reconnecting",
+                "lost the control connection to the management tor at {}: {reason}; reconnecting",
                 self.connector.addr()
             );
+            self.metrics.disconnected(
+                self.control
+                    .closed()
+                    .as_ref()
+                    .map_or("closed", disconnect_kind),
+            );
             self.health.connected = false;
+            self.health.down_because = Some(reason);
             self.refresh_status();
             let now = Instant::now();
             for published in self
@@ -236,6 +267,7 @@ impl Daemon {
             };
             self.control = control;
             self.health.connected = true;
+            self.health.down_because = None;
             self.health.reconnects += 1;
             self.metrics.reconnected();
             self.refresh_status();
@@ -249,7 +281,13 @@ impl Daemon {
                 Some(Err(e)) => tracing::warn!("{e:#}"),
             }
             tracing::info!("reconnected to the management tor; fetching instance descriptors");
-            self.publish_agent_onion().await;
+            if stop
+                .unless_stopped(self.publish_agent_onion())
+                .await
+                .is_none()
+            {
+                break;
+            }
             self.fetch_all_now();
         }
         tracing::info!("stopping");
@@ -257,7 +295,8 @@ impl Daemon {
     }
 
     /// Follows one control connection until it ends or a stop signal
-    /// arrives.
+    /// arrives. A stop signal also cuts short whatever the loop is
+    /// awaiting (a command to a slow tor waits up to the control timeout).
     async fn serve(&mut self, stop: &mut StopSignals) -> anyhow::Result<Ended> {
         let mut events = self
             .control
@@ -265,19 +304,22 @@ impl Daemon {
             .context("the control connection's events were already taken")?;
         let mut tick = tokio::time::interval(TICK);
         loop {
-            tokio::select! {
+            let handled = tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else {
                         return Ok(Ended::ConnectionLost);
                     };
-                    self.handle_event(Event::parse(&event)).await;
+                    stop.unless_stopped(self.handle_event(Event::parse(&event))).await
                 }
-                _ = tick.tick() => self.on_tick().await,
-                Some(event) = self.agent_events.recv() => self.on_agent(event),
+                _ = tick.tick() => stop.unless_stopped(self.on_tick()).await,
+                Some(event) = self.agent_events.recv() => Some(self.on_agent(event)),
                 signal = stop.next() => match signal {
-                    Signal::Reload => self.reload().await,
-                    Signal::Stop => return Ok(Ended::Stopped),
+                    Signal::Reload => stop.unless_stopped(self.reload()).await,
+                    Signal::Stop => None,
                 },
+            };
+            if handled.is_none() {
+                return Ok(Ended::Stopped);
             }
         }
     }
@@ -332,6 +374,15 @@ impl Daemon {
             tracing::warn!(
                 "a new agents socket, listen or onion-key takes effect at the next start"
             );
+        }
+        if config.control_timeout != self.config.control_timeout {
+            tracing::info!(
+                "a new control-timeout takes effect at the next connection to the management tor"
+            );
+            self.connector.set_options(torctl::Options {
+                command_timeout: config.control_timeout,
+                ..torctl::Options::default()
+            });
         }
         let clients_changed = agent_clients(&config) != agent_clients(&self.config);
         self.agent_keys.send_replace(agent_keys(&config));
@@ -997,14 +1048,15 @@ enum Signal {
 
 /// The signals the manager acts on: SIGINT and SIGTERM stop it wherever
 /// it is waiting; SIGHUP reloads the configuration.
-struct StopSignals {
+pub struct StopSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
-    fn install() -> anyhow::Result<Self> {
+    /// Takes over SIGINT, SIGTERM and SIGHUP from their default actions.
+    pub fn install() -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(StopSignals {
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -1032,7 +1084,10 @@ impl StopSignals {
     }
 
     /// `work`'s result, or `None` if a stop signal came first.
-    async fn unless_stopped<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+    pub async fn unless_stopped<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
         tokio::select! {
             result = work => Some(result),
             () = self.recv() => None,
@@ -1040,14 +1095,13 @@ impl StopSignals {
     }
 }
 
-/// An error and its causes on one line, for logs.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// A short name for why a control connection ended, for the metrics.
+fn disconnect_kind(error: &torctl::Error) -> &'static str {
+    match error {
+        torctl::Error::Timeout { .. } => "timeout",
+        torctl::Error::Protocol(_) | torctl::Error::UnexpectedReply(_) => "protocol",
+        torctl::Error::EventQueueFull { .. } => "event_queue_full",
+        torctl::Error::Io { .. } => "io",
+        _ => "closed",
     }
-    text
 }

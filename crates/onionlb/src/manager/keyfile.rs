@@ -9,6 +9,8 @@ use crate::config::{ConfigError, ServiceConfig};
 
 /// Permission bits that let group or others read or change the file.
 const SHARED_BITS: u32 = 0o077;
+/// Bound on a key file: tor's format is 96 bytes, a PEM key about 120.
+const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// Loads the master key of service number `index`. Errors point at its
 /// `key:` line in `config_path`.
@@ -36,8 +38,9 @@ pub fn load(
             path.display()
         )));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = torctl::file::read_capped(path, MAX_KEY_FILE)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| error(crate::error_chain(&e)))?;
     MasterKey::from_bytes(&bytes).map_err(|e| error(format!("{}: {e}", path.display())))
 }
 

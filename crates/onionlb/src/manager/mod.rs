@@ -16,7 +16,7 @@ use onionlb_core::MasterKey;
 use torctl::{Connector, ControlAddr, Credentials};
 
 use crate::cli::RunArgs;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 
 /// Loads the configuration and keys, then runs the manager (or, with
 /// `--check`, reports what it would balance).
@@ -32,7 +32,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let socket = crate::status::socket_location(&config);
     let metrics_listen = config.metrics_listen;
-    let daemon = daemon::Daemon::start(connector(&args)?, source, config, keys).await?;
+    let connector = connector(&args, config.control_timeout)?;
+    // From here on a stop signal is honoured at once, and a SIGHUP waits
+    // for the daemon to be running.
+    let mut stop = daemon::StopSignals::install()?;
+    let start = daemon::Daemon::start(connector, source, config, keys);
+    let Some(daemon) = stop.unless_stopped(start).await else {
+        tracing::info!("stopping");
+        return Ok(());
+    };
+    let daemon = daemon?;
     // Held until the daemon stops; dropping it removes the socket.
     let _status = match socket {
         Some(path) => {
@@ -44,7 +53,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(crate::metrics::serve(addr, daemon.metrics()).await?),
         None => None,
     };
-    daemon.run().await
+    daemon.run(stop).await
 }
 
 /// Where the configuration comes from, for the start and for each
@@ -58,9 +67,11 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    /// Reads the configuration and every service's key; warns about keys
-    /// it does not know.
-    pub fn load(&self) -> Result<(Config, Vec<MasterKey>), crate::config::ConfigError> {
+    /// Reads the configuration and every service's key, and checks them
+    /// together; warns about keys it does not know and settings that are
+    /// likely mistakes. Start-up, `--check` and SIGHUP all come here, so
+    /// they accept and refuse the same files.
+    pub fn load(&self) -> Result<(Config, Vec<MasterKey>), ConfigError> {
         let config = Config::load(&self.path)?;
         for (line, key) in &config.unknown_keys {
             tracing::warn!(
@@ -68,7 +79,16 @@ impl ConfigSource {
                 config.path.display()
             );
         }
-        let keys = config
+        for warning in &config.warnings {
+            tracing::warn!(
+                "{}:{}: {}: {}",
+                config.path.display(),
+                warning.line,
+                warning.key,
+                warning.problem
+            );
+        }
+        let keys: Vec<MasterKey> = config
             .services
             .iter()
             .enumerate()
@@ -76,8 +96,50 @@ impl ConfigSource {
                 keyfile::load(&config.path, index, service, self.allow_shared_key_file)
             })
             .collect::<Result<_, _>>()?;
+        check_keys(&config, &keys)?;
         Ok((config, keys))
     }
+}
+
+/// Refuses two services with one master identity (two publishers in one
+/// process would undo each other's descriptors) and a master address
+/// listed as an instance (its own descriptors would be fed back to it).
+fn check_keys(config: &Config, keys: &[MasterKey]) -> Result<(), ConfigError> {
+    let error = |line, key: String, problem: String| ConfigError {
+        file: config.path.clone(),
+        line,
+        key,
+        problem,
+    };
+    for (index, (service, key)) in config.services.iter().zip(keys).enumerate() {
+        let address = key.address();
+        if let Some(first) = keys[..index].iter().position(|k| k.address() == address) {
+            return Err(error(
+                service.key_line,
+                format!("services[{index}].key"),
+                format!(
+                    "{} is the key of {address}, which services[{first}] (line {}) already balances; list each master once",
+                    service.key.display(),
+                    config.services[first].key_line
+                ),
+            ));
+        }
+    }
+    for (index, service) in config.services.iter().enumerate() {
+        for (i, instance) in service.instances.iter().enumerate() {
+            if let Some(master) = keys.iter().position(|k| k.address() == instance.address) {
+                return Err(error(
+                    instance.line,
+                    format!("services[{index}].instances[{i}].address"),
+                    format!(
+                        "{} is the master address of services[{master}], not an instance; an instance is a tor with its own key and HiddenServiceOnionbalanceInstance 1",
+                        instance.address
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where Python Onionbalance looks for tor's control socket by default.
@@ -86,7 +148,7 @@ const DEFAULT_CONTROL_SOCKET: &str = "/var/run/tor/control";
 /// How to reach the management tor: its control socket when one is given
 /// or the default one exists, else its control port; with the events the
 /// manager follows.
-fn connector(args: &RunArgs) -> anyhow::Result<Connector> {
+fn connector(args: &RunArgs, control_timeout: std::time::Duration) -> anyhow::Result<Connector> {
     let addr = match &args.socket {
         Some(socket) => ControlAddr::Unix(socket.clone()),
         None if Path::new(DEFAULT_CONTROL_SOCKET).exists() => {
@@ -95,7 +157,12 @@ fn connector(args: &RunArgs) -> anyhow::Result<Connector> {
         None => ControlAddr::Tcp(SocketAddr::new(args.ip, args.port)),
     };
     let credentials = password_file_credentials(args.control_password_file.as_deref())?;
-    Ok(Connector::new(addr, credentials).subscribe(daemon::EVENTS))
+    Ok(Connector::new(addr, credentials)
+        .subscribe(daemon::EVENTS)
+        .with_options(torctl::Options {
+            command_timeout: control_timeout,
+            ..torctl::Options::default()
+        }))
 }
 
 /// The password from `--control-password-file` if given, else whatever

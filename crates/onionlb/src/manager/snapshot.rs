@@ -64,12 +64,14 @@ fn is_live(instance: &Instance, now: SystemTime) -> bool {
 }
 
 /// Where the control connection stands.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ControlHealth {
     /// Connected now.
     pub connected: bool,
     /// Reconnections since start.
     pub reconnects: u64,
+    /// While not connected: why the last connection ended.
+    pub down_because: Option<String>,
 }
 
 /// The report for `services` at `now` (`mono` is the same instant on the
@@ -95,6 +97,7 @@ pub fn report(
             generated_at: timestamp(now),
             control_connected: control.connected,
             control_reconnects: control.reconnects,
+            control_down_because: control.down_because,
         },
         services: services
             .iter()

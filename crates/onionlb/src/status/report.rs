@@ -36,6 +36,9 @@ pub struct ManagerStatus {
     pub control_connected: bool,
     /// How often it was re-established since start.
     pub control_reconnects: u64,
+    /// While it is down: why the last connection ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_down_because: Option<String>,
 }
 
 /// One balanced service.
@@ -151,9 +154,12 @@ impl StatusReport {
             m.version,
             m.generated_at,
             if m.control_connected {
-                "connected"
+                "connected".to_owned()
             } else {
-                "NOT CONNECTED"
+                match &m.control_down_because {
+                    Some(why) => format!("NOT CONNECTED ({why})"),
+                    None => "NOT CONNECTED".to_owned(),
+                }
             },
             match m.control_reconnects {
                 0 => String::new(),
@@ -322,6 +328,7 @@ mod test {
                 generated_at: "2020-06-16 20:00:15".into(),
                 control_connected: true,
                 control_reconnects: 1,
+                control_down_because: None,
             },
         }
     }
