@@ -633,7 +633,10 @@ mod test {
             assert!(err.problem.contains("seconds from 1 to"), "{err}");
         }
         let err = parse("agents:\n  heartbeat-timeout: 99999999999\nservices: []\n").unwrap_err();
-        assert_eq!((err.line, err.key.as_str()), (2, "agents.heartbeat-timeout"));
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (2, "agents.heartbeat-timeout")
+        );
         let config = parse(&format!(
             "control-timeout: 5\nfetch-interval: 10800\nservices:\n- key: a.key\n  instances:\n  - address: {A}\n"
         ))
@@ -652,7 +655,10 @@ mod test {
             (err.line, err.key.as_str()),
             (6, "services[0].instances[2].address")
         );
-        assert!(err.problem.contains("services[0].instances[0] (line 4)"), "{err}");
+        assert!(
+            err.problem.contains("services[0].instances[0] (line 4)"),
+            "{err}"
+        );
         // In two services it is sharing, not a mistake.
         let shared = format!(
             "services:\n- key: a.key\n  instances:\n  - address: {A}\n- key: b.key\n  instances:\n  - address: {A}\n"
@@ -670,17 +676,24 @@ mod test {
         let config = parse(&text).unwrap();
         assert_eq!(config.warnings.len(), 1);
         let warning = &config.warnings[0];
-        assert_eq!((warning.line, warning.key.as_str()), (4, "services[0].instances"));
+        assert_eq!(
+            (warning.line, warning.key.as_str()),
+            (4, "services[0].instances")
+        );
         assert!(warning.problem.contains("121 instances"), "{warning:?}");
     }
 
     #[test]
     fn loosely_typed_values_are_taken_as_python_onionbalance_takes_them() {
-        let text = format!("services:\n- key: 1234\n  instances:\n  - address: {A}\n    name: 42\n");
+        let text =
+            format!("services:\n- key: 1234\n  instances:\n  - address: {A}\n    name: 42\n");
         let config = parse(&text).unwrap();
         assert_eq!(config.services[0].instances[0].label(), "42");
         assert_eq!(config.services[0].key, Path::new("/etc/onionbalance/1234"));
-        let err = parse(&format!("services:\n- key: a.key\n  instances:\n  - address: {A}\n    name:\n")).unwrap_err();
+        let err = parse(&format!(
+            "services:\n- key: a.key\n  instances:\n  - address: {A}\n    name:\n"
+        ))
+        .unwrap_err();
         assert_eq!(err.key, "services[0].instances[0].name");
     }
 

@@ -27,7 +27,28 @@ use crate::cli::{Cli, Command};
 /// keys (96 bytes in tor's format, about 120 as PEM), a hostname.
 pub(crate) const SMALL_FILE_MAX: u64 = 64 * 1024;
 
+/// Exit status after a panic: EX_SOFTWARE, an internal error.
+const PANIC_EXIT: i32 = 70;
+
 fn main() -> ExitCode {
+    // A panic anywhere, in any task, ends the process with a clear line
+    // and status 70, instead of a task that silently stops (tokio would
+    // catch it) or an unwinding that hides what happened. Panic messages
+    // are our own text and carry no secret.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("onionlb: internal error at {place}: {message}; this is a bug, please report it; exiting with status {PANIC_EXIT}");
+        std::process::exit(PANIC_EXIT);
+    }));
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.verbosity.as_deref()) {
         eprintln!("onionlb: {e}");

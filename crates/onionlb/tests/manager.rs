@@ -37,12 +37,14 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         &net,
         &pem,
         control_port,
-        // Short enough that the instance restarted below is fetched soon.
+        // Short enough that the instance restarted below is fetched soon,
+        // and that a hung tor is noticed soon.
         &format!(
-            "fetch-interval: 15\nstatus-socket-location: {}\nmetrics-listen: 127.0.0.1:{metrics_port}\n",
+            "fetch-interval: 15\ncontrol-timeout: 5\nstatus-socket-location: {}\nmetrics-listen: 127.0.0.1:{metrics_port}\n",
             socket.display()
         ),
     );
+    let mut cookies = vec![std::fs::read(net.manager_control().cookie).unwrap()];
     let url = format!("http://{master}/");
 
     // The master address becomes reachable once onionlb has published.
@@ -208,12 +210,82 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     assert!(table.contains("(1 reconnect(s))"), "{table}");
     assert!(scrape(metrics_port).contains("onionlb_control_reconnects_total 1"));
 
-    // No key material in the log, at debug level.
+    cookies.push(std::fs::read(net.manager_control().cookie).unwrap());
+
+    // The management tor hangs (SIGSTOP; its port still accepts): the next
+    // command passes the control timeout, and the manager drops the
+    // connection, says why in status and metrics, and keeps trying.
+    net.pause_manager(true);
+    let status = wait_for_status(&dir, Duration::from_secs(60), |s| {
+        s["manager"]["controlConnected"] == false
+    });
+    let why = status["manager"]["controlDownBecause"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("no answer from tor to"), "{status}");
+    let metrics = scrape(metrics_port);
+    for line in [
+        "onionlb_control_connected 0",
+        "onionlb_control_disconnects_total{reason=\"timeout\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
+    // tor goes on: the manager is back without anyone's help.
+    net.pause_manager(false);
+    let status = wait_for_status(&dir, Duration::from_secs(120), |s| {
+        s["manager"]["controlConnected"] == true
+    });
+    assert_eq!(status["manager"]["controlReconnects"], 2, "{status}");
+    assert!(
+        status["manager"]["controlDownBecause"].is_null(),
+        "{status}"
+    );
+
+    // Hung again, while the manager waits on tor (a command or a
+    // reconnection): SIGTERM is honoured within 2 s.
+    net.pause_manager(true);
+    wait_for_status(&dir, Duration::from_secs(60), |s| {
+        s["manager"]["controlConnected"] == false
+    });
+    manager.stop_within(Duration::from_secs(2));
+    net.pause_manager(false);
+
+    // No key material in the log of the whole run, at debug level: not
+    // the master key's seed or expanded secret, not a control cookie.
+    let log = std::fs::read(dir.join("onionlb.log")).unwrap();
     let key_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    assert!(!manager.log().contains(&key_body));
-    manager.stop();
+    let der = data_encoding::BASE64.decode(key_body.as_bytes()).unwrap();
+    let seed = &der[der.len() - 32..];
+    let expanded = &key.encode(onionlb_core::KeyFormat::Tor).unwrap()[32..];
+    common::assert_no_secret(&log, seed, "the manager's log (seed)");
+    common::assert_no_secret(&log, expanded, "the manager's log (expanded key)");
+    for cookie in &cookies {
+        common::assert_no_secret(&log, cookie, "the manager's log (control cookie)");
+    }
+    assert!(!String::from_utf8_lossy(&log).contains(&key_body));
     assert!(!socket.exists(), "the status socket outlived the manager");
     net.stop();
+}
+
+/// The status JSON once `ready` holds of it, polled until `bound`.
+fn wait_for_status(
+    dir: &std::path::Path,
+    bound: Duration,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + bound;
+    loop {
+        let json = onionlb_status(dir, &["--json"]);
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if ready(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status not as awaited within {bound:?}: {json}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// GET /metrics from the manager's metrics endpoint.

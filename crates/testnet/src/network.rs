@@ -355,6 +355,16 @@ impl Testnet {
         self.start_tor(&node, timeout).await
     }
 
+    /// Freezes the management tor (SIGSTOP, `paused`) or lets it go on
+    /// (SIGCONT): its control port still accepts connections, as the
+    /// kernel does for it, but nothing answers.
+    pub fn pause_manager(&mut self, paused: bool) {
+        let name = self.layout.manager().name.clone();
+        if let Some(tor) = self.tors.get_mut(&name) {
+            tor.pause(paused);
+        }
+    }
+
     fn stop_tor(&mut self, node: &Node) {
         if let Some(mut tor) = self.tors.remove(&node.name) {
             tor.stop(STOP_GRACE);

@@ -102,6 +102,20 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Sends it SIGSTOP (`paused`) or SIGCONT, as a hung or overloaded
+    /// process would behave; does nothing once it has exited.
+    pub fn pause(&mut self, paused: bool) {
+        if self.exit_status().is_some() {
+            return;
+        }
+        let signal = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        let _ = kill(pid(self.record.pid), signal);
+    }
+
     /// Gives up ownership without stopping it, for a network that is to
     /// outlive this program; [`stop_recorded`] stops it later.
     pub fn detach(self) -> ProcessRecord {

@@ -58,14 +58,15 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// 30 s commands, the parser's default limits, 128 MiB of unread
-    /// events (a thousand descriptors at tor's default size limit, many
-    /// times what a fetch round brings).
+    /// 30 s commands, the parser's default limits, 64 MiB of unread
+    /// events (over a thousand descriptors at tor's default size limit;
+    /// onionlb's largest fetch round, 128 instances from up to 6 HSDirs
+    /// each, brings about 15 MB).
     fn default() -> Self {
         Options {
             command_timeout: Duration::from_secs(30),
             limits: Limits::default(),
-            max_queued_events: 128 * 1024 * 1024,
+            max_queued_events: 64 * 1024 * 1024,
         }
     }
 }

@@ -42,9 +42,11 @@ impl Default for Limits {
     }
 }
 
-/// What one line costs beyond its bytes once parsed: the [`ReplyLine`]
-/// and its allocation's bookkeeping.
-pub const LINE_OVERHEAD: usize = 64;
+/// What one reply line costs beyond its bytes once parsed: the
+/// [`ReplyLine`] (56 bytes, up to twice that in a growing `Vec`) and its
+/// text's allocation. A line of a data block costs twice its length
+/// instead, for the slack of the growing text it is appended to.
+pub const LINE_OVERHEAD: usize = 128;
 
 /// One line of a reply, with the data block that followed it, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,13 +107,15 @@ impl Reply {
         })
     }
 
-    /// What the reply holds in memory, near enough: its text and data, and
-    /// [`LINE_OVERHEAD`] a line.
+    /// What the reply holds in memory, near enough: its text and data,
+    /// and [`LINE_OVERHEAD`] for each line and for the reply itself.
     pub fn cost(&self) -> usize {
-        self.lines
+        let lines: usize = self
+            .lines
             .iter()
             .map(|line| line.text.len() + line.data.as_ref().map_or(0, String::len) + LINE_OVERHEAD)
-            .sum()
+            .sum();
+        lines + LINE_OVERHEAD
     }
 
     /// The reply as tor would send it: the inverse of [`ReplyParser`], for
@@ -273,7 +277,7 @@ impl ReplyParser {
     /// Handles one line without its terminator; returns a reply it completes.
     fn take_line(&mut self, line: String) -> Result<Option<Reply>, ProtocolError> {
         if self.data.is_some() {
-            self.charge(line.len())?;
+            self.charge(2 * (line.len() + 1))?;
             self.take_data_line(&line);
             return Ok(None);
         }
@@ -282,7 +286,7 @@ impl ReplyParser {
         if self.lines.is_empty() {
             self.event = status == EVENT_STATUS;
         }
-        self.charge(line.len())?;
+        self.charge(line.len() + LINE_OVERHEAD)?;
         let parsed = ReplyLine {
             status,
             text: text.to_owned(),
@@ -294,16 +298,18 @@ impl ReplyParser {
             _ => {
                 self.lines.push(parsed);
                 self.reply_cost = 0;
-                let lines = std::mem::take(&mut self.lines);
+                let mut lines = std::mem::take(&mut self.lines);
+                // A reply may wait in a queue: keep no spare capacity.
+                lines.shrink_to_fit();
                 return Ok(Some(Reply { lines }));
             }
         }
         Ok(None)
     }
 
-    /// Adds a line of `len` bytes to the cost of the reply being assembled.
-    fn charge(&mut self, len: usize) -> Result<(), ProtocolError> {
-        self.reply_cost = self.reply_cost.saturating_add(len + LINE_OVERHEAD);
+    /// Adds `cost` to the cost of the reply being assembled.
+    fn charge(&mut self, cost: usize) -> Result<(), ProtocolError> {
+        self.reply_cost = self.reply_cost.saturating_add(cost);
         if self.event && self.reply_cost > self.limits.max_event {
             return Err(ProtocolError::EventTooLong {
                 limit: self.limits.max_event,
@@ -323,6 +329,7 @@ impl ReplyParser {
             if let Some((mut head, mut data)) = self.data.take() {
                 // Every data line was stored with a terminator; drop the last.
                 data.pop();
+                data.shrink_to_fit();
                 head.data = Some(data);
                 self.lines.push(head);
             }
@@ -523,8 +530,8 @@ mod test {
     fn many_short_lines_count_at_their_cost_in_memory() {
         let limits = Limits::default();
         let mut parser = ReplyParser::new(limits);
-        // Each 7-byte line costs 7 + LINE_OVERHEAD: the limit is reached
-        // long before max_reply bytes have arrived.
+        // Each 7-byte line costs 5 + LINE_OVERHEAD: the limit is reached
+        // long before max_event bytes have arrived.
         let lines = limits.max_event / (5 + LINE_OVERHEAD) + 1;
         parser.feed("650-x\r\n".repeat(lines).as_bytes());
         assert!(matches!(

@@ -312,7 +312,10 @@ impl Daemon {
                     stop.unless_stopped(self.handle_event(Event::parse(&event))).await
                 }
                 _ = tick.tick() => stop.unless_stopped(self.on_tick()).await,
-                Some(event) = self.agent_events.recv() => Some(self.on_agent(event)),
+                Some(event) = self.agent_events.recv() => {
+                    self.on_agent(event);
+                    Some(())
+                }
                 signal = stop.next() => match signal {
                     Signal::Reload => stop.unless_stopped(self.reload()).await,
                     Signal::Stop => None,
@@ -600,6 +603,10 @@ impl Daemon {
                 .arg(address.without_suffix())
                 .args(servers.iter().map(|fp| format!("SERVER=${fp}")));
             if let Err(e) = self.control.request(&command).await {
+                if self.control.closed().is_some() {
+                    // The connection is gone: the loop says so, once.
+                    break;
+                }
                 tracing::warn!("{address}: HSFETCH failed: {e}");
             }
         }
@@ -963,7 +970,10 @@ async fn upload(
     }
     control.request(&command).await.map(drop).map_err(|e| {
         let reason = error_chain(&e);
-        tracing::error!("{address}: HSPOST failed: {reason}");
+        // A lost connection is said once, where it is noticed.
+        if control.closed().is_none() {
+            tracing::error!("{address}: HSPOST failed: {reason}");
+        }
         reason
     })
 }

@@ -224,10 +224,16 @@ impl Manager {
     }
 
     /// SIGTERM, and it must exit cleanly within 10 s.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_within(Duration::from_secs(10));
+    }
+
+    /// SIGTERM, and it must exit cleanly within `bound`.
+    pub fn stop_within(mut self, bound: Duration) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        for _ in 0..200 {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(
                     status.success(),
@@ -236,11 +242,11 @@ impl Manager {
                 );
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         panic!(
-            "onionlb did not exit within 10 s of SIGTERM:\n{}",
+            "onionlb did not exit within {bound:?} of SIGTERM:\n{}",
             self.log()
         );
     }
@@ -250,5 +256,42 @@ impl Drop for Manager {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Fails if `secret` appears in `haystack` raw, in hex (either case), in
+/// base64 or in base32 (either case), or if any 16-byte piece of it does
+/// raw or in hex.
+pub fn assert_no_secret(haystack: &[u8], secret: &[u8], what: &str) {
+    let text = String::from_utf8_lossy(haystack);
+    let lower = text.to_ascii_lowercase();
+    let encodings = [
+        data_encoding::HEXLOWER.encode(secret),
+        data_encoding::BASE64.encode(secret),
+        data_encoding::BASE64_NOPAD.encode(secret),
+        data_encoding::BASE32_NOPAD
+            .encode(secret)
+            .to_ascii_lowercase(),
+    ];
+    for encoded in &encodings {
+        let found = if encoded.bytes().any(|b| b.is_ascii_uppercase()) {
+            text.contains(encoded.as_str())
+        } else {
+            lower.contains(encoded.as_str())
+        };
+        assert!(
+            !found,
+            "{what} holds a secret in the encoding {encoded:.12}..."
+        );
+    }
+    for piece in secret.chunks(16).filter(|p| p.len() == 16) {
+        assert!(
+            !haystack.windows(16).any(|w| w == piece),
+            "{what} holds 16 raw bytes of a secret"
+        );
+        assert!(
+            !lower.contains(&data_encoding::HEXLOWER.encode(piece)),
+            "{what} holds 16 bytes of a secret in hex"
+        );
     }
 }
