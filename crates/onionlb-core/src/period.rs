@@ -81,8 +81,14 @@ impl PeriodRules {
         }
     }
 
-    /// The time period containing `when`.
+    /// The time period containing `when`; `None` if the rules give no
+    /// usable period (a zero length, from a consensus whose voting interval
+    /// is under a minute / 24 on a testing network, or zero).
     pub fn period_at(&self, when: SystemTime) -> Option<TimePeriod> {
+        // tor-hscrypto 0.47 divides by the length unchecked.
+        if self.length.is_zero() {
+            return None;
+        }
         TimePeriod::new(self.length, when, self.rotation_offset).ok()
     }
 
@@ -175,6 +181,21 @@ mod test {
             rotation_offset: Duration::from_secs(12 * 3600),
             run_length: Duration::from_secs(DAY),
         }
+    }
+
+    /// Found by the `consensus` fuzz target: a consensus whose
+    /// fresh-until equals its valid-after gives a zero voting interval, so
+    /// a zero period length on a testing network, on which tor-hscrypto's
+    /// `TimePeriod::new` divides by zero.
+    #[test]
+    fn a_zero_period_length_gives_no_period_instead_of_a_panic() {
+        let rules = PeriodRules {
+            length: Duration::ZERO,
+            rotation_offset: Duration::ZERO,
+            run_length: Duration::ZERO,
+        };
+        assert_eq!(rules.period_at(at(1_795_244_400)), None);
+        assert_eq!(rules.slots(at(1_795_244_400), None, None), None);
     }
 
     #[test]

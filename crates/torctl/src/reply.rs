@@ -505,6 +505,37 @@ mod test {
         assert!(parser.next_reply().unwrap().is_some());
     }
 
+    /// Found by the `reply_parser` fuzz target: a line of bytes that are
+    /// not UTF-8 grows threefold when each becomes U+FFFD. It is charged at
+    /// what it grows to.
+    #[test]
+    fn invalid_utf8_is_charged_at_its_replacement_size() {
+        let limits = Limits {
+            max_line: 100,
+            max_reply: 200 + LINE_OVERHEAD,
+            max_event: 1000,
+        };
+        let mut parser = ReplyParser::new(limits);
+        let mut line = b"250 ".to_vec();
+        line.extend([0xff; 90]);
+        line.extend(b"\r\n");
+        parser.feed(&line);
+        assert_eq!(
+            parser.next_reply(),
+            Err(ProtocolError::ReplyTooLong {
+                limit: limits.max_reply
+            })
+        );
+        let mut parser = ReplyParser::new(Limits {
+            max_reply: 300 + LINE_OVERHEAD,
+            ..limits
+        });
+        parser.feed(&line);
+        let reply = parser.next_reply().unwrap().unwrap();
+        assert_eq!(reply.message().len(), 270);
+        assert!(reply.cost() <= 300 + 2 * LINE_OVERHEAD);
+    }
+
     #[test]
     fn a_long_line_in_small_pieces_is_scanned_once() {
         let line_len = 1_000_000;

@@ -25,6 +25,9 @@ pub const SOCKET_ENV: &str = "ONIONBALANCE_STATUS_SOCKET_LOCATION";
 
 /// Bound on reading a report.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a report's size: a report names every instance and every
+/// HSDir upload, megabytes at thousands of services.
+const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where the status socket is: the environment variable, else the config.
 pub fn socket_location(config: &Config) -> Option<PathBuf> {
@@ -73,10 +76,17 @@ async fn read(path: &Path) -> anyhow::Result<String> {
                 )
             })?;
         let mut json = String::new();
-        stream
+        (&mut stream)
+            .take(MAX_REPORT_BYTES + 1)
             .read_to_string(&mut json)
             .await
             .with_context(|| format!("reading the status socket {}", path.display()))?;
+        if json.len() as u64 > MAX_REPORT_BYTES {
+            bail!(
+                "the status socket {} sent more than {MAX_REPORT_BYTES} bytes: not onionlb's status",
+                path.display()
+            );
+        }
         anyhow::Ok(json)
     };
     tokio::time::timeout(READ_TIMEOUT, work)
