@@ -18,18 +18,6 @@ use tor_llcrypto::pk::{curve25519, ed25519};
 #[path = "../../crates/onionlb/src/config.rs"]
 pub mod config;
 
-/// An error and its causes on one line, as the binary has it.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// The instance the descriptor target feeds: a fixed key, a fixed time
 /// and its period.
 pub struct InstanceFixture {

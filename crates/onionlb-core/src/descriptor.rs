@@ -117,7 +117,7 @@ pub fn validate_instance_descriptor(
         .ok_or(DescriptorError::WrongKey)?;
 
     let bound = HsDesc::parse_decrypt_validate(text, &blinded, &subcredential, None)
-        .map_err(|e| DescriptorError::Invalid(error_chain(&e)))?;
+        .map_err(|e| DescriptorError::Invalid(crate::error_chain(&e)))?;
     let (_, valid_until) = bound.bounds_start_end();
     let desc = bound
         .if_valid_at(&now)
@@ -229,18 +229,6 @@ where
 pub fn default_flow_control(sendme_inc: u8) -> Option<(Protocols, u8)> {
     let versions = Protocols::from_kind_and_versions(ProtoKind::FlowCtrl, "1-2").ok()?;
     Some((versions, sendme_inc))
-}
-
-/// An error with its causes, for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -22,3 +22,16 @@ mod test_support;
 
 pub use address::{AddressError, OnionAddress};
 pub use key::{KeyError, KeyFormat, MasterKey, TorKeyFiles};
+
+/// An error and its causes on one line (`what: why: deeper why`), for
+/// logs and operator messages.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

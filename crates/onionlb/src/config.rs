@@ -172,7 +172,7 @@ impl Config {
             problem,
         };
         let bytes = torctl::file::read_capped(path, MAX_CONFIG_BYTES)
-            .map_err(|e| unreadable(crate::error_chain(&e)))?;
+            .map_err(|e| unreadable(onionlb_core::error_chain(&e)))?;
         let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))?;
         Self::parse(path, &text)
     }

@@ -114,15 +114,3 @@ fn init_logging(verbosity: Option<&str>) -> Result<(), String> {
         .init();
     Ok(())
 }
-
-/// An error and its causes on one line, for logs.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -9,6 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,12 +44,29 @@ enum Script {
     Cookie(PathBuf),
     /// Answers PROTOCOLINFO, then hangs up.
     CloseAfterProtocolInfo,
+    /// Plays a tor with a consensus (onionlb-core's test data) that
+    /// answers every command, until `turn` says to flood events or to go
+    /// silent.
+    Running(tokio::sync::watch::Receiver<Turn>),
+}
+
+/// What a [`Script::Running`] fake does from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Answer like tor.
+    Answer,
+    /// Send events as fast as the connection takes them.
+    Flood,
+    /// Read, never answer.
+    Silent,
 }
 
 /// A fake control port: the script it plays, and every byte it received.
 struct FakeTor {
     port: u16,
     received: Arc<Mutex<Vec<u8>>>,
+    /// Bytes of flood that onionlb has taken.
+    flooded: Arc<AtomicUsize>,
     connections: mpsc::UnboundedReceiver<()>,
 }
 
@@ -59,15 +77,19 @@ impl FakeTor {
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected, connections) = mpsc::unbounded_channel();
         let seen = Arc::clone(&received);
+        let flooded = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&flooded);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = connected.send(());
-                tokio::spawn(play(stream, script.clone(), Arc::clone(&seen)));
+                let peer = Peer::new(stream, Arc::clone(&seen), Arc::clone(&counter));
+                tokio::spawn(play(peer, script.clone()));
             }
         });
         FakeTor {
             port,
             received,
+            flooded,
             connections,
         }
     }
@@ -85,9 +107,8 @@ impl FakeTor {
     }
 }
 
-/// Plays `script` on one connection, recording what arrives.
-async fn play(stream: TcpStream, script: Script, seen: Arc<Mutex<Vec<u8>>>) {
-    let mut peer = Peer::new(stream, seen);
+/// Plays `script` on one connection.
+async fn play(mut peer: Peer, script: Script) {
     match script {
         Script::Silent => while peer.line().await.is_some() {},
         Script::Garbage => {
@@ -137,6 +158,7 @@ async fn play(stream: TcpStream, script: Script, seen: Arc<Mutex<Vec<u8>>>) {
                 peer.send(answer).await;
             }
         }
+        Script::Running(turn) => peer.run(turn).await,
         Script::CloseAfterProtocolInfo => {
             peer.line().await;
             peer.send(b"250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250 OK\r\n")
@@ -152,14 +174,16 @@ struct Peer {
     stream: TcpStream,
     buffer: Vec<u8>,
     seen: Arc<Mutex<Vec<u8>>>,
+    flooded: Arc<AtomicUsize>,
 }
 
 impl Peer {
-    fn new(stream: TcpStream, seen: Arc<Mutex<Vec<u8>>>) -> Peer {
+    fn new(stream: TcpStream, seen: Arc<Mutex<Vec<u8>>>, flooded: Arc<AtomicUsize>) -> Peer {
         Peer {
             stream,
             buffer: Vec::new(),
             seen,
+            flooded,
         }
     }
 
@@ -185,6 +209,57 @@ impl Peer {
         self.stream.write_all(bytes).await.is_ok()
     }
 
+    /// Answers every command as a tor with a consensus would, until
+    /// `turn` changes.
+    async fn run(&mut self, mut turn: tokio::sync::watch::Receiver<Turn>) {
+        let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/../onionlb-core/testdata/");
+        let consensus =
+            std::fs::read_to_string(format!("{testdata}consensus-microdesc.txt")).unwrap();
+        let microdescs = std::fs::read_to_string(format!("{testdata}microdescs.txt")).unwrap();
+        loop {
+            if *turn.borrow() != Turn::Answer {
+                break;
+            }
+            let line = tokio::select! {
+                line = self.line() => line,
+                _ = turn.changed() => continue,
+            };
+            let Some(line) = line else {
+                return;
+            };
+            let answer = if line.starts_with("PROTOCOLINFO") {
+                "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250-VERSION Tor=\"0.4.9.11\"\r\n250 OK\r\n".to_owned()
+            } else if line.starts_with("GETCONF") {
+                "250 TestingTorNetwork=1\r\n".to_owned()
+            } else if line.starts_with("GETINFO dir/status-vote/current/consensus-microdesc") {
+                data_reply("dir/status-vote/current/consensus-microdesc", &consensus)
+            } else if line.starts_with("GETINFO md/all") {
+                data_reply("md/all", &microdescs)
+            } else if line.starts_with('+') {
+                // A data command (HSPOST): read it to its end.
+                while let Some(data) = self.line().await {
+                    if data == "." {
+                        break;
+                    }
+                }
+                "250 OK\r\n".to_owned()
+            } else {
+                "250 OK\r\n".to_owned()
+            };
+            if !self.send(answer.as_bytes()).await {
+                return;
+            }
+        }
+        if *turn.borrow() == Turn::Flood {
+            let chunk = "650 HS_DESC REQUESTED aoqqpp7tzyil4hlq3umoos6atft6jvrqtosq2xy53sdgiesvgg4bqead NO_AUTH $5128386E9AA8505DD855A33B7146A708115E14E0 descid\r\n".repeat(1000);
+            while self.send(chunk.as_bytes()).await {
+                self.flooded.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        } else {
+            while self.line().await.is_some() {}
+        }
+    }
+
     /// Answers PROTOCOLINFO (no authentication), AUTHENTICATE, SETEVENTS
     /// and GETCONF as tor would.
     async fn handshake(&mut self) {
@@ -204,6 +279,25 @@ impl Peer {
     }
 }
 
+/// `250+key=` with `data` as its data block, then `250 OK`.
+fn data_reply(key: &str, data: &str) -> String {
+    let reply = torctl::Reply {
+        lines: vec![
+            torctl::ReplyLine {
+                status: 250,
+                text: format!("{key}="),
+                data: Some(data.trim_end_matches('\n').to_owned()),
+            },
+            torctl::ReplyLine {
+                status: 250,
+                text: "OK".into(),
+                data: None,
+            },
+        ],
+    };
+    String::from_utf8(reply.to_bytes()).unwrap()
+}
+
 /// A config and master key for onionlb, in a directory of the test's own.
 struct Setup {
     dir: PathBuf,
@@ -212,6 +306,7 @@ struct Setup {
 }
 
 impl Setup {
+    /// `{dir}` in `extra_yaml` stands for the directory.
     fn new(name: &str, extra_yaml: &str) -> Setup {
         let dir = common::tmp_dir(&format!("hostile-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -223,7 +318,8 @@ impl Setup {
         std::fs::write(
             dir.join("config.yaml"),
             format!(
-                "{extra_yaml}services:\n- key: master.key\n  instances:\n  - address: {}\n",
+                "{}services:\n- key: master.key\n  instances:\n  - address: {}\n",
+                extra_yaml.replace("{dir}", &dir.display().to_string()),
                 instance.address()
             ),
         )
@@ -513,6 +609,110 @@ async fn the_agent_never_sends_its_key_to_a_cookiefile_naming_it() {
         String::from_utf8_lossy(&received)
     );
     assert_never_received(&received, &key_bytes, "agent");
+}
+
+/// `onionlb status --json` for `setup`'s config.
+fn status(setup: &Setup) -> Option<serde_json::Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["status", "--json", "-c"])
+        .arg(setup.dir.join("config.yaml"))
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+/// Polls the status until `ready` holds of it, for at most `bound`.
+async fn wait_for_status(
+    setup: &Setup,
+    bound: Duration,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = status(setup) {
+            if ready(&status) {
+                return status;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status not as awaited within {bound:?}: {:?}",
+            status(setup)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A manager with a status socket (and `extra_yaml`), running against a
+/// [`Script::Running`] fake, and the switch of what the fake does next.
+async fn running_manager(
+    name: &str,
+    extra_yaml: &str,
+) -> (tokio::sync::watch::Sender<Turn>, Setup, FakeTor, Run) {
+    let (turn, turns) = tokio::sync::watch::channel(Turn::Answer);
+    let setup = Setup::new(
+        name,
+        &format!("status-socket-location: {{dir}}/status.sock\n{extra_yaml}"),
+    );
+    let mut fake = FakeTor::start(Script::Running(turns)).await;
+    let run = setup.manager(fake.port);
+    fake.next_connection().await;
+    wait_for_status(&setup, Duration::from_secs(30), |s| {
+        s["manager"]["controlConnected"] == true
+    })
+    .await;
+    (turn, setup, fake, run)
+}
+
+/// A running manager whose tor starts flooding it with events: it keeps
+/// up or drops the connection, stays within its memory bound, and stops
+/// within 2 s of SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_honoured_within_2_s_during_an_event_flood_mid_run() {
+    let (turn, setup, fake, mut run) = running_manager("flood-mid-run", "").await;
+    turn.send(Turn::Flood).unwrap();
+    // Until the manager has taken 100 MB of events (it reads them, or
+    // drops the connection at the bound and reconnects to more).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.flooded.load(Ordering::Relaxed) < 100 * 1024 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the flood was not taken within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = run.exit_within(Duration::from_secs(2)).await;
+    assert!(status.success(), "{status}:\n{log:.2000}");
+    let peak = children_peak_rss_kib();
+    assert!(peak < MAX_RSS_KIB, "peak RSS {peak} KiB");
+    assert_never_received(&fake.received(), setup.secret(), "flood-mid-run");
+}
+
+/// A running manager whose tor stops answering: within the control
+/// timeout of its next command the status says the connection is down and
+/// why; it keeps trying, and SIGTERM stops it within 2 s meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tor_that_stops_answering_mid_run_shows_in_status_and_sigterm_still_works() {
+    let (turn, setup, mut fake, mut run) =
+        running_manager("silent-mid-run", "control-timeout: 2\nfetch-interval: 1\n").await;
+    turn.send(Turn::Silent).unwrap();
+    let down = wait_for_status(&setup, Duration::from_secs(10), |s| {
+        s["manager"]["controlConnected"] == false
+    })
+    .await;
+    let why = down["manager"]["controlDownBecause"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("within 2s"), "{down}");
+    // It tries again (and the fake, silent, lets the attempt hang).
+    fake.next_connection().await;
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = run.exit_within(Duration::from_secs(2)).await;
+    assert!(status.success(), "{status}:\n{log}");
 }
 
 /// The config loader refuses what breaks the service, the same way for

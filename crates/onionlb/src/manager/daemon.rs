@@ -23,13 +23,12 @@ use onionlb_core::period::DescriptorSlot;
 use onionlb_core::publish::{publish_reason, DescriptorLayout, Layout};
 use onionlb_core::revision::next_revision;
 use onionlb_core::upload::Uploads;
-use onionlb_core::{MasterKey, OnionAddress};
+use onionlb_core::{error_chain, MasterKey, OnionAddress};
 use tokio::sync::{mpsc, watch};
 use tor_hscrypto::pk::HsIdKey;
 use torctl::{Command, Connector, ControlClient, Event, HsDescContent, HsDescEvent};
 
 use crate::config::Config;
-use crate::error_chain;
 use crate::manager::agent_onion::AgentOnion;
 use crate::manager::agents::{AgentEvent, AgentKeys, AgentServer};
 use crate::manager::network::{NetworkView, ViewError};
