@@ -103,7 +103,8 @@ impl AgentKey {
         let seed = words
             .next()
             .and_then(|b64| BASE64.decode(b64.as_bytes()).ok())
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(zeroize::Zeroizing::new)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
             .ok_or_else(|| AgentError::Key("the seed is not 32 bytes of base64".into()))?;
         if words.next().is_some() {
             return Err(AgentError::Key("text after the seed".into()));
@@ -156,6 +157,12 @@ impl AgentKey {
         hash.update(CLIENT_AUTH_LABEL);
         hash.update(self.seed);
         curve25519::StaticSecret::from(<[u8; 32]>::from(hash.finalize()))
+    }
+}
+
+impl Drop for AgentKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
     }
 }
 

@@ -5,6 +5,7 @@
 //! library crates. Protocol rules live in `onionlb-core` and `torctl`.
 
 mod agent;
+mod answer;
 mod channel;
 mod cli;
 mod config;

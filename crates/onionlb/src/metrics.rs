@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 
 type Labels = Vec<(&'static str, String)>;
@@ -201,12 +201,17 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Me
         .with_context(|| format!("listening for metrics scrapes on {addr}"))?;
     tracing::info!("metrics at http://{addr}/metrics");
     let task = tokio::spawn(async move {
+        let places = crate::answer::Places::default();
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
+            let Some(place) = places.take() else {
+                continue;
+            };
             let metrics = Arc::clone(&metrics);
             tokio::spawn(async move {
+                let _place = place;
                 // The request itself does not matter; read what is there.
                 let mut request = [0u8; 1024];
                 let _ = tokio::time::timeout(
@@ -219,9 +224,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Me
                     "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body.as_bytes()).await;
-                let _ = stream.shutdown().await;
+                crate::answer::send_and_close(stream, &[head.as_bytes(), body.as_bytes()]).await;
             });
         }
     });

@@ -287,6 +287,33 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
 
     drop(agents);
     manager.stop();
+
+    // No agent secret in any log of the run, at debug level: not an
+    // agent's seed nor its onion client key, not the agents' onion
+    // service key, in the manager's log or any agent's.
+    let onion_secret = onion_key.encode(KeyFormat::Tor).unwrap()[32..].to_vec();
+    let mut logs = vec![std::fs::read(dir.join("onionlb.log")).unwrap()];
+    for name in &names {
+        logs.push(std::fs::read(dir.join(format!("{name}.agent.log"))).unwrap());
+    }
+    for key in &agent_keys {
+        let text = key.to_file_text();
+        let seed = data_encoding::BASE64
+            .decode(text.split_whitespace().nth(1).unwrap().as_bytes())
+            .unwrap();
+        let auth = data_encoding::BASE64
+            .decode(
+                key.client_auth_secret()
+                    .trim_start_matches("x25519:")
+                    .as_bytes(),
+            )
+            .unwrap();
+        for log in &logs {
+            common::assert_no_secret(log, &seed, "a log (agent seed)");
+            common::assert_no_secret(log, &auth, "a log (agent client key)");
+            common::assert_no_secret(log, &onion_secret, "a log (agents' onion key)");
+        }
+    }
     net.stop();
 }
 

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
@@ -43,8 +42,9 @@ impl Drop for StatusServer {
 }
 
 async fn serve(listener: UnixListener, reports: watch::Receiver<Arc<StatusReport>>) {
+    let places = crate::answer::Places::default();
     loop {
-        let mut stream = match listener.accept().await {
+        let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!("status socket: {e}");
@@ -52,15 +52,17 @@ async fn serve(listener: UnixListener, reports: watch::Receiver<Arc<StatusReport
                 continue;
             }
         };
+        let Some(place) = places.take() else {
+            // Too many clients at once: this one is closed unanswered.
+            continue;
+        };
         let report = Arc::clone(&reports.borrow());
         tokio::spawn(async move {
-            let Ok(mut json) = serde_json::to_vec(&*report) else {
+            let _place = place;
+            let Ok(json) = serde_json::to_vec(&*report) else {
                 return;
             };
-            json.push(b'\n');
-            // A reader that goes away early is no concern of ours.
-            let _ = stream.write_all(&json).await;
-            let _ = stream.shutdown().await;
+            crate::answer::send_and_close(stream, &[&json, b"\n"]).await;
         });
     }
 }
