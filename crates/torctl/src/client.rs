@@ -265,7 +265,8 @@ impl ControlClient {
     /// the connection is closed and this and every other command on it
     /// fail with [`Error::Timeout`].
     pub async fn send(&self, command: &Command) -> Result<Reply, Error> {
-        let bytes = Zeroizing::new(command.encode().map_err(Error::InvalidCommand)?);
+        let mut bytes = command.encode().map_err(Error::InvalidCommand)?;
+        let secret = command.is_secret();
         let exchange = async {
             let (tx, rx) = oneshot::channel();
             {
@@ -286,7 +287,12 @@ impl ControlClient {
             rx.await.map_err(|_| Error::Closed)?
         };
         let after = self.options.command_timeout;
-        match tokio::time::timeout(after, exchange).await {
+        let result = tokio::time::timeout(after, exchange).await;
+        if secret {
+            // Only these: zeroing every descriptor posted costs real time.
+            zeroize::Zeroize::zeroize(&mut bytes);
+        }
+        match result {
             Ok(result) => result,
             Err(_) => {
                 let error = Error::Timeout {

@@ -38,7 +38,7 @@ impl Command {
     /// Whether the arguments carry a secret: a cookie, password or proof
     /// (`AUTHENTICATE`), an onion service key (`ADD_ONION`) or a client
     /// authorization key (`ONION_CLIENT_AUTH_ADD`).
-    fn is_secret(&self) -> bool {
+    pub(crate) fn is_secret(&self) -> bool {
         ["AUTHENTICATE", "ADD_ONION", "ONION_CLIENT_AUTH_ADD"]
             .iter()
             .any(|k| self.keyword.eq_ignore_ascii_case(k))

@@ -302,23 +302,30 @@ impl Daemon {
             .take_events()
             .context("the control connection's events were already taken")?;
         let mut tick = tokio::time::interval(TICK);
+        // A tick that overran is not made up for with a burst of ticks.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // In this order: a signal first; then what tor sent, so that
+            // events never wait behind a tick's work (a tick that publishes
+            // for a thousand services takes seconds, and the next tick's
+            // fetches bring more); then agents; then the tick.
             let handled = tokio::select! {
+                biased;
+                signal = stop.next() => match signal {
+                    Signal::Reload => stop.unless_stopped(self.reload()).await,
+                    Signal::Stop => None,
+                },
                 event = events.recv() => {
                     let Some(event) = event else {
                         return Ok(Ended::ConnectionLost);
                     };
                     stop.unless_stopped(self.handle_event(Event::parse(&event))).await
                 }
-                _ = tick.tick() => stop.unless_stopped(self.on_tick()).await,
                 Some(event) = self.agent_events.recv() => {
                     self.on_agent(event);
                     Some(())
                 }
-                signal = stop.next() => match signal {
-                    Signal::Reload => stop.unless_stopped(self.reload()).await,
-                    Signal::Stop => None,
-                },
+                _ = tick.tick() => stop.unless_stopped(self.on_tick()).await,
             };
             if handled.is_none() {
                 return Ok(Ended::Stopped);
