@@ -466,7 +466,9 @@ async fn first_upload(
             .context("the restarted instance uploaded nothing in time")?
             .context("the restarted instance's tor went away")?;
         if let Event::HsDesc(event) = Event::parse(&reply) {
-            if event.action == "UPLOADED" && event.address == address.without_suffix() {
+            if event.action == torctl::HsDescAction::Uploaded
+                && event.address == address.without_suffix()
+            {
                 return Ok(Instant::now());
             }
         }

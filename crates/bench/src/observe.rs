@@ -129,7 +129,9 @@ impl HsdirView {
                 break;
             };
             match Event::parse(&reply) {
-                Event::HsDesc(event) if event.address == bare && event.action == "FAILED" => {
+                Event::HsDesc(event)
+                    if event.address == bare && event.action == torctl::HsDescAction::Failed =>
+                {
                     answered.insert(event.hsdir.unwrap_or_default());
                 }
                 Event::HsDescContent(content) if content.address == bare => {

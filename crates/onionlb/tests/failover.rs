@@ -455,7 +455,9 @@ async fn first_upload(node: &testnet::layout::Node, address: OnionAddress) -> In
             .expect("no descriptor upload within 60 s")
             .expect("the instance tor went away");
         if let Event::HsDesc(event) = Event::parse(&event) {
-            if event.action == "UPLOADED" && event.address == address.without_suffix() {
+            if event.action == torctl::HsDescAction::Uploaded
+                && event.address == address.without_suffix()
+            {
                 return Instant::now();
             }
         }

@@ -19,11 +19,49 @@ pub enum Event {
     Other(String),
 }
 
+/// What an `HS_DESC` event reports (control-spec section 4.1.25).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HsDescAction {
+    /// A fetch was asked of an HSDir.
+    Requested,
+    /// An upload was sent to an HSDir.
+    Upload,
+    /// A fetch brought a descriptor.
+    Received,
+    /// An HSDir accepted an upload.
+    Uploaded,
+    /// A descriptor was fetched and not used.
+    Ignore,
+    /// A fetch or an upload failed (see `REASON=`).
+    Failed,
+    /// tor made a descriptor of its own.
+    Created,
+    /// An action a later tor may add.
+    Other(String),
+}
+
+impl HsDescAction {
+    /// The action named `word` on the wire.
+    pub fn from_word(word: &str) -> Self {
+        match word {
+            "REQUESTED" => HsDescAction::Requested,
+            "UPLOAD" => HsDescAction::Upload,
+            "RECEIVED" => HsDescAction::Received,
+            "UPLOADED" => HsDescAction::Uploaded,
+            "IGNORE" => HsDescAction::Ignore,
+            "FAILED" => HsDescAction::Failed,
+            "CREATED" => HsDescAction::Created,
+            other => HsDescAction::Other(other.to_owned()),
+        }
+    }
+}
+
 /// An `HS_DESC` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HsDescEvent {
-    /// `REQUESTED`, `RECEIVED`, `FAILED`, `UPLOAD`, `UPLOADED`, ...
-    pub action: String,
+    /// What it reports.
+    pub action: HsDescAction,
     /// The onion address without `.onion`, or `UNKNOWN`.
     pub address: String,
     /// The HSDir's fingerprint (hex, no `$`), if named.
@@ -54,7 +92,7 @@ impl Event {
         let fields: Vec<&str> = words.collect();
         match keyword {
             "HS_DESC" if fields.len() >= 4 => Event::HsDesc(HsDescEvent {
-                action: fields[0].to_owned(),
+                action: HsDescAction::from_word(fields[0]),
                 address: fields[1].to_owned(),
                 hsdir: fingerprint(fields[3]),
                 reason: fields
@@ -102,7 +140,7 @@ mod test {
         assert_eq!(
             e,
             Event::HsDesc(HsDescEvent {
-                action: "UPLOADED".into(),
+                action: HsDescAction::Uploaded,
                 address: "tuuzxd5jkuib7anygifwutuunra4vukj2x7gb67sgzcigygyt2yuqgqd".into(),
                 hsdir: Some(FP.into()),
                 reason: None,

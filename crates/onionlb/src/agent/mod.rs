@@ -433,7 +433,9 @@ impl Agent {
 
     async fn on_tor_event(&mut self, reply: &Reply) {
         if let Event::HsDesc(event) = Event::parse(reply) {
-            if event.action == "UPLOADED" && event.address == self.instance.without_suffix() {
+            if event.action == torctl::HsDescAction::Uploaded
+                && event.address == self.instance.without_suffix()
+            {
                 self.push_descriptor().await;
             }
         }

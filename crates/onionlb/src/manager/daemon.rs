@@ -26,7 +26,7 @@ use onionlb_core::upload::Uploads;
 use onionlb_core::{error_chain, MasterKey, OnionAddress};
 use tokio::sync::{mpsc, watch};
 use tor_hscrypto::pk::HsIdKey;
-use torctl::{Command, Connector, ControlClient, Event, HsDescContent, HsDescEvent};
+use torctl::{Command, Connector, ControlClient, Event, HsDescAction, HsDescContent, HsDescEvent};
 
 use crate::config::Config;
 use crate::manager::agent_onion::AgentOnion;
@@ -734,7 +734,7 @@ impl Daemon {
         let Ok(address) = event.address.parse::<OnionAddress>() else {
             return;
         };
-        if event.action == "FAILED" {
+        if event.action == HsDescAction::Failed {
             let now = Instant::now();
             for instance in self.services.iter().flat_map(|s| &s.instances) {
                 if instance.config.address != address {
@@ -762,12 +762,12 @@ impl Daemon {
         let now = Instant::now();
         let mut ours = false;
         for published in service.published.iter_mut().flatten() {
-            match event.action.as_str() {
-                "UPLOADED" if published.uploads.accepted(&dir, now) => {
+            match event.action {
+                HsDescAction::Uploaded if published.uploads.accepted(&dir, now) => {
                     ours = true;
                     tracing::debug!("{}: descriptor accepted by HSDir {hsdir}", service.address);
                 }
-                "FAILED" => {
+                HsDescAction::Failed => {
                     let reason = event.reason.as_deref().unwrap_or("no reason given");
                     if let Some(delay) = published.uploads.failed(&dir, reason, now) {
                         ours = true;
@@ -781,7 +781,7 @@ impl Daemon {
             }
         }
         if ours {
-            let result = if event.action == "UPLOADED" {
+            let result = if event.action == HsDescAction::Uploaded {
                 "accepted"
             } else {
                 "failed"
