@@ -1,5 +1,8 @@
-//! Writes each target's seed corpus under the directory given: valid
-//! inputs to mutate from, so the fuzzer starts past the first checks.
+//! Writes each target's seed inputs under the directory given (they are
+//! committed in `fuzz/seeds`; run `cargo run --bin seeds -- seeds` in
+//! `fuzz/` to make them again): valid inputs to mutate from, so the
+//! fuzzer starts past the first checks. The consensus target's seeds are
+//! onionlb-core's test data, which `scripts/fuzz` copies.
 
 use std::path::Path;
 
@@ -12,7 +15,6 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: seeds DIR");
     let dir = Path::new(&dir);
-    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/onionlb-core/testdata");
 
     let reply = b"\x07250-version=0.4.9.11\r\n250+md/all=\r\nonion-key\r\n..dot\r\n.\r\n250 OK\r\n650 HS_DESC UPLOADED abc UNKNOWN $5128386E9AA8505DD855A33B7146A708115E14E0~auth0\r\n650+HS_DESC_CONTENT abc x $5128386E9AA8505DD855A33B7146A708115E14E0\r\nhs-descriptor 3\r\n.\r\n650 OK\r\n";
     write(dir, "reply_parser", "replies", reply);
@@ -31,10 +33,5 @@ fn main() {
     for (i, count) in [1u16, 3, 20].into_iter().enumerate() {
         let text = onionlb_fuzz::instance_descriptor(count);
         write(dir, "instance_descriptor", &format!("valid-{i}"), text.as_bytes());
-    }
-
-    for file in ["consensus-microdesc.txt", "microdescs.txt"] {
-        let bytes = std::fs::read(testdata.join(file)).expect("testdata is there");
-        write(dir, "consensus", file, &bytes);
     }
 }
