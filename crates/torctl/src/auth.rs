@@ -10,6 +10,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use thiserror::Error;
 
+use zeroize::Zeroizing;
+
 use crate::command::unquote;
 use crate::reply::Reply;
 
@@ -33,8 +35,9 @@ pub enum Credentials {
     Auto,
     /// Use the cookie in this file, even if tor names another.
     CookieFile(PathBuf),
-    /// The password matching tor's `HashedControlPassword`.
-    Password(String),
+    /// The password matching tor's `HashedControlPassword` (zeroed on
+    /// drop).
+    Password(Zeroizing<String>),
 }
 
 impl Credentials {
@@ -45,7 +48,7 @@ impl Credentials {
         let bytes = zeroize::Zeroizing::new(crate::file::read_capped(path, MAX_PASSWORD_FILE)?);
         let text = String::from_utf8_lossy(&bytes);
         let password = text.lines().next().unwrap_or_default();
-        Ok(Credentials::Password(password.to_owned()))
+        Ok(Credentials::Password(Zeroizing::new(password.to_owned())))
     }
 }
 
@@ -156,7 +159,7 @@ pub enum Method {
     /// Prove knowledge of the cookie without sending it.
     SafeCookie(PathBuf),
     /// Send the password.
-    Password(String),
+    Password(Zeroizing<String>),
 }
 
 impl std::fmt::Debug for Method {
@@ -282,7 +285,9 @@ mod test {
             info.choose(&Credentials::Auto).unwrap(),
             Method::SafeCookie("/var/lib/tor/control_auth_cookie".into())
         );
-        assert!(info.choose(&Credentials::Password("x".into())).is_err());
+        assert!(info
+            .choose(&Credentials::Password(Zeroizing::new("x".into())))
+            .is_err());
     }
 
     #[test]
@@ -298,14 +303,19 @@ mod test {
         ))
         .unwrap();
         assert_eq!(
-            pw.choose(&Credentials::Password("s3cret".into())).unwrap(),
-            Method::Password("s3cret".into())
+            pw.choose(&Credentials::Password(Zeroizing::new("s3cret".into())))
+                .unwrap(),
+            Method::Password(Zeroizing::new("s3cret".into()))
         );
         assert!(matches!(
             pw.choose(&Credentials::Auto),
             Err(AuthError::NoUsableMethod { .. })
         ));
-        assert!(!format!("{:?}", Credentials::Password("s3cret".into())).contains("s3cret"));
+        assert!(!format!(
+            "{:?}",
+            Credentials::Password(Zeroizing::new("s3cret".into()))
+        )
+        .contains("s3cret"));
     }
 
     /// Vector computed independently (Python's `hmac` module) from the
@@ -346,6 +356,6 @@ mod test {
         std::fs::write(&path, "secret words\r\n").unwrap();
         let credentials = Credentials::from_password_file(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(credentials, Credentials::Password(p) if p == "secret words"));
+        assert!(matches!(credentials, Credentials::Password(p) if p.as_str() == "secret words"));
     }
 }
