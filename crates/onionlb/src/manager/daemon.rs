@@ -113,15 +113,15 @@ impl Daemon {
             let connect = connector.connect();
             tokio::pin!(connect);
             tokio::select! {
-            connected = &mut connect => connected,
-            () = tokio::time::sleep(SLOW_START_NOTICE) => {
-                tracing::warn!(
-                    "no answer from the management tor at {} after {SLOW_START_NOTICE:?} (is it tor? is it overloaded?); waiting up to control-timeout ({:?}) per command",
-                    connector.addr(),
-                    config.control_timeout
-                );
-                connect.await
-            }
+                connected = &mut connect => connected,
+                () = tokio::time::sleep(SLOW_START_NOTICE) => {
+                    tracing::warn!(
+                        "no answer from the management tor at {} after {SLOW_START_NOTICE:?} (is it tor? is it overloaded?); waiting up to control-timeout ({:?}) per command",
+                        connector.addr(),
+                        config.control_timeout
+                    );
+                    connect.await
+                }
             }
         };
         let control = connected
@@ -230,20 +230,16 @@ impl Daemon {
             if self.serve(&mut stop).await? == Ended::Stopped {
                 break;
             }
-            let reason = match self.control.closed() {
-                Some(error) => error_chain(&error),
-                None => "the event stream ended".to_owned(),
-            };
+            let closed = self.control.closed();
+            let reason = closed
+                .as_ref()
+                .map_or_else(|| "the event stream ended".to_owned(), |e| error_chain(e));
             tracing::warn!(
                 "lost the control connection to the management tor at {}: {reason}; reconnecting",
                 self.connector.addr()
             );
-            self.metrics.disconnected(
-                self.control
-                    .closed()
-                    .as_ref()
-                    .map_or("closed", disconnect_kind),
-            );
+            self.metrics
+                .disconnected(closed.as_ref().map_or("closed", disconnect_kind));
             self.health.connected = false;
             self.health.down_because = Some(reason);
             self.refresh_status();
