@@ -319,14 +319,16 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
-/// `YYYY-MM-DD HH:MM:SS`, in UTC.
+/// `YYYY-MM-DD HH:MM:SS`, in UTC, from 1970 to 9999 (tor writes four-digit
+/// years; beyond them the day arithmetic could overflow).
 pub fn parse_time(text: &str) -> Option<SystemTime> {
     let (date, time) = text.trim().split_once(' ')?;
     let mut date = date.split('-').map(str::parse::<i64>);
     let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
     let mut time = time.split(':').map(str::parse::<u64>);
     let (hour, minute, second) = (time.next()?.ok()?, time.next()?.ok()?, time.next()?.ok()?);
-    if !(1..=12).contains(&month)
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
         || hour > 23
         || minute > 59
@@ -354,6 +356,17 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// Found by the `consensus` fuzz target: a huge year overflowed the
+    /// day arithmetic (a panic with overflow checks, a wrong time without).
+    #[test]
+    fn times_outside_four_digit_years_are_refused() {
+        assert_eq!(parse_time("9999999999999999-01-01 00:00:00"), None);
+        assert_eq!(parse_time("-5-01-01 00:00:00"), None);
+        assert_eq!(parse_time("1969-12-31 23:59:59"), None);
+        assert_eq!(parse_time("1970-01-01 00:00:00"), Some(SystemTime::UNIX_EPOCH));
+        assert!(parse_time("9999-12-31 23:59:59").is_some());
+    }
 
     #[test]
     fn fingerprints_round_trip_and_bad_ones_are_refused() {
