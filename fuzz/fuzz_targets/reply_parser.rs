@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!reply.lines.is_empty());
                     // Bytes that are not UTF-8 become U+FFFD, three bytes
                     // each: the bound is on what arrived.
-                    assert!(reply.lines.iter().all(|l| l.text.len() <= 3 * limits.max_line));
+                    assert!(reply
+                        .lines
+                        .iter()
+                        .all(|l| l.text.len() <= 3 * limits.max_line));
                     assert!(reply.cost() <= limits.max_reply + 2 * torctl::LINE_OVERHEAD);
                     let _ = (reply.status(), reply.message(), reply.value("x"));
                     if reply.is_event() {

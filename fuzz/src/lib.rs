@@ -64,7 +64,9 @@ pub fn instance_descriptor(count: u16) -> String {
                     LinkSpec::OrPort(Ipv4Addr::LOCALHOST.into(), 9000 + i)
                         .encode()
                         .expect("encodes"),
-                    LinkSpec::RsaId([i as u8; 20].into()).encode().expect("encodes"),
+                    LinkSpec::RsaId([i as u8; 20].into())
+                        .encode()
+                        .expect("encodes"),
                 ])
                 .ipt_kp_ntor(curve(&mut rng))
                 .kp_hs_ipt_sid(ed25519::Keypair::generate(&mut rng).verifying_key().into())

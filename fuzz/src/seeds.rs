@@ -32,6 +32,11 @@ fn main() {
 
     for (i, count) in [1u16, 3, 20].into_iter().enumerate() {
         let text = onionlb_fuzz::instance_descriptor(count);
-        write(dir, "instance_descriptor", &format!("valid-{i}"), text.as_bytes());
+        write(
+            dir,
+            "instance_descriptor",
+            &format!("valid-{i}"),
+            text.as_bytes(),
+        );
     }
 }

@@ -364,7 +364,10 @@ mod test {
         assert_eq!(parse_time("9999999999999999-01-01 00:00:00"), None);
         assert_eq!(parse_time("-5-01-01 00:00:00"), None);
         assert_eq!(parse_time("1969-12-31 23:59:59"), None);
-        assert_eq!(parse_time("1970-01-01 00:00:00"), Some(SystemTime::UNIX_EPOCH));
+        assert_eq!(
+            parse_time("1970-01-01 00:00:00"),
+            Some(SystemTime::UNIX_EPOCH)
+        );
         assert!(parse_time("9999-12-31 23:59:59").is_some());
     }
 
