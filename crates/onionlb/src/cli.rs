@@ -127,6 +127,10 @@ pub struct AgentArgs {
     /// File holding the control-port password, for HashedControlPassword.
     #[arg(long, value_name = "FILE")]
     pub control_password_file: Option<PathBuf>,
+    /// Seconds the instance tor has to answer a control command before
+    /// the agent drops the connection and reconnects.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub control_timeout: u64,
     /// The instance tor's SOCKS port, for an onion: manager.
     #[arg(long, default_value = "127.0.0.1:9050")]
     pub socks: std::net::SocketAddr,
@@ -135,10 +139,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PROBE")]
     pub probe: Option<String>,
     /// Seconds between heartbeats and probes.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat: u64,
     /// Failed probes in a row that make the instance unhealthy.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub probe_failures: u32,
     /// A command (run with sh -c) that restarts the instance after
     /// --restart-after unhealthy heartbeats in a row; at most once a
@@ -146,7 +150,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "COMMAND")]
     pub restart_command: Option<String>,
     /// Unhealthy heartbeats in a row before --restart-command runs.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub restart_after: u32,
 }
 

@@ -770,3 +770,28 @@ fn check_and_start_refuse_the_same_configs() {
         }
     }
 }
+
+/// The agent's numeric flags are range-checked before it does anything:
+/// a heartbeat of `u64::MAX` seconds used to reach the timer arithmetic.
+#[test]
+fn the_agent_refuses_numbers_out_of_range() {
+    let (instance, _) = MasterKey::generate(&mut rand::rng()).unwrap();
+    for (flag, value) in [
+        ("--heartbeat", "0"),
+        ("--heartbeat", "18446744073709551615"),
+        ("--control-timeout", "0"),
+        ("--probe-failures", "100000"),
+        ("--restart-after", "0"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+            .args(["agent", "run", "--key", "/nonexistent/agent.key"])
+            .args(["--manager", "unix:/nonexistent/agents.sock", "--address"])
+            .arg(instance.address().to_string())
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}

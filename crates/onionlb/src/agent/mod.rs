@@ -207,7 +207,12 @@ impl Agent {
             instance,
             manager_addr,
             socks: args.socks,
-            connector: Connector::new(control, credentials).subscribe(["HS_DESC"]),
+            connector: Connector::new(control, credentials)
+                .subscribe(["HS_DESC"])
+                .with_options(torctl::Options {
+                    command_timeout: Duration::from_secs(args.control_timeout),
+                    ..torctl::Options::default()
+                }),
             heartbeat: Duration::from_secs(args.heartbeat),
             probe,
             probe_failures_allowed: args.probe_failures.max(1),
