@@ -330,11 +330,12 @@ impl Reader<'_> {
                 "key" => key = Some((base.join(self.string(value, &path)?), line(value))),
                 "instances" => {
                     let mut list: Vec<InstanceConfig> = Vec::new();
+                    let mut seen: std::collections::HashMap<OnionAddress, usize> =
+                        std::collections::HashMap::new();
                     for (i, instance) in self.sequence(value, &path)?.iter().enumerate() {
                         let at = format!("{path}[{i}]");
                         let instance = self.instance(instance, &at, unknown)?;
-                        if let Some(first) = list.iter().position(|o| o.address == instance.address)
-                        {
+                        if let Some(&first) = seen.get(&instance.address) {
                             return Err(self.error(
                                 instance.line,
                                 &format!("{at}.address"),
@@ -344,6 +345,7 @@ impl Reader<'_> {
                                 ),
                             ));
                         }
+                        seen.insert(instance.address, i);
                         list.push(instance);
                     }
                     if list.is_empty() {

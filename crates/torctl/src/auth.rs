@@ -45,7 +45,7 @@ impl Credentials {
     /// line ending), so it never has to appear on a command line. The
     /// file must be a regular file of at most [`MAX_PASSWORD_FILE`] bytes.
     pub fn from_password_file(path: &std::path::Path) -> Result<Self, crate::file::FileError> {
-        let bytes = zeroize::Zeroizing::new(crate::file::read_capped(path, MAX_PASSWORD_FILE)?);
+        let bytes = Zeroizing::new(crate::file::read_capped(path, MAX_PASSWORD_FILE)?);
         let text = String::from_utf8_lossy(&bytes);
         let password = text.lines().next().unwrap_or_default();
         Ok(Credentials::Password(Zeroizing::new(password.to_owned())))

@@ -427,15 +427,8 @@ async fn read_loop<R>(
             break error;
         }
     };
-    // Not through `Shared::close`: it would abort this very task before
-    // the waiters hear why.
-    tracing::debug!("control connection ended: {end}");
-    if let Ok(mut waiters) = shared.waiters.lock() {
-        for waiter in waiters.queue.drain(..) {
-            let _ = waiter.send(Err(end.clone()));
-        }
-        waiters.closed.get_or_insert(end);
-    }
+    // Aborting this very task from inside is harmless: it is returning.
+    shared.close(end);
 }
 
 /// Hands every complete reply in `parser` to its waiter or the event queue.

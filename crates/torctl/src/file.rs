@@ -41,6 +41,8 @@ pub enum FileError {
         path: PathBuf,
         /// The cap.
         limit: u64,
+        /// Its size, as far as it was looked at (past the cap).
+        len: u64,
     },
     /// The file does not have the one size it must have.
     #[error("{} has {len} bytes, expected exactly {expected}", path.display())]
@@ -86,12 +88,13 @@ pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
             path: path.to_owned(),
         });
     }
-    let too_large = || FileError::TooLarge {
+    let too_large = |len| FileError::TooLarge {
         path: path.to_owned(),
         limit,
+        len,
     };
     if metadata.len() > limit {
-        return Err(too_large());
+        return Err(too_large(metadata.len()));
     }
     let mut bytes = Vec::new();
     // The file may grow after the check: read one byte past the cap to
@@ -100,7 +103,7 @@ pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > limit {
-        return Err(too_large());
+        return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
 }
@@ -113,9 +116,7 @@ pub fn read_exact_size(path: &Path, len: u64) -> Result<Vec<u8>, FileError> {
         expected: len,
     };
     let bytes = read_capped(path, len).map_err(|e| match e {
-        FileError::TooLarge { .. } => {
-            std::fs::metadata(path).map_or(wrong(len + 1), |m| wrong(m.len()))
-        }
+        FileError::TooLarge { len, .. } => wrong(len),
         other => other,
     })?;
     if bytes.len() as u64 != len {

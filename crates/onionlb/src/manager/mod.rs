@@ -8,11 +8,12 @@ mod network;
 mod snapshot;
 mod state;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
-use onionlb_core::MasterKey;
+use onionlb_core::{MasterKey, OnionAddress};
 use torctl::{Connector, ControlAddr, Credentials};
 
 use crate::cli::RunArgs;
@@ -111,9 +112,12 @@ fn check_keys(config: &Config, keys: &[MasterKey]) -> Result<(), ConfigError> {
         key,
         problem,
     };
+    // By address, the first service of each: linear in the services and
+    // instances, as a configuration of thousands of each must be.
+    let mut masters: HashMap<OnionAddress, usize> = HashMap::new();
     for (index, (service, key)) in config.services.iter().zip(keys).enumerate() {
         let address = key.address();
-        if let Some(first) = keys[..index].iter().position(|k| k.address() == address) {
+        if let Some(&first) = masters.get(&address) {
             return Err(error(
                 service.key_line,
                 format!("services[{index}].key"),
@@ -124,10 +128,11 @@ fn check_keys(config: &Config, keys: &[MasterKey]) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        masters.insert(address, index);
     }
     for (index, service) in config.services.iter().enumerate() {
         for (i, instance) in service.instances.iter().enumerate() {
-            if let Some(master) = keys.iter().position(|k| k.address() == instance.address) {
+            if let Some(master) = masters.get(&instance.address) {
                 return Err(error(
                     instance.line,
                     format!("services[{index}].instances[{i}].address"),
