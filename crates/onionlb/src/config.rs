@@ -704,6 +704,17 @@ mod test {
         let err = Config::load(Path::new("/dev/zero")).unwrap_err();
         assert_eq!((err.line, err.key.as_str()), (0, "(file)"));
         assert!(err.problem.contains("not a regular file"), "{err}");
+        let big = std::env::temp_dir().join(format!("onionlb-big-config-{}", std::process::id()));
+        let file = std::fs::File::create(&big).unwrap();
+        // Sparse: the size is what counts.
+        file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let err = Config::load(&big).unwrap_err();
+        std::fs::remove_file(&big).unwrap();
+        assert_eq!((err.line, err.key.as_str()), (0, "(file)"));
+        assert!(
+            err.problem.contains("is larger than 16777216 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,9 +59,9 @@ pub struct Options {
 
 impl Default for Options {
     /// 30 s commands, the parser's default limits, 64 MiB of unread
-    /// events (over a thousand descriptors at tor's default size limit;
-    /// onionlb's largest fetch round, 128 instances from up to 6 HSDirs
-    /// each, brings about 15 MB).
+    /// events: over a thousand descriptors at tor's default size limit
+    /// (50 000 bytes), and more than onionlb's largest fetch round can
+    /// bring (128 instances from up to 6 HSDirs each, 38 MB at that limit).
     fn default() -> Self {
         Options {
             command_timeout: Duration::from_secs(30),
