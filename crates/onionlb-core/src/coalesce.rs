@@ -53,6 +53,17 @@ impl Coalescer {
             && now.saturating_duration_since(first) < self.max_delay
     }
 
+    /// Whether a change is waiting to be acted on (settling or not).
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// When the pending change stops settling, if one is pending.
+    pub fn settles_at(&self) -> Option<Instant> {
+        let (first, last) = self.pending?;
+        Some((last + self.quiet).min(first + self.max_delay))
+    }
+
     /// The changes were acted on.
     pub fn clear(&mut self) {
         self.pending = None;

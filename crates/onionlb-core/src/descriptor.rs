@@ -11,6 +11,7 @@ use tor_cell::chancell::msg::HandshakeType;
 use tor_checkable::Timebound as _;
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
+use tor_hscrypto::Subcredential;
 use tor_llcrypto::pk::ed25519;
 use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDesc, HsDescBuilder};
 
@@ -87,6 +88,35 @@ pub fn intro_point_relay(intro_point: &IntroPointDesc) -> Option<[u8; 20]> {
         })
 }
 
+/// One identity's blinded key and subcredential for one time period:
+/// what checking and decrypting a descriptor of that period needs.
+///
+/// Deriving them is a scalar multiplication and two hashes, the dearest
+/// step of checking a descriptor after the signatures, and the same for
+/// every descriptor of the period: keep them.
+#[derive(Debug, Clone)]
+pub struct Blinding {
+    /// The period.
+    pub period: TimePeriod,
+    /// The blinded key of the identity for it.
+    pub blinded: HsBlindId,
+    /// The subcredential, which keys the descriptor's encryption.
+    pub subcredential: Subcredential,
+}
+
+impl Blinding {
+    /// Derives `identity`'s blinding for `period`; `None` for a period
+    /// tor-hscrypto cannot blind for.
+    pub fn derive(identity: &HsIdKey, period: TimePeriod) -> Option<Self> {
+        let (blinded, subcredential) = identity.compute_blinded_key(period).ok()?;
+        Some(Blinding {
+            period,
+            blinded: blinded.id(),
+            subcredential,
+        })
+    }
+}
+
 /// Checks an instance's descriptor: size, outer signature and signing-key
 /// certificate, that its blinded key is the instance's for one of
 /// `periods`, decryption and inner signature, and validity at `now`.
@@ -99,6 +129,30 @@ pub fn validate_instance_descriptor(
     now: SystemTime,
     max_size: usize,
 ) -> Result<InstanceDescriptor, DescriptorError> {
+    let blindings: Vec<Blinding> = periods
+        .iter()
+        .filter_map(|period| Blinding::derive(instance, *period))
+        .collect();
+    validate_blinded(text, &blindings, now, max_size)
+}
+
+/// [`validate_instance_descriptor`] with the instance's blindings for the
+/// acceptable periods already derived.
+///
+/// What is checked, in order, cheapest first: the size; that the
+/// `descriptor-signing-key-cert` names one of `blindings` as its signer
+/// (read before any signature is trusted: it only picks the period); then,
+/// by tor-netdoc, the outer signature by the signing key, the certificate's
+/// signature by the blinded key, decryption of both layers with the
+/// subcredential (so the descriptor was made by someone holding the
+/// instance's identity) and the inner structure; last, that `now` is
+/// within its validity.
+pub fn validate_blinded(
+    text: &str,
+    blindings: &[Blinding],
+    now: SystemTime,
+    max_size: usize,
+) -> Result<InstanceDescriptor, DescriptorError> {
     if text.len() > max_size {
         return Err(DescriptorError::TooLarge {
             size: text.len(),
@@ -108,23 +162,20 @@ pub fn validate_instance_descriptor(
     let signer = descriptor_signer(text).ok_or(DescriptorError::Invalid(
         "no readable descriptor-signing-key-cert".into(),
     ))?;
-    let (period, blinded, subcredential) = periods
+    let blinding = blindings
         .iter()
-        .find_map(|period| {
-            let (blinded, subcredential) = instance.compute_blinded_key(*period).ok()?;
-            (blinded.id() == signer).then_some((*period, blinded.id(), subcredential))
-        })
+        .find(|b| b.blinded == signer)
         .ok_or(DescriptorError::WrongKey)?;
-
-    let bound = HsDesc::parse_decrypt_validate(text, &blinded, &subcredential, None)
-        .map_err(|e| DescriptorError::Invalid(crate::error_chain(&e)))?;
+    let bound =
+        HsDesc::parse_decrypt_validate(text, &blinding.blinded, &blinding.subcredential, None)
+            .map_err(|e| DescriptorError::Invalid(crate::error_chain(&e)))?;
     let (_, valid_until) = bound.bounds_start_end();
     let desc = bound
         .if_valid_at(&now)
         .map_err(|e| DescriptorError::Untimely(e.to_string()))?;
     Ok(InstanceDescriptor {
-        blinded,
-        period,
+        blinded: blinding.blinded,
+        period: blinding.period,
         revision: u64::from(desc.revision()),
         intro_points: desc.intro_points().to_vec(),
         valid_until,

@@ -7,7 +7,11 @@
 //! has usually not uploaded yet when it is first asked, and should not
 //! have to wait a whole interval to be picked up. Failures of an instance
 //! that has a good descriptor change nothing: some HSDirs of a fetch often
-//! lack it. Pure: the caller passes the time.
+//! lack it.
+//!
+//! It also follows how each round ends, for the health verdict: a round
+//! in which some HSDir said it failed and none delivered a descriptor
+//! failed everywhere. Pure: the caller passes the time.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +30,21 @@ pub struct FetchSchedule {
     /// Which round the last counted failure belonged to.
     failed_round: Option<u64>,
     round: u64,
+    /// How the current round stands.
+    outcome: Round,
+}
+
+/// Where a fetch round stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// None sent yet.
+    NotSent,
+    /// Asked; nothing heard yet.
+    Pending,
+    /// An HSDir said it failed, and none has delivered.
+    Failed,
+    /// A descriptor arrived.
+    Succeeded,
 }
 
 impl FetchSchedule {
@@ -37,6 +56,7 @@ impl FetchSchedule {
             failures: 0,
             failed_round: None,
             round: 0,
+            outcome: Round::NotSent,
         }
     }
 
@@ -45,21 +65,30 @@ impl FetchSchedule {
         now >= self.next
     }
 
-    /// A fetch was sent at `now`; the next is due an interval later unless
-    /// it fails.
-    pub fn sent(&mut self, now: Instant) {
+    /// Starts a round at `now`; the next is due an interval later unless
+    /// this one fails. Returns whether the round before failed everywhere
+    /// (an HSDir said it failed and none delivered).
+    pub fn sent(&mut self, now: Instant) -> bool {
+        let previous_failed = self.outcome == Round::Failed;
+        self.outcome = Round::Pending;
         self.round += 1;
         self.next = later(now, self.interval);
+        previous_failed
     }
 
-    /// A descriptor arrived.
+    /// A descriptor arrived: the round succeeded.
     pub fn succeeded(&mut self) {
         self.failures = 0;
+        self.outcome = Round::Succeeded;
     }
 
-    /// An HSDir reported a failed fetch. Without a usable descriptor
-    /// (`has_descriptor` false), the next fetch comes sooner.
+    /// An HSDir reported a failed fetch: the round failed unless a
+    /// descriptor came. Without a usable descriptor (`has_descriptor`
+    /// false), the next fetch comes sooner.
     pub fn failed(&mut self, now: Instant, has_descriptor: bool) {
+        if self.outcome == Round::Pending {
+            self.outcome = Round::Failed;
+        }
         if has_descriptor || self.failed_round == Some(self.round) {
             return;
         }
@@ -122,7 +151,7 @@ mod test {
     fn an_interval_past_what_instants_hold_does_not_panic() {
         let t0 = Instant::now();
         let mut schedule = FetchSchedule::new(Duration::MAX, t0);
-        schedule.sent(t0);
+        let _ = schedule.sent(t0);
         schedule.set_interval(Duration::MAX, t0);
         assert!(!schedule.is_due(t0 + Duration::from_secs(86_400 * 365)));
         schedule.failed(t0, false);
@@ -134,7 +163,7 @@ mod test {
         let t0 = Instant::now();
         let mut schedule = FetchSchedule::new(INTERVAL, t0);
         assert!(schedule.is_due(t0));
-        schedule.sent(t0);
+        let _ = schedule.sent(t0);
         schedule.succeeded();
         assert!(!schedule.is_due(t0 + INTERVAL - Duration::from_secs(1)));
         assert!(schedule.is_due(t0 + INTERVAL));
@@ -147,7 +176,7 @@ mod test {
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..8 {
-            schedule.sent(now);
+            let _ = schedule.sent(now);
             // Six HSDirs fail in one round: counted once.
             for _ in 0..6 {
                 schedule.failed(now, false);
@@ -161,17 +190,32 @@ mod test {
         }
         assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
         // Success resets the backoff.
-        schedule.sent(now);
+        let _ = schedule.sent(now);
         schedule.succeeded();
         schedule.failed(now, false);
         assert!(schedule.is_due(now + FIRST_RETRY));
     }
 
     #[test]
+    fn a_round_failed_only_if_an_hsdir_failed_and_none_delivered() {
+        let t0 = Instant::now();
+        let mut schedule = FetchSchedule::new(INTERVAL, t0);
+        assert!(!schedule.sent(t0), "no round before the first");
+        schedule.failed(t0, false);
+        schedule.failed(t0, false);
+        assert!(schedule.sent(t0), "every HSDir failed");
+        schedule.failed(t0, true);
+        schedule.succeeded();
+        assert!(!schedule.sent(t0), "one delivered");
+        // Nothing heard at all is not a failure.
+        assert!(!schedule.sent(t0));
+    }
+
+    #[test]
     fn failures_do_not_matter_with_a_good_descriptor() {
         let t0 = Instant::now();
         let mut schedule = FetchSchedule::new(INTERVAL, t0);
-        schedule.sent(t0);
+        let _ = schedule.sent(t0);
         schedule.failed(t0, true);
         assert!(!schedule.is_due(t0 + Duration::from_secs(299)));
     }
@@ -180,10 +224,10 @@ mod test {
     fn due_now_and_a_shorter_interval_take_effect_at_once() {
         let t0 = Instant::now();
         let mut schedule = FetchSchedule::new(INTERVAL, t0);
-        schedule.sent(t0);
+        let _ = schedule.sent(t0);
         schedule.due_now(t0 + Duration::from_secs(1));
         assert!(schedule.is_due(t0 + Duration::from_secs(1)));
-        schedule.sent(t0 + Duration::from_secs(1));
+        let _ = schedule.sent(t0 + Duration::from_secs(1));
         schedule.set_interval(Duration::from_secs(10), t0 + Duration::from_secs(2));
         assert!(schedule.is_due(t0 + Duration::from_secs(12)));
     }
@@ -196,7 +240,7 @@ mod test {
         let mut schedules = [new("a"), new("b"), new("c"), new("d"), new("late")];
         // "late" was due first; "d" is not due yet.
         schedules[4].1.due_now(t0);
-        schedules[3].1.sent(t0);
+        let _ = schedules[3].1.sent(t0);
         let candidates = || schedules.iter().map(|(name, s)| (*name, s));
         assert_eq!(pick_due(candidates(), t0 + secs(10), 3), ["late", "a", "b"]);
         assert_eq!(

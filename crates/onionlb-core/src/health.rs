@@ -20,6 +20,7 @@
 //!
 //! Pure: the caller passes the time.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 /// The knobs of [`Health`].
@@ -80,7 +81,54 @@ pub enum Verdict {
     /// Publish them.
     Up,
     /// Leave them out.
-    Down(String),
+    Down(Down),
+}
+
+/// Why an instance's intro points are left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Down {
+    /// No heartbeat from its agent for this many seconds.
+    AgentSilent {
+        /// Seconds since the agent was last heard.
+        secs: u64,
+    },
+    /// Its agent says it is unhealthy.
+    AgentReportsUnhealthy {
+        /// The agent's words (what its probe saw).
+        reason: String,
+    },
+    /// Its descriptor could not be fetched this many rounds in a row.
+    FetchesFailing {
+        /// Failed rounds in a row.
+        rounds: u32,
+    },
+    /// It fell too often lately; held out until it has been stable.
+    Flapping {
+        /// The flap penalty, in tenths.
+        penalty_tenths: u32,
+    },
+}
+
+impl fmt::Display for Down {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Down::AgentSilent { secs } => write!(f, "its agent has been silent for {secs}s"),
+            Down::AgentReportsUnhealthy { reason } => {
+                write!(f, "its agent reports it unhealthy: {reason}")
+            }
+            Down::FetchesFailing { rounds } => write!(
+                f,
+                "its descriptor could not be fetched {rounds} times in a row"
+            ),
+            Down::Flapping { penalty_tenths } => write!(
+                f,
+                "held out for flapping until it has been stable for a while (penalty {}.{})",
+                penalty_tenths / 10,
+                penalty_tenths % 10
+            ),
+        }
+    }
 }
 
 impl Health {
@@ -139,10 +187,11 @@ impl Health {
         }
         let verdict = match raw {
             Some(reason) => Verdict::Down(reason),
-            None if self.suppressed => Verdict::Down(format!(
-                "held out for flapping until it has been stable for a while (penalty {:.1})",
-                self.penalty
-            )),
+            None if self.suppressed => Verdict::Down(Down::Flapping {
+                // Float to int casts saturate; a penalty is never negative.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                penalty_tenths: (self.penalty * 10.0).round() as u32,
+            }),
             None => Verdict::Up,
         };
         self.was_up = verdict == Verdict::Up;
@@ -150,25 +199,23 @@ impl Health {
     }
 
     /// Down and why, before damping.
-    fn raw(&self, now: Instant) -> Option<String> {
+    fn raw(&self, now: Instant) -> Option<Down> {
         if let Some(agent) = &self.agent {
             let silent = now.saturating_duration_since(agent.last_heard);
             if silent >= self.policy.heartbeat_timeout {
-                return Some(format!(
-                    "its agent has been silent for {}s",
-                    silent.as_secs()
-                ));
+                return Some(Down::AgentSilent {
+                    secs: silent.as_secs(),
+                });
             }
             if !agent.healthy {
-                return Some(format!("its agent reports it unhealthy: {}", agent.reason));
+                return Some(Down::AgentReportsUnhealthy {
+                    reason: agent.reason.clone(),
+                });
             }
             return None;
         }
-        (self.failed_rounds >= self.policy.failed_rounds).then(|| {
-            format!(
-                "its descriptor could not be fetched {} times in a row",
-                self.failed_rounds
-            )
+        (self.failed_rounds >= self.policy.failed_rounds).then_some(Down::FetchesFailing {
+            rounds: self.failed_rounds,
         })
     }
 
@@ -199,10 +246,13 @@ mod test {
         assert_eq!(health.verdict(t0), Verdict::Up);
         health.agent_report(true, "", t0);
         assert_eq!(health.verdict(t0 + secs(7)), Verdict::Up);
-        assert!(matches!(health.verdict(t0 + secs(8)), Verdict::Down(r) if r.contains("silent")));
+        assert!(matches!(
+            health.verdict(t0 + secs(8)),
+            Verdict::Down(Down::AgentSilent { secs: 8 })
+        ));
         health.agent_report(false, "HTTP probe: connection refused", t0 + secs(11));
         assert!(
-            matches!(health.verdict(t0 + secs(11)), Verdict::Down(r) if r.contains("connection refused"))
+            matches!(health.verdict(t0 + secs(11)), Verdict::Down(Down::AgentReportsUnhealthy { reason }) if reason.contains("connection refused"))
         );
         health.agent_report(true, "", t0 + secs(12));
         assert_eq!(health.verdict(t0 + secs(12)), Verdict::Up);

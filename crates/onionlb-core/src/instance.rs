@@ -41,11 +41,14 @@ use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
-use crate::descriptor::{validate_instance_descriptor, DescriptorError, InstanceDescriptor};
+use crate::descriptor::{validate_blinded, Blinding, DescriptorError, InstanceDescriptor};
 use crate::period::PeriodRules;
 
 /// Descriptors kept per instance: its tor's current and next.
 const KEPT: usize = 2;
+/// Blindings kept per instance: the periods of both slots, and the one
+/// before during a rollover.
+const BLINDINGS: usize = 3;
 
 /// One instance's descriptor state.
 #[derive(Debug, Clone)]
@@ -55,6 +58,9 @@ pub struct InstanceState {
     kept: Vec<Kept>,
     /// Highest revision seen per blinded key.
     revisions: HashMap<HsBlindId, u64>,
+    /// The identity's blindings for the periods lately asked about,
+    /// oldest first; at most [`BLINDINGS`].
+    blindings: Vec<Blinding>,
 }
 
 /// A descriptor in use, and the digest of its text: the same text comes
@@ -100,6 +106,7 @@ impl InstanceState {
             identity,
             kept: Vec::new(),
             revisions: HashMap::new(),
+            blindings: Vec::new(),
         }
     }
 
@@ -118,8 +125,11 @@ impl InstanceState {
             // its intro points are taken.
             return Ok(Accepted::Unchanged);
         }
-        let descriptor =
-            validate_instance_descriptor(text, &self.identity, periods, now, max_size)?;
+        let blindings: Vec<Blinding> = periods
+            .iter()
+            .filter_map(|period| self.blinding(*period).cloned())
+            .collect();
+        let descriptor = validate_blinded(text, &blindings, now, max_size)?;
         let seen = self
             .revisions
             .get(&descriptor.blinded)
@@ -196,6 +206,40 @@ impl InstanceState {
     /// The instance's identity key.
     pub fn identity(&self) -> &HsIdKey {
         &self.identity
+    }
+
+    /// The identity's blinding for `period`, derived on first use and
+    /// kept for the next descriptors of that period; `None` for a period
+    /// that cannot be blinded for.
+    pub fn blinding(&mut self, period: TimePeriod) -> Option<&Blinding> {
+        let at = match self.blindings.iter().position(|b| b.period == period) {
+            Some(at) => at,
+            None => {
+                let blinding = Blinding::derive(&self.identity, period)?;
+                if self.blindings.len() == BLINDINGS {
+                    self.blindings.remove(0);
+                }
+                self.blindings.push(blinding);
+                self.blindings.len() - 1
+            }
+        };
+        self.blindings.get(at)
+    }
+
+    /// When the next kept descriptor expires or is rotated out by the
+    /// instance's tor (under `rules`), if any is kept: the intro points on
+    /// offer change then.
+    pub fn next_expiry(&self, rules: &PeriodRules) -> Option<SystemTime> {
+        self.kept
+            .iter()
+            .flat_map(|k| {
+                [
+                    k.descriptor.valid_until,
+                    rules.retirement(k.descriptor.period),
+                ]
+            })
+            .flatten()
+            .min()
     }
 
     /// The descriptor of its newest time period, whether or not still

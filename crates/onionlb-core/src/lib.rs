@@ -3,6 +3,7 @@
 mod address;
 pub mod agent;
 pub mod allocation;
+pub mod balancer;
 pub mod coalesce;
 pub mod consensus;
 pub mod descriptor;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod hsdir;
 pub mod instance;
 mod key;
+pub mod network;
 pub mod period;
 pub mod publish;
 pub mod ratelimit;

@@ -144,6 +144,19 @@ impl Uploads {
         due
     }
 
+    /// When [`Uploads::take_due`] next has something to take: the
+    /// earliest retry, or the earliest unanswered upload's answer timeout.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.dirs
+            .values()
+            .filter_map(|state| match state {
+                UploadState::Failed { retry_at, .. } => Some(*retry_at),
+                UploadState::Sent { at, .. } => Some(*at + ANSWER_TIMEOUT),
+                UploadState::Accepted { .. } => None,
+            })
+            .min()
+    }
+
     /// Each HSDir and where its upload stands.
     pub fn iter(&self) -> impl Iterator<Item = (&RsaId, &UploadState)> {
         self.dirs.iter()
@@ -220,6 +233,7 @@ mod test {
         let start = Instant::now();
         let mut uploads = Uploads::sent([dir(1)], start);
         assert!(uploads.take_due(start + ANSWER_TIMEOUT / 2).is_empty());
+        assert_eq!(uploads.next_due(), Some(start + ANSWER_TIMEOUT));
         assert_eq!(uploads.take_due(start + ANSWER_TIMEOUT), vec![dir(1)]);
         let (_, state) = uploads.iter().next().unwrap();
         assert_eq!(state.attempt(), 2);

@@ -1,0 +1,299 @@
+//! What the balancer keeps per backend instance: one record per address,
+//! shared by every service that lists it, so its descriptor is fetched
+//! and checked once however many masters it serves.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tor_hscrypto::pk::HsIdKey;
+
+use super::notice::{Notice, Problem};
+use crate::agent::TorProcess;
+use crate::consensus::RsaId;
+use crate::descriptor::IntroPointDesc;
+use crate::fetch::FetchSchedule;
+use crate::health::{self, Health, Verdict};
+use crate::instance::InstanceState;
+use crate::network::NetworkView;
+use crate::period::PeriodRules;
+use crate::OnionAddress;
+
+/// One backend instance.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    address: OnionAddress,
+    /// Its name in the first service that lists it.
+    label: String,
+    state: InstanceState,
+    fetch: FetchSchedule,
+    /// The HSDirs its descriptor is fetched from, for the view of this
+    /// epoch.
+    fetch_dirs: Option<(u64, Vec<RsaId>)>,
+    health: Health,
+    verdict: Verdict,
+    /// Why it is unusable, as last said (so it is said once).
+    problem: Option<Problem>,
+    received: Option<SystemTime>,
+    intro_set_modified: Option<SystemTime>,
+    /// Its agent's connection, if one is connected: where from.
+    agent: Option<String>,
+    /// The tor process its agent last said it follows (kept while the
+    /// agent is away, so a restart in between is noticed).
+    tor: Option<TorProcess>,
+    /// When a kept descriptor next expires or is rotated out.
+    expires_at: Option<SystemTime>,
+    /// The services that list it (indexes into the balancer's list).
+    pub(super) services: Vec<usize>,
+}
+
+impl Instance {
+    /// An instance with nothing known yet, due for a fetch at once;
+    /// `None` for an address that is not a valid ed25519 key.
+    pub(super) fn new(
+        address: OnionAddress,
+        label: String,
+        interval: Duration,
+        policy: health::Policy,
+        now: Instant,
+    ) -> Option<Self> {
+        Some(Instance {
+            state: InstanceState::new(HsIdKey::try_from(address.hs_id()).ok()?),
+            address,
+            label,
+            fetch: FetchSchedule::new(interval, now),
+            fetch_dirs: None,
+            health: Health::new(policy, now),
+            verdict: Verdict::Up,
+            problem: None,
+            received: None,
+            intro_set_modified: None,
+            agent: None,
+            tor: None,
+            expires_at: None,
+            services: Vec::new(),
+        })
+    }
+
+    /// Takes a reloaded configuration's name and knobs, keeping what is
+    /// known.
+    pub(super) fn reconfigure(
+        &mut self,
+        label: String,
+        interval: Duration,
+        policy: health::Policy,
+        now: Instant,
+    ) {
+        self.label = label;
+        self.fetch.set_interval(interval, now);
+        self.health.set_policy(policy);
+        self.services.clear();
+    }
+
+    /// Its onion address.
+    pub fn address(&self) -> OnionAddress {
+        self.address
+    }
+
+    /// Its name in logs.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Its descriptors.
+    pub fn state(&self) -> &InstanceState {
+        &self.state
+    }
+
+    /// Whether its intro points are published, as last judged.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// Why it is unusable, as last said.
+    pub fn problem(&self) -> Option<&Problem> {
+        self.problem.as_ref()
+    }
+
+    /// When a descriptor of it was last accepted.
+    pub fn received(&self) -> Option<SystemTime> {
+        self.received
+    }
+
+    /// When its intro points last changed.
+    pub fn intro_set_modified(&self) -> Option<SystemTime> {
+        self.intro_set_modified
+    }
+
+    /// Where its agent is connected from, if it is.
+    pub fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
+    /// Whether its intro points are published at `now`: it is healthy
+    /// and its newest descriptor still valid.
+    pub fn is_live(&self, now: SystemTime) -> bool {
+        self.verdict == Verdict::Up
+            && self
+                .state
+                .descriptor()
+                .is_some_and(|d| d.valid_until.is_none_or(|end| end > now))
+    }
+
+    pub(super) fn fetch(&self) -> &FetchSchedule {
+        &self.fetch
+    }
+
+    pub(super) fn fetch_mut(&mut self) -> &mut FetchSchedule {
+        &mut self.fetch
+    }
+
+    pub(super) fn state_mut(&mut self) -> &mut InstanceState {
+        &mut self.state
+    }
+
+    pub(super) fn health_mut(&mut self) -> &mut Health {
+        &mut self.health
+    }
+
+    pub(super) fn set_agent(&mut self, peer: Option<String>) {
+        self.agent = peer;
+    }
+
+    /// When a kept descriptor next expires or is rotated out.
+    pub(super) fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// Starts a fetch round at `now` and returns the HSDirs to ask: those
+    /// clients fetch from now, for the view of `epoch`. A round before
+    /// that failed everywhere counts against its health.
+    pub(super) fn start_fetch(
+        &mut self,
+        view: &NetworkView,
+        epoch: u64,
+        now: Instant,
+    ) -> Vec<RsaId> {
+        if self.fetch.sent(now) {
+            self.health.fetch_failed();
+        }
+        if let Some((at, dirs)) = &self.fetch_dirs {
+            if *at == epoch {
+                return dirs.clone();
+            }
+        }
+        let period = view.fetch_period();
+        let dirs = match self.state.blinding(period) {
+            Some(blinding) => view.rings[view.fetch_slot].responsible(
+                &blinding.blinded,
+                view.params.n_replicas,
+                view.params.spread_fetch,
+            ),
+            None => Vec::new(),
+        };
+        self.fetch_dirs = Some((epoch, dirs.clone()));
+        dirs
+    }
+
+    /// A descriptor of it was taken at `now`.
+    pub(super) fn accepted(&mut self, now: SystemTime, fetched: bool, rules: &PeriodRules) {
+        self.received = Some(now);
+        if fetched {
+            self.health.fetch_succeeded();
+            self.fetch.succeeded();
+        }
+        self.expires_at = self.state.next_expiry(rules);
+    }
+
+    /// Its intro points changed at `now`.
+    pub(super) fn intro_points_changed(&mut self, now: SystemTime) {
+        self.intro_set_modified = Some(now);
+        self.problem = None;
+    }
+
+    /// Judges its health again at `now`; a notice if the verdict changed
+    /// side (up to down or back).
+    pub(super) fn judge(&mut self, now: Instant) -> Option<Notice> {
+        let verdict = self.health.verdict(now);
+        let same_side = matches!(
+            (&verdict, &self.verdict),
+            (Verdict::Up, Verdict::Up) | (Verdict::Down(_), Verdict::Down(_))
+        );
+        // Still down, perhaps for a new reason: keep the newest for the
+        // status, but it changes nothing to publish.
+        let notice = match &verdict {
+            _ if same_side => None,
+            Verdict::Down(why) => Some(Notice::Leaving {
+                instance: self.label.clone(),
+                why: why.clone(),
+            }),
+            Verdict::Up => Some(Notice::HealthyAgain {
+                instance: self.label.clone(),
+            }),
+        };
+        self.verdict = verdict;
+        notice
+    }
+
+    /// Its intro points, if it is healthy and has a descriptor still valid
+    /// and not rotated out by its tor at `now`; says once why the last
+    /// descriptor went.
+    pub(super) fn live_intro_points(
+        &mut self,
+        now: SystemTime,
+        rules: &PeriodRules,
+        notices: &mut Vec<Notice>,
+    ) -> Option<Vec<IntroPointDesc>> {
+        if self.verdict != Verdict::Up {
+            return None;
+        }
+        let live = self.state.live_intro_points(now, rules);
+        self.expires_at = self.state.next_expiry(rules);
+        match live {
+            Ok(points) => points,
+            Err(expired) => {
+                self.report(Problem::Expired(expired), notices);
+                None
+            }
+        }
+    }
+
+    /// Its agent says which tor process it follows. A new run of tor has
+    /// new intro points for both of its descriptors, so every descriptor
+    /// of the old run is dropped (said); whether that took intro points
+    /// away.
+    pub(super) fn follow_tor(
+        &mut self,
+        process: TorProcess,
+        now: SystemTime,
+        notices: &mut Vec<Notice>,
+    ) -> bool {
+        let Some(before) = self.tor.replace(process) else {
+            return false;
+        };
+        if !before.differs_from(&process) {
+            return false;
+        }
+        notices.push(Notice::TorRestarted {
+            instance: self.label.clone(),
+            before,
+            now: process,
+        });
+        let had = self.state.intro_point_count() > 0;
+        self.state.forget_descriptors();
+        self.expires_at = None;
+        if had {
+            self.intro_set_modified = Some(now);
+        }
+        had
+    }
+
+    /// Says why it is unusable, once per distinct reason.
+    pub(super) fn report(&mut self, problem: Problem, notices: &mut Vec<Notice>) {
+        if self.problem.as_ref() != Some(&problem) {
+            notices.push(Notice::InstanceProblem {
+                instance: self.label.clone(),
+                problem: problem.clone(),
+            });
+            self.problem = Some(problem);
+        }
+    }
+}

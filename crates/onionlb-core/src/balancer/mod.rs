@@ -1,0 +1,675 @@
+//! The manager as one state machine: every decision about what to fetch,
+//! what to trust and what to publish, with no I/O.
+//!
+//! The shell (the daemon) reads the clock once per event and hands the
+//! [`Balancer`] an [`Input`] with that [`Now`]; the balancer updates its
+//! state and queues [`Action`]s: fetch an instance's descriptor from these
+//! HSDirs, post this descriptor text to those, answer an agent, and
+//! [`Notice`]s for the operator. The shell carries them out and reports
+//! what came of them as further inputs. Randomness (descriptor signing
+//! keys and encryption) comes from the generator it is given.
+//!
+//! # What it keeps, and when it works
+//!
+//! * One record per instance address ([`Instance`]), whatever number of
+//!   services list it: its descriptor is fetched and checked once. The
+//!   identity's blinded keys and subcredentials are derived once per time
+//!   period, and the HSDirs to fetch from once per network view.
+//! * Per service ([`Service`]): what was published for each slot, the
+//!   revisions used, where each slot's descriptor goes under the current
+//!   view (its blinded key derived once per period).
+//! * A [`Input::Tick`] does work only where something calls for it: due
+//!   fetches, instances whose health or descriptor validity is at stake,
+//!   services with a settled change, a new view, a descriptor due for
+//!   republication by age, or uploads due for a retry. With nothing
+//!   changing, a tick is a scan of plain fields.
+//!
+//! # Time
+//!
+//! [`Now`] carries both clocks: the monotonic one times retries, backoff,
+//! health and batching; the wall clock dates descriptors (validity,
+//! revision counters, time periods). Nothing here reads either.
+
+mod instances;
+mod notice;
+mod services;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+pub use instances::Instance;
+pub use notice::{Level, Notice, Problem};
+pub use services::{Published, Service};
+
+use crate::agent::{self, ToAgent, TorProcess};
+use crate::consensus::RsaId;
+use crate::fetch::pick_due;
+use crate::health;
+use crate::instance::{Accepted, Rejected};
+use crate::network::NetworkView;
+use crate::period::DescriptorSlot;
+use crate::{MasterKey, OnionAddress};
+
+/// The most fetches started in one tick. tor answers each with the
+/// descriptor of every HSDir asked (up to six), and those wait in the
+/// control connection's event queue until read: 5000 instances asked at
+/// once left a gigabyte of descriptors queued. The longest overdue go
+/// first; 5000 instances are all asked within 40 s.
+pub const MAX_FETCHES_PER_TICK: usize = 128;
+
+/// The time of an event, on both clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// The wall clock.
+    pub wall: SystemTime,
+    /// The monotonic clock.
+    pub mono: Instant,
+}
+
+impl Now {
+    /// `self`, `by` later on both clocks.
+    #[must_use]
+    pub fn after(self, by: Duration) -> Self {
+        Now {
+            wall: self.wall + by,
+            mono: self.mono + by,
+        }
+    }
+}
+
+/// What the operator configured.
+#[derive(Debug)]
+pub struct Configuration {
+    /// The services, in configuration order.
+    pub services: Vec<ServiceSpec>,
+    /// How often each instance's descriptor is fetched.
+    pub fetch_interval: Duration,
+    /// The health knobs.
+    pub health: health::Policy,
+}
+
+/// One configured service.
+pub struct ServiceSpec {
+    /// Its master key.
+    pub key: MasterKey,
+    /// Its instances, in configuration order.
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// One configured instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// Its onion address.
+    pub address: OnionAddress,
+    /// The operator's name for it.
+    pub name: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceSpec {
+    /// The address only: the key is secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSpec")
+            .field("address", &self.key.address())
+            .field("instances", &self.instances)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InstanceSpec {
+    /// The name to show: the configured one, or the address.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
+}
+
+/// Something that happened, for the balancer to take in.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// A new or reloaded configuration. Services and instances that stay
+    /// keep what is known of them.
+    Configure(Configuration),
+    /// The management tor's directory information, new or changed.
+    Network(NetworkView),
+    /// The control connection is up (again): fetch everything.
+    ControlUp,
+    /// The control connection was lost: uploads in flight are retried
+    /// once it is back; nothing is fetched or posted until then.
+    ControlDown,
+    /// Time passed: do what is due.
+    Tick,
+    /// An HSDir delivered an instance's descriptor that was fetched.
+    Fetched {
+        /// The instance.
+        instance: OnionAddress,
+        /// The descriptor text.
+        text: &'a str,
+    },
+    /// An HSDir answered a fetch or an upload for `address` (an instance
+    /// or a service).
+    HsDirAnswer {
+        /// The onion address the answer is about.
+        address: OnionAddress,
+        /// The HSDir.
+        hsdir: RsaId,
+        /// What it said.
+        answer: HsDirAnswer<'a>,
+    },
+    /// tor refused to post a descriptor (the command failed; the
+    /// connection stays).
+    PostRefused {
+        /// The service.
+        service: OnionAddress,
+        /// The slot of the descriptor.
+        slot: DescriptorSlot,
+        /// The HSDirs it was for.
+        hsdirs: Vec<RsaId>,
+        /// tor's words.
+        reason: String,
+    },
+    /// An instance's agent said something.
+    Agent {
+        /// The instance it speaks for (its key was checked).
+        instance: OnionAddress,
+        /// What it said.
+        report: AgentReport<'a>,
+    },
+}
+
+/// An HSDir's answer, from tor's `HS_DESC` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HsDirAnswer<'a> {
+    /// It took an upload.
+    Uploaded,
+    /// A fetch or an upload failed, with tor's reason if it gave one.
+    Failed(Option<&'a str>),
+}
+
+/// What an agent says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentReport<'a> {
+    /// It connected and proved its key, from `peer`.
+    Connected {
+        /// Where it connected from.
+        peer: String,
+    },
+    /// Its connection ended.
+    Disconnected,
+    /// The tor process it follows.
+    Tor(TorProcess),
+    /// Its instance's health (also a heartbeat).
+    Health(agent::Health),
+    /// It pushed its tor's descriptor; the balancer answers with an
+    /// [`Action::Answer`].
+    Pushed {
+        /// The descriptor text.
+        text: &'a str,
+    },
+}
+
+/// What the balancer wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Fetch an instance's descriptor from these HSDirs (`HSFETCH`).
+    Fetch {
+        /// The instance.
+        instance: OnionAddress,
+        /// The HSDirs to ask.
+        hsdirs: Vec<RsaId>,
+    },
+    /// Post this descriptor to these HSDirs (`HSPOST`).
+    Post {
+        /// The service.
+        service: OnionAddress,
+        /// Which of its descriptors.
+        slot: DescriptorSlot,
+        /// The HSDirs.
+        hsdirs: Vec<RsaId>,
+        /// The descriptor.
+        text: Arc<str>,
+    },
+    /// Answer an agent's push.
+    Answer {
+        /// The instance whose agent pushed.
+        instance: OnionAddress,
+        /// The answer.
+        answer: ToAgent,
+    },
+    /// Tell the operator.
+    Notice(Notice),
+}
+
+/// Where a descriptor came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Fetched,
+    Pushed,
+}
+
+/// The manager's state and decisions.
+pub struct Balancer<R> {
+    rng: R,
+    fetch_interval: Duration,
+    policy: health::Policy,
+    view: Option<NetworkView>,
+    /// Bumped at each new view; cached placements carry the epoch they
+    /// were made under.
+    epoch: u64,
+    control_up: bool,
+    services: Vec<Service>,
+    by_address: HashMap<OnionAddress, usize>,
+    instances: HashMap<OnionAddress, Instance>,
+    /// Instance addresses in configuration order, each once.
+    order: Vec<OnionAddress>,
+    actions: Vec<Action>,
+    notices: Vec<Notice>,
+}
+
+impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
+    /// A balancer for `config`, with no network view yet and the control
+    /// connection down; `rng` makes descriptor keys.
+    pub fn new(config: Configuration, rng: R, now: Now) -> Self {
+        let mut balancer = Balancer {
+            rng,
+            fetch_interval: config.fetch_interval,
+            policy: config.health,
+            view: None,
+            epoch: 0,
+            control_up: false,
+            services: Vec::new(),
+            by_address: HashMap::new(),
+            instances: HashMap::new(),
+            order: Vec::new(),
+            actions: Vec::new(),
+            notices: Vec::new(),
+        };
+        balancer.configure(config, now, false);
+        balancer.notices.clear();
+        balancer
+    }
+
+    /// Takes in `input`, which happened at `now`. What it calls for is
+    /// queued for [`Balancer::take_actions`].
+    pub fn handle(&mut self, now: Now, input: Input<'_>) {
+        match input {
+            Input::Configure(config) => self.configure(config, now, true),
+            Input::Network(view) => self.network(view, now),
+            Input::ControlUp => {
+                self.control_up = true;
+                self.fetch_all_now(now);
+            }
+            Input::ControlDown => {
+                self.control_up = false;
+                for service in &mut self.services {
+                    service.connection_lost(now.mono);
+                }
+            }
+            Input::Tick => self.tick(now),
+            Input::Fetched { instance, text } => {
+                self.offer(instance, text, Source::Fetched, now);
+            }
+            Input::HsDirAnswer {
+                address,
+                hsdir,
+                answer,
+            } => self.hsdir_answer(address, hsdir, answer, now),
+            Input::PostRefused {
+                service,
+                slot,
+                hsdirs,
+                reason,
+            } => {
+                if let Some(&at) = self.by_address.get(&service) {
+                    self.services[at].post_refused(slot, &hsdirs, &reason, now.mono);
+                }
+            }
+            Input::Agent { instance, report } => self.agent(instance, report, now),
+        }
+        let notices = std::mem::take(&mut self.notices);
+        self.actions.extend(notices.into_iter().map(Action::Notice));
+    }
+
+    /// What the inputs so far call for, oldest first; the queue is left
+    /// empty.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// The services, in configuration order.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The record of the instance at `address`.
+    pub fn instance(&self, address: &OnionAddress) -> Option<&Instance> {
+        self.instances.get(address)
+    }
+
+    /// The network view in use, once there is one.
+    pub fn view(&self) -> Option<&NetworkView> {
+        self.view.as_ref()
+    }
+
+    /// Whether it believes the control connection up.
+    pub fn control_up(&self) -> bool {
+        self.control_up
+    }
+
+    /// Takes a configuration. Services and instances already known keep
+    /// their state under their new names; a changed instance list is a
+    /// change to publish.
+    fn configure(&mut self, config: Configuration, now: Now, announce: bool) {
+        self.fetch_interval = config.fetch_interval;
+        self.policy = config.health;
+        let mut old_services: HashMap<OnionAddress, Service> =
+            self.services.drain(..).map(|s| (s.address(), s)).collect();
+        let mut old_instances = std::mem::take(&mut self.instances);
+        self.order.clear();
+        self.by_address.clear();
+        for spec in config.services {
+            let address = spec.key.address();
+            let index = self.services.len();
+            let mut members = Vec::new();
+            for member in spec.instances {
+                if let Some(instance) = self.instances.get_mut(&member.address) {
+                    instance.services.push(index);
+                    members.push(member);
+                    continue;
+                }
+                let label = member.label();
+                let instance = match old_instances.remove(&member.address) {
+                    Some(mut kept) => {
+                        kept.reconfigure(label, self.fetch_interval, self.policy, now.mono);
+                        kept
+                    }
+                    None => match Instance::new(
+                        member.address,
+                        label,
+                        self.fetch_interval,
+                        self.policy,
+                        now.mono,
+                    ) {
+                        Some(new) => new,
+                        // Not an ed25519 key: the config loader refuses it.
+                        None => continue,
+                    },
+                };
+                self.order.push(member.address);
+                self.instances.insert(member.address, instance);
+                if let Some(instance) = self.instances.get_mut(&member.address) {
+                    instance.services.push(index);
+                }
+                members.push(member);
+            }
+            let service = match old_services.remove(&address) {
+                Some(mut kept) => {
+                    if kept.reconfigure(spec.key, members) {
+                        kept.changed(now.mono);
+                    }
+                    kept
+                }
+                None => {
+                    if announce {
+                        self.notices.push(Notice::ServiceAdded { service: address });
+                    }
+                    Service::new(spec.key, members)
+                }
+            };
+            self.by_address.insert(address, index);
+            self.services.push(service);
+        }
+        let mut removed: Vec<OnionAddress> = old_services.into_keys().collect();
+        removed.sort_by_key(ToString::to_string);
+        for service in removed {
+            self.notices.push(Notice::ServiceRemoved { service });
+        }
+    }
+
+    /// Takes a new view: every placement is made again, and if clients
+    /// now fetch another period's descriptors (with the instances' new
+    /// intro points), every instance is fetched.
+    fn network(&mut self, view: NetworkView, now: Now) {
+        let new_period = self
+            .view
+            .as_ref()
+            .is_some_and(|old| old.fetch_period() != view.fetch_period());
+        self.view = Some(view);
+        self.epoch += 1;
+        for service in &mut self.services {
+            service.mark_stale();
+        }
+        if new_period {
+            self.fetch_all_now(now);
+        }
+    }
+
+    fn fetch_all_now(&mut self, now: Now) {
+        for instance in self.instances.values_mut() {
+            instance.fetch_mut().due_now(now.mono);
+        }
+    }
+
+    /// Does what is due at `now`: fetches, health verdicts, expiries,
+    /// publications and retries.
+    fn tick(&mut self, now: Now) {
+        let Some(view) = &self.view else {
+            return;
+        };
+        if self.control_up {
+            let candidates = self
+                .order
+                .iter()
+                .filter_map(|address| Some((*address, self.instances.get(address)?.fetch())));
+            let picked = pick_due(candidates, now.mono, MAX_FETCHES_PER_TICK);
+            for address in picked {
+                if let Some(instance) = self.instances.get_mut(&address) {
+                    let hsdirs = instance.start_fetch(view, self.epoch, now.mono);
+                    self.actions.push(Action::Fetch {
+                        instance: address,
+                        hsdirs,
+                    });
+                }
+            }
+        }
+        for instance in self.instances.values_mut() {
+            let changed = match instance.judge(now.mono) {
+                Some(notice) => {
+                    self.notices.push(notice);
+                    true
+                }
+                None => false,
+            };
+            let expired = instance.expires_at().is_some_and(|at| at <= now.wall);
+            for &index in &instance.services {
+                if changed {
+                    self.services[index].changed(now.mono);
+                }
+                if expired {
+                    self.services[index].mark_stale();
+                }
+            }
+        }
+        if !self.control_up {
+            return;
+        }
+        let mut pass = services::Pass {
+            view,
+            epoch: self.epoch,
+            now,
+            rng: &mut self.rng,
+            actions: &mut self.actions,
+            notices: &mut self.notices,
+        };
+        for service in &mut self.services {
+            if service.wants_look(now) {
+                service.look(&mut self.instances, &mut pass);
+            }
+            service.retry_due(now.mono, pass.actions);
+        }
+    }
+
+    /// Checks a descriptor of `address` and uses it if it passes; `None`
+    /// if no instance has that address, or there is no view to check it
+    /// against yet.
+    ///
+    /// Fetched and pushed descriptors get the same checks. Fetches ask for
+    /// the period clients fetch now: one blinded key at a time keeps the
+    /// revision check meaningful. An agent pushes what its tor has, which
+    /// may be either descriptor.
+    fn offer(
+        &mut self,
+        address: OnionAddress,
+        text: &str,
+        source: Source,
+        now: Now,
+    ) -> Option<Result<Accepted, Rejected>> {
+        let view = self.view.as_ref()?;
+        let instance = self.instances.get_mut(&address)?;
+        if text.trim().is_empty() {
+            return None;
+        }
+        let text: Cow<'_, str> = if text.ends_with('\n') {
+            Cow::Borrowed(text)
+        } else {
+            Cow::Owned(format!("{text}\n"))
+        };
+        let periods: Vec<_> = match source {
+            Source::Fetched => vec![view.fetch_period()],
+            Source::Pushed => view.rings.iter().map(|r| r.slot().period).collect(),
+        };
+        let outcome =
+            instance
+                .state_mut()
+                .offer(&text, &periods, now.wall, view.max_descriptor_size);
+        if outcome.is_ok() {
+            instance.accepted(now.wall, source == Source::Fetched, &view.rules);
+        }
+        match &outcome {
+            Ok(Accepted::Unchanged) => {}
+            Ok(change) => {
+                instance.intro_points_changed(now.wall);
+                let revision = instance.state().descriptor().map_or(0, |d| d.revision);
+                self.notices.push(Notice::InstanceChanged {
+                    instance: instance.label().to_owned(),
+                    change: *change,
+                    intro_points: instance.state().intro_point_count(),
+                    revision,
+                    pushed: source == Source::Pushed,
+                });
+                for &index in &instance.services {
+                    self.services[index].changed(now.mono);
+                }
+            }
+            // An HSDir that missed an upload, or lags behind an agent's
+            // push: the newer descriptor stays in use.
+            Err(rejected @ Rejected::Replay { .. }) if source == Source::Fetched => {
+                self.notices.push(Notice::OlderDescriptorServed {
+                    instance: instance.label().to_owned(),
+                    rejected: rejected.clone(),
+                });
+            }
+            Err(rejected) if source == Source::Pushed => {
+                self.notices.push(Notice::PushRefused {
+                    instance: instance.label().to_owned(),
+                    rejected: rejected.clone(),
+                });
+            }
+            Err(rejected) => {
+                instance.report(Problem::Rejected(rejected.clone()), &mut self.notices);
+            }
+        }
+        Some(outcome)
+    }
+
+    /// An HSDir answered: a failed fetch of an instance's descriptor, or
+    /// the result of an upload of a service's.
+    fn hsdir_answer(
+        &mut self,
+        address: OnionAddress,
+        hsdir: RsaId,
+        answer: HsDirAnswer<'_>,
+        now: Now,
+    ) {
+        if let (Some(instance), HsDirAnswer::Failed(_)) = (self.instances.get_mut(&address), answer)
+        {
+            self.notices.push(Notice::FetchFailed {
+                instance: instance.label().to_owned(),
+            });
+            let has_descriptor = instance.state().descriptor().is_some();
+            instance.fetch_mut().failed(now.mono, has_descriptor);
+        }
+        if let Some(&index) = self.by_address.get(&address) {
+            let failed = match answer {
+                HsDirAnswer::Uploaded => None,
+                HsDirAnswer::Failed(reason) => Some(reason.unwrap_or("no reason given")),
+            };
+            self.services[index].upload_answered(hsdir, failed, now.mono, &mut self.notices);
+        }
+    }
+
+    /// What an agent said.
+    fn agent(&mut self, address: OnionAddress, report: AgentReport<'_>, now: Now) {
+        if let AgentReport::Pushed { text } = report {
+            let answer = match self.offer(address, text, Source::Pushed, now) {
+                Some(Ok(Accepted::NowUsable)) => ToAgent::Accepted("usable".into()),
+                Some(Ok(Accepted::IntroPointsChanged)) => {
+                    ToAgent::Accepted("new intro points".into())
+                }
+                Some(Ok(Accepted::Unchanged)) => ToAgent::Accepted("nothing new".into()),
+                Some(Err(rejected)) => ToAgent::Rejected(rejected.to_string()),
+                None if self.view.is_none() => {
+                    ToAgent::Rejected("the manager has no consensus yet".into())
+                }
+                None => ToAgent::Rejected(format!("{address} is not configured")),
+            };
+            self.actions.push(Action::Answer {
+                instance: address,
+                answer,
+            });
+            return;
+        }
+        let Some(instance) = self.instances.get_mut(&address) else {
+            return;
+        };
+        let changed = match report {
+            AgentReport::Connected { peer } => {
+                instance.set_agent(Some(peer));
+                false
+            }
+            AgentReport::Disconnected => {
+                instance.set_agent(None);
+                false
+            }
+            AgentReport::Tor(process) => instance.follow_tor(process, now.wall, &mut self.notices),
+            AgentReport::Health(health) => {
+                let (healthy, why) = match &health {
+                    agent::Health::Up => (true, ""),
+                    agent::Health::Down(why) => (false, why.as_str()),
+                };
+                instance.health_mut().agent_report(healthy, why, now.mono);
+                match instance.judge(now.mono) {
+                    Some(notice) => {
+                        self.notices.push(notice);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            AgentReport::Pushed { .. } => false,
+        };
+        if changed {
+            for &index in &instance.services {
+                self.services[index].changed(now.mono);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test;

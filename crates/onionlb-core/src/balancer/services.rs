@@ -1,0 +1,429 @@
+//! What the balancer keeps per balanced service, and how it decides what
+//! to publish for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tor_hscrypto::pk::{HsBlindId, HsIdKey};
+use tor_hscrypto::time::TimePeriod;
+
+use super::instances::Instance;
+use super::notice::Notice;
+use super::{Action, InstanceSpec, Now};
+use crate::allocation::plan;
+use crate::coalesce::Coalescer;
+use crate::consensus::RsaId;
+use crate::descriptor::{
+    build_master_descriptor, default_flow_control, intro_point_relay, IntroPointDesc,
+    MasterDescriptorPlan, MAX_INTRO_POINTS,
+};
+use crate::network::NetworkView;
+use crate::period::DescriptorSlot;
+use crate::publish::{publish_reason, DescriptorLayout, Layout, PublishReason, REPUBLISH_AFTER};
+use crate::revision::next_revision;
+use crate::upload::Uploads;
+use crate::{MasterKey, OnionAddress};
+
+/// What one look at a service works with: the view and its epoch, the
+/// time, the random source, and where actions and notices go.
+pub(super) struct Pass<'a, R> {
+    pub(super) view: &'a NetworkView,
+    pub(super) epoch: u64,
+    pub(super) now: Now,
+    pub(super) rng: &'a mut R,
+    pub(super) actions: &'a mut Vec<Action>,
+    pub(super) notices: &'a mut Vec<Notice>,
+}
+
+/// The two descriptor slots, in index order.
+pub const SLOTS: [DescriptorSlot; 2] = [DescriptorSlot::First, DescriptorSlot::Second];
+
+/// One balanced service.
+pub struct Service {
+    key: MasterKey,
+    address: OnionAddress,
+    /// Its instances in configuration order, with the names it gives them.
+    members: Vec<InstanceSpec>,
+    /// What was last published for each slot (first, second).
+    published: [Option<Published>; 2],
+    /// Last revision published per blinded key.
+    revisions: HashMap<HsBlindId, u64>,
+    /// Set once "no usable instance" has been said, until one is back.
+    warned_empty: bool,
+    /// Instance changes not yet published.
+    changes: Coalescer,
+    /// Something other than an instance change may alter what to publish
+    /// (a new view or configuration, an expiry): look at the next tick.
+    stale: bool,
+    /// Where each slot's descriptor goes, for the view of one epoch.
+    placements: [Option<Placement>; 2],
+}
+
+/// A master descriptor that was sent to HSDirs.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Its intro points and HSDirs.
+    pub layout: Layout,
+    /// When it was made.
+    pub at: SystemTime,
+    /// Its revision counter.
+    pub revision: u64,
+    /// Why it was made.
+    pub reason: PublishReason,
+    /// The descriptor each HSDir was sent (one text shared by the HSDirs
+    /// that got the same).
+    pub texts: BTreeMap<RsaId, Arc<str>>,
+    /// What became of each upload.
+    pub uploads: Uploads,
+}
+
+/// Where one slot's descriptor goes under one view.
+#[derive(Debug, Clone)]
+struct Placement {
+    epoch: u64,
+    period: TimePeriod,
+    blinded: HsBlindId,
+    /// The HSDirs that store it.
+    store: Vec<RsaId>,
+    /// The HSDirs clients fetch it from (first in each replica).
+    fetchable: Vec<RsaId>,
+}
+
+impl Service {
+    /// A service with nothing published yet.
+    pub(super) fn new(key: MasterKey, members: Vec<InstanceSpec>) -> Self {
+        Service {
+            address: key.address(),
+            key,
+            members,
+            published: [None, None],
+            revisions: HashMap::new(),
+            warned_empty: false,
+            changes: Coalescer::default(),
+            stale: true,
+            placements: [None, None],
+        }
+    }
+
+    /// Takes a reloaded configuration's key and instance list; whether the
+    /// set of instances changed.
+    pub(super) fn reconfigure(&mut self, key: MasterKey, members: Vec<InstanceSpec>) -> bool {
+        let changed = self
+            .members
+            .iter()
+            .map(|m| m.address)
+            .ne(members.iter().map(|m| m.address));
+        self.key = key;
+        self.members = members;
+        self.stale = true;
+        changed
+    }
+
+    /// Its master address.
+    pub fn address(&self) -> OnionAddress {
+        self.address
+    }
+
+    /// Its instances, as configured.
+    pub fn members(&self) -> &[InstanceSpec] {
+        &self.members
+    }
+
+    /// What was last published per slot (first, second).
+    pub fn published(&self) -> &[Option<Published>; 2] {
+        &self.published
+    }
+
+    /// An instance of it changed at `now`: publish once changes settle.
+    pub(super) fn changed(&mut self, now: Instant) {
+        self.changes.changed(now);
+    }
+
+    /// Marks it for a look at the next tick.
+    pub(super) fn mark_stale(&mut self) {
+        self.stale = true;
+    }
+
+    /// Whether anything calls for a look at what to publish at `now`: a
+    /// settled change, a new view or configuration, or a descriptor due
+    /// for republication by age.
+    pub(super) fn wants_look(&self, now: Now) -> bool {
+        if self.changes.is_settling(now.mono) {
+            return false;
+        }
+        self.stale
+            || self.changes.is_pending()
+            || self.published.iter().flatten().any(|p| {
+                now.wall
+                    .duration_since(p.at)
+                    .is_ok_and(|age| age >= REPUBLISH_AFTER)
+            })
+    }
+
+    /// Looks at both slots and publishes where something calls for it.
+    pub(super) fn look<R>(
+        &mut self,
+        instances: &mut HashMap<OnionAddress, Instance>,
+        pass: &mut Pass<'_, R>,
+    ) where
+        R: rand::Rng + rand::CryptoRng,
+    {
+        self.stale = false;
+        self.changes.clear();
+        let live: Vec<Vec<_>> = self
+            .members
+            .iter()
+            .filter_map(|member| {
+                instances.get_mut(&member.address)?.live_intro_points(
+                    pass.now.wall,
+                    &pass.view.rules,
+                    pass.notices,
+                )
+            })
+            .collect();
+        if live.iter().all(Vec::is_empty) {
+            if !self.warned_empty && self.published.iter().any(Option::is_some) {
+                pass.notices.push(Notice::NoUsableInstance {
+                    service: self.address,
+                });
+                self.warned_empty = true;
+            }
+            return;
+        }
+        self.warned_empty = false;
+        for (index, slot) in SLOTS.into_iter().enumerate() {
+            self.publish_if_due(index, slot, &live, pass);
+        }
+    }
+
+    /// Builds and uploads the descriptor for `slot` if anything calls for
+    /// it: none yet for this period, a changed intro point set or HSDir
+    /// set, or age.
+    fn publish_if_due<R>(
+        &mut self,
+        index: usize,
+        slot: DescriptorSlot,
+        live: &[Vec<IntroPointDesc>],
+        pass: &mut Pass<'_, R>,
+    ) where
+        R: rand::Rng + rand::CryptoRng,
+    {
+        let (view, now) = (pass.view, pass.now);
+        let Some(placement) = self.placement(index, view, pass.epoch) else {
+            return;
+        };
+        let (period, blinded) = (placement.period, placement.blinded);
+        // The two slots start the round-robin at different instances, so
+        // the spare slots do not always fall to the same ones.
+        let planned = plan(
+            live,
+            &placement.fetchable,
+            &placement.store,
+            MAX_INTRO_POINTS,
+            index,
+            intro_point_relay,
+        );
+        let hsdirs = placement.store.len();
+        let layout = Layout {
+            period: period.interval_num(),
+            descriptors: planned
+                .iter()
+                .map(|descriptor| {
+                    DescriptorLayout::new(
+                        descriptor
+                            .intro_points
+                            .iter()
+                            .map(|ip| ip.ipt_sid_key().to_bytes())
+                            .collect(),
+                        descriptor.hsdirs.clone(),
+                    )
+                })
+                .collect(),
+        };
+        let previous = self.published[index].as_ref().map(|p| (&p.layout, p.at));
+        let Some(reason) = publish_reason(previous, &layout, now.wall) else {
+            return;
+        };
+        let computed = self
+            .key
+            .revision_key()
+            .counter(slot, now.wall, view.rules.run_length);
+        let revision = next_revision(computed, self.revisions.get(&blinded).copied());
+        let mut texts = BTreeMap::new();
+        let mut posts = Vec::new();
+        for descriptor in &planned {
+            let plan = MasterDescriptorPlan {
+                period,
+                revision,
+                intro_points: &descriptor.intro_points,
+                flow_control: default_flow_control(view.sendme_inc),
+                now: now.wall,
+                max_size: view.max_descriptor_size,
+            };
+            match build_master_descriptor(&self.key, &plan, pass.rng) {
+                Ok(built) => {
+                    let text: Arc<str> = built.text.into();
+                    for hsdir in &descriptor.hsdirs {
+                        texts.insert(*hsdir, Arc::clone(&text));
+                    }
+                    posts.push(Action::Post {
+                        service: self.address,
+                        slot,
+                        hsdirs: descriptor.hsdirs.clone(),
+                        text,
+                    });
+                }
+                Err(error) => {
+                    pass.notices.push(Notice::BuildFailed {
+                        service: self.address,
+                        error,
+                    });
+                    return;
+                }
+            }
+        }
+        self.revisions.insert(blinded, revision);
+        pass.notices.push(Notice::Publishing {
+            service: self.address,
+            slot,
+            reason,
+            distinct: planned.len(),
+            intro_points: planned.iter().map(|d| d.intro_points.len()).sum(),
+            instances: live.iter().filter(|l| !l.is_empty()).count(),
+            revision,
+            hsdirs,
+        });
+        pass.actions.extend(posts);
+        self.published[index] = Some(Published {
+            layout,
+            at: now.wall,
+            revision,
+            reason,
+            uploads: Uploads::sent(texts.keys().copied(), now.mono),
+            texts,
+        });
+    }
+
+    /// Where `index`'s descriptor goes under `view` (of `epoch`): derived
+    /// again only for a new view, and its blinded key only for a new
+    /// period.
+    fn placement(&mut self, index: usize, view: &NetworkView, epoch: u64) -> Option<&Placement> {
+        let ring = &view.rings[index];
+        let period = ring.slot().period;
+        let fresh = self.placements[index]
+            .as_ref()
+            .is_some_and(|p| p.epoch == epoch && p.period == period);
+        if !fresh {
+            let blinded = match &self.placements[index] {
+                Some(p) if p.period == period => p.blinded,
+                _ => HsIdKey::from(self.key.keypair())
+                    .compute_blinded_key(period)
+                    .ok()?
+                    .0
+                    .id(),
+            };
+            let params = view.params;
+            self.placements[index] = Some(Placement {
+                epoch,
+                period,
+                blinded,
+                store: ring.responsible(&blinded, params.n_replicas, params.spread_store),
+                fetchable: ring.responsible(&blinded, params.n_replicas, params.spread_fetch),
+            });
+        }
+        self.placements[index].as_ref()
+    }
+
+    /// Sends again, at `now`, uploads that failed or went unanswered and
+    /// whose time has come: one post per descriptor text.
+    pub(super) fn retry_due(&mut self, now: Instant, out: &mut Vec<Action>) {
+        for (index, slot) in SLOTS.into_iter().enumerate() {
+            let Some(published) = &mut self.published[index] else {
+                continue;
+            };
+            if published.uploads.next_due().is_none_or(|at| at > now) {
+                continue;
+            }
+            let mut by_text: Vec<(Arc<str>, Vec<RsaId>)> = Vec::new();
+            for dir in published.uploads.take_due(now) {
+                let Some(text) = published.texts.get(&dir) else {
+                    continue;
+                };
+                match by_text.iter_mut().find(|(t, _)| Arc::ptr_eq(t, text)) {
+                    Some((_, dirs)) => dirs.push(dir),
+                    None => by_text.push((Arc::clone(text), vec![dir])),
+                }
+            }
+            out.extend(by_text.into_iter().map(|(text, hsdirs)| Action::Post {
+                service: self.address,
+                slot,
+                hsdirs,
+                text,
+            }));
+        }
+    }
+
+    /// An HSDir answered an upload of its descriptor at `now`
+    /// (`failed` with tor's reason, or accepted). tor's upload events do
+    /// not say which descriptor they are about; an HSDir responsible for
+    /// both slots hears from both.
+    pub(super) fn upload_answered(
+        &mut self,
+        hsdir: RsaId,
+        failed: Option<&str>,
+        now: Instant,
+        notices: &mut Vec<Notice>,
+    ) {
+        let mut ours = false;
+        let mut retry = None;
+        for published in self.published.iter_mut().flatten() {
+            match failed {
+                None => ours |= published.uploads.accepted(&hsdir, now),
+                Some(reason) => {
+                    if let Some(delay) = published.uploads.failed(&hsdir, reason, now) {
+                        retry = Some(delay);
+                    }
+                }
+            }
+        }
+        match (failed, retry) {
+            (None, _) if ours => notices.push(Notice::UploadAccepted {
+                service: self.address,
+                hsdir,
+            }),
+            (Some(reason), Some(retry_in)) => notices.push(Notice::UploadFailed {
+                service: self.address,
+                hsdir,
+                reason: reason.to_owned(),
+                retry_in,
+            }),
+            _ => {}
+        }
+    }
+
+    /// tor refused the post of `slot`'s descriptor to `hsdirs` at `now`:
+    /// each is retried like a failed upload.
+    pub(super) fn post_refused(
+        &mut self,
+        slot: DescriptorSlot,
+        hsdirs: &[RsaId],
+        reason: &str,
+        now: Instant,
+    ) {
+        let index = SLOTS.iter().position(|s| *s == slot).unwrap_or(0);
+        if let Some(published) = &mut self.published[index] {
+            for dir in hsdirs {
+                published.uploads.failed(dir, reason, now);
+            }
+        }
+    }
+
+    /// The control connection was lost at `now`: uploads in flight are
+    /// sent again once it is back.
+    pub(super) fn connection_lost(&mut self, now: Instant) {
+        for published in self.published.iter_mut().flatten() {
+            published.uploads.connection_lost(now);
+        }
+    }
+}
