@@ -2,7 +2,7 @@
 //! them (`metrics-listen: 127.0.0.1:PORT`).
 //!
 //! Counters are bumped where things happen; gauges are set from the
-//! manager's state once a second. The endpoint speaks just enough HTTP for
+//! manager's state when a scrape comes. The endpoint speaks just enough HTTP for
 //! a scraper: any request gets the OpenMetrics text.
 
 use std::net::SocketAddr;
@@ -190,7 +190,11 @@ impl Metrics {
 
 /// Serves `metrics` on `addr`, which must be a loopback address: the
 /// metrics name every instance and HSDir, which is nobody else's business.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<MetricsServer> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    daemon: crate::answer::Asker,
+) -> anyhow::Result<MetricsServer> {
     if !addr.ip().is_loopback() {
         bail!(
             "metrics-listen {addr} is not a loopback address; metrics are served on loopback only"
@@ -210,6 +214,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Me
                 continue;
             };
             let metrics = Arc::clone(&metrics);
+            let daemon = daemon.clone();
             tokio::spawn(async move {
                 let _place = place;
                 // The request itself does not matter; read what is there.
@@ -219,6 +224,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Me
                     stream.read(&mut request),
                 )
                 .await;
+                // A daemon too busy to answer in time: the last gauges.
+                daemon.refresh_gauges().await;
                 let body = metrics.render();
                 let head = format!(
                     "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -287,7 +294,10 @@ mod test {
     #[tokio::test]
     async fn only_loopback_is_served() {
         let addr: SocketAddr = "0.0.0.0:0".parse().unwrap();
-        let err = serve(addr, Arc::new(Metrics::default())).await.unwrap_err();
+        let (asker, _daemon) = crate::answer::Asker::new();
+        let err = serve(addr, Arc::new(Metrics::default()), asker)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("not a loopback address"), "{err}");
     }
 }

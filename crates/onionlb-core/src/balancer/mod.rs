@@ -271,6 +271,28 @@ pub struct Balancer<R> {
     notices: Vec<Notice>,
 }
 
+impl<R> Balancer<R> {
+    /// The services, in configuration order.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The record of the instance at `address`.
+    pub fn instance(&self, address: &OnionAddress) -> Option<&Instance> {
+        self.instances.get(address)
+    }
+
+    /// The network view in use, once there is one.
+    pub fn view(&self) -> Option<&NetworkView> {
+        self.view.as_ref()
+    }
+
+    /// Whether it believes the control connection up.
+    pub fn control_up(&self) -> bool {
+        self.control_up
+    }
+}
+
 impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
     /// A balancer for `config`, with no network view yet and the control
     /// connection down; `rng` makes descriptor keys.
@@ -339,26 +361,6 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
     /// empty.
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
-    }
-
-    /// The services, in configuration order.
-    pub fn services(&self) -> &[Service] {
-        &self.services
-    }
-
-    /// The record of the instance at `address`.
-    pub fn instance(&self, address: &OnionAddress) -> Option<&Instance> {
-        self.instances.get(address)
-    }
-
-    /// The network view in use, once there is one.
-    pub fn view(&self) -> Option<&NetworkView> {
-        self.view.as_ref()
-    }
-
-    /// Whether it believes the control connection up.
-    pub fn control_up(&self) -> bool {
-        self.control_up
     }
 
     /// Takes a configuration. Services and instances already known keep

@@ -1,102 +1,146 @@
-//! The manager's event loop: fetch instance descriptors, check them,
-//! publish master descriptors, follow the results.
+//! The manager's daemon: the tokio shell around the [`Balancer`].
 //!
-//! All protocol rules live in `onionlb-core`; this is the tokio shell that
-//! feeds them tor's events and the clock, and sends what they decide.
+//! It owns the sockets and the clock, and decides nothing. Each thing
+//! that happens (a tor event, a command's result, an agent's message, a
+//! tick, a signal, a status or metrics client's question) is read, the
+//! clock is read once, and it goes to the balancer as an input; then the
+//! balancer's actions are carried out: fetches and posts become control
+//! commands, pipelined up to [`MAX_IN_FLIGHT`] at once while events keep
+//! being read; answers go to agents; notices go to the log and the
+//! counters. Status reports and gauges are made from the balancer's state
+//! when a client asks.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use onionlb_core::agent::{Health as AgentHealth, ToAgent};
-use onionlb_core::allocation::plan;
-use onionlb_core::consensus::RsaId;
-use onionlb_core::descriptor::{
-    build_master_descriptor, default_flow_control, intro_point_relay, MasterDescriptorPlan,
-    MAX_INTRO_POINTS,
+use onionlb_core::agent::ToAgent;
+use onionlb_core::balancer::{
+    Action, AgentReport, Balancer, Configuration, HsDirAnswer, Input, InstanceSpec, Level, Notice,
+    Now, ServiceSpec,
 };
-use onionlb_core::fetch::{pick_due, FetchSchedule};
-use onionlb_core::health;
-use onionlb_core::instance::{Accepted, Rejected};
+use onionlb_core::consensus::RsaId;
+use onionlb_core::network::NetworkView;
 use onionlb_core::period::DescriptorSlot;
-use onionlb_core::publish::{publish_reason, DescriptorLayout, Layout};
-use onionlb_core::revision::next_revision;
-use onionlb_core::upload::Uploads;
-use onionlb_core::{error_chain, MasterKey, OnionAddress};
-use tokio::sync::{mpsc, watch};
-use tor_hscrypto::pk::HsIdKey;
-use torctl::{Command, Connector, ControlClient, Event, HsDescAction, HsDescContent, HsDescEvent};
+use onionlb_core::{error_chain, health, MasterKey, OnionAddress};
+use rand::rngs::StdRng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use torctl::{Command, Connector, ControlClient, Event, Events, HsDescAction, Reply};
 
+use crate::answer::{Asker, Question};
 use crate::config::Config;
 use crate::manager::agent_onion::AgentOnion;
 use crate::manager::agents::{AgentEvent, AgentKeys, AgentServer};
-use crate::manager::network::{NetworkView, ViewError};
+use crate::manager::network::{load_view, ViewError};
 use crate::manager::snapshot::{self, ControlHealth};
-use crate::manager::state::{Published, Service};
 use crate::manager::ConfigSource;
 use crate::metrics::Metrics;
-use crate::status::report::StatusReport;
 
 /// The events the manager follows: fetched descriptors, upload results,
 /// new consensuses.
 pub const EVENTS: [&str; 3] = ["HS_DESC", "HS_DESC_CONTENT", "STATUS_CLIENT"];
-/// How often the loop looks at what is due.
+/// How often the balancer hears that time passed.
 const TICK: Duration = Duration::from_secs(1);
-/// The most HSFETCHes sent in one tick. tor answers each with the
-/// descriptor of every HSDir asked (up to six), and those wait in the
-/// event queue while the loop is still sending: 5000 instances asked in
-/// one go left a gigabyte of descriptors queued. The longest overdue go
-/// first; 5000 instances are all asked within 40 s.
-const MAX_FETCHES_PER_TICK: usize = 128;
 /// How long to wait for a consensus before asking again.
 const CONSENSUS_POLL: Duration = Duration::from_secs(5);
 /// How long the first connection may stay silent before the operator is
 /// told (it fails at the control timeout).
 const SLOW_START_NOTICE: Duration = Duration::from_secs(10);
+/// Control commands in flight at once. More wait in the backlog, which
+/// holds at most what the balancer asks in one tick (its fetches are
+/// capped per tick) and its publications.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// The running manager.
 pub struct Daemon {
     source: ConfigSource,
-    connector: Connector,
-    control: ControlClient,
+    /// Held by the reconnecting task while the link is down.
+    connector: Option<Connector>,
     config: Config,
-    services: Vec<Service>,
     testing_network: bool,
-    view: NetworkView,
-    /// When to fetch each instance's descriptor, by address (an instance
-    /// may serve several services).
-    fetches: HashMap<OnionAddress, FetchSchedule>,
-    /// What the last fetch round of each instance came to.
-    rounds: HashMap<OnionAddress, Round>,
-    health: ControlHealth,
-    status: watch::Sender<Arc<StatusReport>>,
+    balancer: Balancer<StdRng>,
+    link: Link,
+    /// Counts connections, so results of an old one are told apart.
+    epoch: u64,
+    control: ControlHealth,
     metrics: Arc<Metrics>,
+    asker: Asker,
+    questions: mpsc::Receiver<Question>,
     /// The agent keys the configuration names, for the agent listeners.
     agent_keys: watch::Sender<AgentKeys>,
     agent_events: mpsc::Receiver<AgentEvent>,
     /// The agent listeners (they stop when dropped).
     _agents: AgentServer,
     /// The agents' onion service, if remote agents are configured.
-    agent_onion: Option<AgentOnion>,
+    agent_onion: Option<Arc<AgentOnion>>,
+    /// Commands in flight and other work on the connection.
+    work: JoinSet<Done>,
+    in_flight: usize,
+    backlog: VecDeque<Request>,
+    /// A consensus is being read; `true` inside if another arrived since.
+    loading_view: Option<bool>,
+    /// The agent push being answered.
+    push_reply: Option<(OnionAddress, oneshot::Sender<ToAgent>)>,
 }
 
-/// Where an instance's current fetch round stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Round {
-    /// Asked; nothing heard yet.
-    Pending,
-    /// An HSDir said it failed, and none has delivered.
-    Failed,
-    /// A descriptor arrived.
-    Succeeded,
+/// The control connection.
+enum Link {
+    Up {
+        control: Arc<ControlClient>,
+        events: Events,
+    },
+    /// Lost; a task reconnects and reads the consensus.
+    Down(JoinHandle<Box<Reconnected>>),
 }
 
-/// How a descriptor reached the manager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Fetched,
-    Pushed,
+/// What the reconnecting task hands back.
+struct Reconnected {
+    connector: Connector,
+    control: ControlClient,
+    view: NetworkView,
+}
+
+/// A control command the balancer asked for.
+#[derive(Debug)]
+enum Request {
+    Fetch {
+        instance: OnionAddress,
+        hsdirs: Vec<RsaId>,
+    },
+    Post {
+        service: OnionAddress,
+        slot: DescriptorSlot,
+        hsdirs: Vec<RsaId>,
+        text: Arc<str>,
+    },
+}
+
+/// Work on a connection that finished.
+enum Done {
+    Command {
+        epoch: u64,
+        request: Request,
+        result: Result<Reply, torctl::Error>,
+    },
+    View {
+        epoch: u64,
+        result: Result<NetworkView, ViewError>,
+    },
+    AgentOnion(anyhow::Result<()>),
+}
+
+/// What woke the loop.
+enum Wake {
+    Signal(Signal),
+    Tor(Reply),
+    Lost,
+    Back(Result<Box<Reconnected>, tokio::task::JoinError>),
+    Done(Result<Done, tokio::task::JoinError>),
+    Agent(AgentEvent),
+    Question(Question),
+    Tick,
 }
 
 impl Daemon {
@@ -138,13 +182,14 @@ impl Daemon {
             );
         }
         let view = wait_for_view(&control, testing_network).await?;
-        let policy = health_policy(&config);
-        let services: Vec<Service> = config
-            .services
-            .iter()
-            .zip(keys)
-            .map(|(service, key)| Service::new(key, &service.instances, policy, Instant::now()))
-            .collect();
+        let now = clock();
+        let mut balancer = Balancer::new(
+            configuration(&config, keys),
+            rand::make_rng::<StdRng>(),
+            now,
+        );
+        balancer.handle(now, Input::Network(view));
+        balancer.handle(now, Input::ControlUp);
         let (agent_keys, keys_seen) = watch::channel(agent_keys(&config));
         let (events_in, agent_events) = mpsc::channel(256);
         let agents = AgentServer::start(
@@ -158,59 +203,53 @@ impl Daemon {
             (Some(path), Some(listen)) => {
                 let onion = AgentOnion::load_or_create(path, listen)?;
                 onion.publish(&control, &agent_clients(&config)).await?;
-                Some(onion)
+                Some(Arc::new(onion))
             }
             _ => None,
         };
-        let health = ControlHealth {
-            connected: true,
-            reconnects: 0,
-            down_because: None,
-        };
-        let (status, _) = watch::channel(Arc::new(snapshot::report(
-            &services,
-            health.clone(),
-            SystemTime::now(),
-            Instant::now(),
-        )));
+        let events = control
+            .take_events()
+            .context("the control connection's events were already taken")?;
+        let (asker, questions) = Asker::new();
         Ok(Daemon {
             source,
-            connector,
-            control,
+            connector: Some(connector),
             config,
-            services,
             testing_network,
-            view,
-            fetches: HashMap::new(),
-            rounds: HashMap::new(),
-            health,
-            status,
+            balancer,
+            link: Link::Up {
+                control: Arc::new(control),
+                events,
+            },
+            epoch: 0,
+            control: ControlHealth {
+                connected: true,
+                reconnects: 0,
+                down_because: None,
+            },
             metrics: Arc::new(Metrics::default()),
+            asker,
+            questions,
             agent_keys,
             agent_events,
             _agents: agents,
             agent_onion,
+            work: JoinSet::new(),
+            in_flight: 0,
+            backlog: VecDeque::new(),
+            loading_view: None,
+            push_reply: None,
         })
     }
 
-    /// The status reports, refreshed every second.
-    pub fn status_reports(&self) -> watch::Receiver<Arc<StatusReport>> {
-        self.status.subscribe()
+    /// Where status and metrics clients ask.
+    pub fn asker(&self) -> Asker {
+        self.asker.clone()
     }
 
     /// The metrics, for the endpoint to serve.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
-    }
-
-    /// Brings the status report and the metrics' gauges up to date.
-    fn refresh_status(&self) {
-        let now = SystemTime::now();
-        let report = snapshot::report(&self.services, self.health.clone(), now, Instant::now());
-        self.status.send_replace(Arc::new(report));
-        self.metrics
-            .set_gauges(&snapshot::gauges(&self.services, now));
-        self.metrics.set_control_connected(self.health.connected);
     }
 
     /// Runs until SIGINT or SIGTERM, which it honours wherever it is
@@ -219,120 +258,382 @@ impl Daemon {
     /// timeout, keeps its state, reconnects with backoff and goes on where
     /// it was.
     pub async fn run(mut self, mut stop: StopSignals) -> anyhow::Result<()> {
-        for service in &self.services {
+        for service in self.balancer.services() {
             tracing::info!(
                 "balancing {} over {} instance(s)",
-                service.address,
-                service.instances.len()
+                service.address(),
+                service.members().len()
             );
         }
-        loop {
-            if self.serve(&mut stop).await? == Ended::Stopped {
-                break;
-            }
-            let closed = self.control.closed();
-            let reason = closed
-                .as_ref()
-                .map_or_else(|| "the event stream ended".to_owned(), |e| error_chain(e));
-            tracing::warn!(
-                "lost the control connection to the management tor at {}: {reason}; reconnecting",
-                self.connector.addr()
-            );
-            self.metrics
-                .disconnected(closed.as_ref().map_or("closed", disconnect_kind));
-            self.health.connected = false;
-            self.health.down_because = Some(reason);
-            self.refresh_status();
-            let now = Instant::now();
-            for published in self
-                .services
-                .iter_mut()
-                .flat_map(|s| s.published.iter_mut().flatten())
-            {
-                published.uploads.connection_lost(now);
-            }
-            let reconnect = self.connector.reconnect(|error, delay| {
-                tracing::warn!(
-                    "cannot reach the management tor: {}; trying again in {delay:.1?}",
-                    error_chain(error)
-                );
-            });
-            let Some(control) = stop.unless_stopped(reconnect).await else {
-                break;
-            };
-            self.control = control;
-            self.health.connected = true;
-            self.health.down_because = None;
-            self.health.reconnects += 1;
-            self.metrics.reconnected();
-            self.refresh_status();
-            match stop
-                .unless_stopped(wait_for_view(&self.control, self.testing_network))
-                .await
-            {
-                None => break,
-                Some(Ok(view)) => self.view = view,
-                // Lost again: the next round reconnects.
-                Some(Err(e)) => tracing::warn!("{e:#}"),
-            }
-            tracing::info!("reconnected to the management tor; fetching instance descriptors");
-            if stop
-                .unless_stopped(self.publish_agent_onion())
-                .await
-                .is_none()
-            {
-                break;
-            }
-            self.fetch_all_now();
-        }
-        tracing::info!("stopping");
-        Ok(())
-    }
-
-    /// Follows one control connection until it ends or a stop signal
-    /// arrives. A stop signal also cuts short whatever the loop is
-    /// awaiting (a command to a slow tor waits up to the control timeout).
-    async fn serve(&mut self, stop: &mut StopSignals) -> anyhow::Result<Ended> {
-        let mut events = self
-            .control
-            .take_events()
-            .context("the control connection's events were already taken")?;
+        self.carry_out();
         let mut tick = tokio::time::interval(TICK);
         // A tick that overran is not made up for with a burst of ticks.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // In this order: a signal first; then what tor sent, so that
-            // events never wait behind a tick's work (a tick that publishes
-            // for a thousand services takes seconds, and the next tick's
-            // fetches bring more); then agents; then the tick.
-            let handled = tokio::select! {
+            // events never wait behind other work; then results, agents,
+            // questions and the tick.
+            let wake = tokio::select! {
                 biased;
-                signal = stop.next() => match signal {
-                    Signal::Reload => stop.unless_stopped(self.reload()).await,
-                    Signal::Stop => None,
-                },
-                event = events.recv() => {
-                    let Some(event) = event else {
-                        return Ok(Ended::ConnectionLost);
-                    };
-                    stop.unless_stopped(self.handle_event(Event::parse(&event))).await
-                }
-                Some(event) = self.agent_events.recv() => {
-                    self.on_agent(event);
-                    Some(())
-                }
-                _ = tick.tick() => stop.unless_stopped(self.on_tick()).await,
+                signal = stop.next() => Wake::Signal(signal),
+                wake = self.link.next() => wake,
+                Some(done) = self.work.join_next() => Wake::Done(done),
+                Some(event) = self.agent_events.recv() => Wake::Agent(event),
+                Some(question) = self.questions.recv() => Wake::Question(question),
+                _ = tick.tick() => Wake::Tick,
             };
-            if handled.is_none() {
-                return Ok(Ended::Stopped);
+            let now = clock();
+            match wake {
+                Wake::Signal(Signal::Stop) => break,
+                Wake::Signal(Signal::Reload) => self.reload(now),
+                Wake::Tor(reply) => self.on_tor_event(&reply, now),
+                Wake::Lost => self.connection_lost(now),
+                Wake::Back(Ok(back)) => self.reconnected(back, now),
+                Wake::Back(Err(e)) => {
+                    return Err(anyhow::Error::new(e).context("the reconnecting task failed"))
+                }
+                Wake::Done(Ok(done)) => self.on_done(done, now),
+                Wake::Done(Err(e)) => {
+                    return Err(anyhow::Error::new(e).context("a control command's task failed"))
+                }
+                Wake::Agent(event) => self.on_agent(event, now),
+                Wake::Question(question) => self.answer(question, now),
+                Wake::Tick => self.balancer.handle(now, Input::Tick),
             }
+            self.carry_out();
+        }
+        if let Link::Down(task) = &self.link {
+            task.abort();
+        }
+        self.work.abort_all();
+        tracing::info!("stopping");
+        Ok(())
+    }
+
+    /// Hands the balancer what tor said.
+    fn on_tor_event(&mut self, reply: &Reply, now: Now) {
+        match Event::parse(reply) {
+            Event::HsDescContent(content) => {
+                if let Ok(instance) = content.address.parse::<OnionAddress>() {
+                    let text = &content.descriptor;
+                    self.balancer.handle(now, Input::Fetched { instance, text });
+                }
+            }
+            Event::HsDesc(event) => {
+                let answer = match event.action {
+                    HsDescAction::Uploaded => HsDirAnswer::Uploaded,
+                    HsDescAction::Failed => HsDirAnswer::Failed(event.reason.as_deref()),
+                    _ => return,
+                };
+                // Compared as keys: rendering an address hashes, and there
+                // are thousands of events per round at a thousand services.
+                let (Ok(address), Some(Ok(hsdir))) = (
+                    event.address.parse::<OnionAddress>(),
+                    event.hsdir.as_deref().map(str::parse::<RsaId>),
+                ) else {
+                    return;
+                };
+                self.balancer.handle(
+                    now,
+                    Input::HsDirAnswer {
+                        address,
+                        hsdir,
+                        answer,
+                    },
+                );
+            }
+            Event::StatusClient { action } if action == "CONSENSUS_ARRIVED" => self.load_view(),
+            _ => {}
+        }
+    }
+
+    /// Reads the consensus again, in a task; one at a time.
+    fn load_view(&mut self) {
+        if let Some(again) = &mut self.loading_view {
+            *again = true;
+            return;
+        }
+        let Link::Up { control, .. } = &self.link else {
+            return;
+        };
+        let control = Arc::clone(control);
+        let (epoch, testing) = (self.epoch, self.testing_network);
+        self.work.spawn(async move {
+            Done::View {
+                epoch,
+                result: load_view(&control, testing).await,
+            }
+        });
+        self.loading_view = Some(false);
+    }
+
+    /// The control connection ended: says why, once, and reconnects in a
+    /// task.
+    fn connection_lost(&mut self, now: Now) {
+        let Link::Up { control, .. } = &self.link else {
+            return;
+        };
+        let closed = control.closed();
+        let reason = closed
+            .as_ref()
+            .map_or_else(|| "the event stream ended".to_owned(), |e| error_chain(e));
+        tracing::warn!(
+            "lost the control connection to the management tor at {}: {reason}; reconnecting",
+            control.addr()
+        );
+        self.metrics
+            .disconnected(closed.as_ref().map_or("closed", disconnect_kind));
+        self.metrics.set_control_connected(false);
+        self.control.connected = false;
+        self.control.down_because = Some(reason);
+        self.balancer.handle(now, Input::ControlDown);
+        self.backlog.clear();
+        self.loading_view = None;
+        let Some(connector) = self.connector.take() else {
+            return;
+        };
+        let testing = self.testing_network;
+        self.link = Link::Down(tokio::spawn(reconnect(connector, testing)));
+    }
+
+    /// A new connection, with a fresh consensus: the balancer fetches
+    /// everything and resends what was in flight.
+    fn reconnected(&mut self, back: Box<Reconnected>, now: Now) {
+        let Reconnected {
+            mut connector,
+            control,
+            view,
+        } = *back;
+        connector.set_options(torctl::Options {
+            command_timeout: self.config.control_timeout,
+            ..torctl::Options::default()
+        });
+        self.connector = Some(connector);
+        let Some(events) = control.take_events() else {
+            return;
+        };
+        self.epoch += 1;
+        self.link = Link::Up {
+            control: Arc::new(control),
+            events,
+        };
+        self.control.connected = true;
+        self.control.down_because = None;
+        self.control.reconnects += 1;
+        self.metrics.reconnected();
+        self.metrics.set_control_connected(true);
+        tracing::info!("reconnected to the management tor; fetching instance descriptors");
+        self.balancer.handle(now, Input::Network(view));
+        self.balancer.handle(now, Input::ControlUp);
+        self.publish_agent_onion();
+    }
+
+    /// A command or other work finished.
+    fn on_done(&mut self, done: Done, now: Now) {
+        match done {
+            Done::Command {
+                epoch,
+                request,
+                result,
+            } => {
+                self.in_flight -= 1;
+                self.send_backlog();
+                let Err(error) = result else {
+                    return;
+                };
+                let current = epoch == self.epoch
+                    && matches!(&self.link, Link::Up { control, .. } if control.closed().is_none());
+                // A lost connection is said once, where it is noticed.
+                if !current {
+                    return;
+                }
+                let reason = error_chain(&error);
+                match request {
+                    Request::Fetch { instance, .. } => {
+                        tracing::warn!("{instance}: HSFETCH failed: {reason}");
+                    }
+                    Request::Post {
+                        service,
+                        slot,
+                        hsdirs,
+                        ..
+                    } => {
+                        tracing::error!("{service}: HSPOST failed: {reason}");
+                        self.balancer.handle(
+                            now,
+                            Input::PostRefused {
+                                service,
+                                slot,
+                                hsdirs,
+                                reason,
+                            },
+                        );
+                    }
+                }
+            }
+            Done::View { epoch, result } => {
+                let again = self.loading_view.take() == Some(true);
+                if epoch == self.epoch {
+                    match result {
+                        Ok(view) => self.balancer.handle(now, Input::Network(view)),
+                        Err(e) => {
+                            tracing::warn!("keeping the previous consensus: {}", error_chain(&e));
+                        }
+                    }
+                }
+                if again {
+                    self.load_view();
+                }
+            }
+            Done::AgentOnion(Err(e)) => tracing::error!("{e:#}"),
+            Done::AgentOnion(Ok(())) => {}
+        }
+    }
+
+    /// Hands the balancer what an agent said.
+    fn on_agent(&mut self, event: AgentEvent, now: Now) {
+        let (instance, report) = match event {
+            AgentEvent::Connected { instance, peer } => (instance, AgentReport::Connected { peer }),
+            AgentEvent::Disconnected { instance } => (instance, AgentReport::Disconnected),
+            AgentEvent::Tor { instance, process } => (instance, AgentReport::Tor(process)),
+            AgentEvent::Health { instance, health } => (instance, AgentReport::Health(health)),
+            AgentEvent::Descriptor {
+                instance,
+                text,
+                reply,
+            } => {
+                self.push_reply = Some((instance, reply));
+                let report = AgentReport::Pushed { text: &text };
+                self.balancer.handle(now, Input::Agent { instance, report });
+                return;
+            }
+        };
+        self.balancer.handle(now, Input::Agent { instance, report });
+    }
+
+    /// Answers a status or metrics client from the balancer's state.
+    fn answer(&self, question: Question, now: Now) {
+        match question {
+            Question::Status(reply) => {
+                let report = snapshot::report(
+                    &self.balancer,
+                    &self.agent_keys.borrow(),
+                    self.control.clone(),
+                    now.wall,
+                    now.mono,
+                );
+                let _ = reply.send(Arc::new(report));
+            }
+            Question::Gauges(reply) => {
+                self.metrics
+                    .set_gauges(&snapshot::gauges(&self.balancer, now.wall));
+                self.metrics.set_control_connected(self.control.connected);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Does what the balancer asked.
+    fn carry_out(&mut self) {
+        for action in self.balancer.take_actions() {
+            match action {
+                Action::Fetch { instance, hsdirs } => {
+                    self.backlog.push_back(Request::Fetch { instance, hsdirs });
+                }
+                Action::Post {
+                    service,
+                    slot,
+                    hsdirs,
+                    text,
+                } => {
+                    let name = service.to_string();
+                    for dir in &hsdirs {
+                        self.metrics.upload(&name, &dir.to_string(), "attempted");
+                    }
+                    self.backlog.push_back(Request::Post {
+                        service,
+                        slot,
+                        hsdirs,
+                        text,
+                    });
+                }
+                Action::Answer { instance, answer } => match self.push_reply.take() {
+                    Some((pushed, reply)) if pushed == instance => {
+                        let _ = reply.send(answer);
+                    }
+                    other => self.push_reply = other,
+                },
+                Action::Notice(notice) => self.tell(&notice),
+                _ => {}
+            }
+        }
+        self.send_backlog();
+    }
+
+    /// Sends commands from the backlog while there is room in flight.
+    fn send_backlog(&mut self) {
+        let Link::Up { control, .. } = &self.link else {
+            return;
+        };
+        while self.in_flight < MAX_IN_FLIGHT {
+            let Some(request) = self.backlog.pop_front() else {
+                return;
+            };
+            let command = match &request {
+                Request::Fetch { instance, hsdirs } => Command::new("HSFETCH")
+                    .arg(instance.without_suffix())
+                    .args(hsdirs.iter().map(|fp| format!("SERVER=${fp}"))),
+                // tor 0.4.x answers an HSPOST without HSADDRESS= never.
+                Request::Post {
+                    service,
+                    hsdirs,
+                    text,
+                    ..
+                } => Command::new("HSPOST")
+                    .args(hsdirs.iter().map(|fp| format!("SERVER=${fp}")))
+                    .arg(format!("HSADDRESS={}", service.without_suffix()))
+                    .data(&**text),
+            };
+            let control = Arc::clone(control);
+            let epoch = self.epoch;
+            self.in_flight += 1;
+            self.work.spawn(async move {
+                let result = control.request(&command).await;
+                Done::Command {
+                    epoch,
+                    request,
+                    result,
+                }
+            });
+        }
+    }
+
+    /// Logs a notice at its level, and counts what metrics count.
+    fn tell(&self, notice: &Notice) {
+        match notice {
+            Notice::FetchFailed { instance } => self.metrics.fetch_failed(instance),
+            Notice::UploadAccepted { service, hsdir } => {
+                self.metrics
+                    .upload(&service.to_string(), &hsdir.to_string(), "accepted");
+            }
+            Notice::UploadFailed { service, hsdir, .. } => {
+                self.metrics
+                    .upload(&service.to_string(), &hsdir.to_string(), "failed");
+            }
+            _ => {}
+        }
+        match notice.level() {
+            Level::Debug => tracing::debug!("{notice}"),
+            Level::Info => tracing::info!("{notice}"),
+            Level::Warn => tracing::warn!("{notice}"),
+            _ => tracing::error!("{notice}"),
         }
     }
 
     /// Reads the configuration again (SIGHUP). Services and instances that
     /// stay keep what was fetched and published for them; an invalid
     /// configuration changes nothing and says why.
-    async fn reload(&mut self) {
+    fn reload(&mut self, now: Now) {
         let (config, keys) = match self.source.load() {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -342,35 +643,6 @@ impl Daemon {
         };
         if crate::status::socket_location(&config) != crate::status::socket_location(&self.config) {
             tracing::warn!("a new status-socket-location takes effect at the next start");
-        }
-        let mut old = std::mem::take(&mut self.services);
-        let now = Instant::now();
-        let policy = health_policy(&config);
-        let mut fetch = false;
-        for (service_config, key) in config.services.iter().zip(keys) {
-            let address = key.address();
-            let service = match old.iter().position(|s| s.address == address) {
-                Some(at) => {
-                    let mut service = old.swap_remove(at);
-                    if service.set_instances(&service_config.instances, policy, now) {
-                        service.changes.changed(now);
-                        fetch = true;
-                    }
-                    service
-                }
-                None => {
-                    tracing::info!("{address}: added");
-                    fetch = true;
-                    Service::new(key, &service_config.instances, policy, now)
-                }
-            };
-            self.services.push(service);
-        }
-        for gone in &old {
-            tracing::warn!(
-                "{}: removed from the configuration; its published descriptors stay on the HSDirs until they expire",
-                gone.address
-            );
         }
         let (old_agents, new_agents) = (&self.config.agents, &config.agents);
         if (&old_agents.socket, old_agents.listen, &old_agents.onion_key)
@@ -384,607 +656,113 @@ impl Daemon {
             tracing::info!(
                 "a new control-timeout takes effect at the next connection to the management tor"
             );
-            self.connector.set_options(torctl::Options {
-                command_timeout: config.control_timeout,
-                ..torctl::Options::default()
-            });
+            if let Some(connector) = &mut self.connector {
+                connector.set_options(torctl::Options {
+                    command_timeout: config.control_timeout,
+                    ..torctl::Options::default()
+                });
+            }
         }
         let clients_changed = agent_clients(&config) != agent_clients(&self.config);
         self.agent_keys.send_replace(agent_keys(&config));
+        self.balancer
+            .handle(now, Input::Configure(configuration(&config, keys)));
         self.config = config;
         if clients_changed {
-            self.publish_agent_onion().await;
-        }
-        if fetch {
-            // New instances get schedules due now in the next tick.
-            tracing::debug!("fetching the descriptors of new instances");
+            self.publish_agent_onion();
         }
         tracing::info!(
             "reloaded configuration {}: {} service(s)",
             self.config.path.display(),
-            self.services.len()
+            self.balancer.services().len()
         );
-        self.refresh_status();
     }
 
     /// Adds the agents' onion service to the management tor, if there is
-    /// one; a failure is said, and agents keep their local socket.
-    async fn publish_agent_onion(&self) {
-        if let Some(onion) = &self.agent_onion {
-            if let Err(e) = onion
-                .publish(&self.control, &agent_clients(&self.config))
-                .await
-            {
-                tracing::error!("{e:#}");
-            }
-        }
-    }
-
-    /// Judges every instance's health; a changed verdict is a change to
-    /// publish (after the usual settling).
-    fn judge_health(&mut self) {
-        let now = Instant::now();
-        for service in &mut self.services {
-            for instance in &mut service.instances {
-                if instance.judge(now) {
-                    service.changes.changed(now);
-                }
-            }
-        }
-    }
-
-    /// What an agent said.
-    fn on_agent(&mut self, event: AgentEvent) {
-        let now = Instant::now();
-        match event {
-            AgentEvent::Connected { instance, peer } => {
-                for found in self.instances_at(instance) {
-                    found.agent = Some(peer.clone());
-                }
-            }
-            AgentEvent::Disconnected { instance } => {
-                for found in self.instances_at(instance) {
-                    found.agent = None;
-                }
-            }
-            AgentEvent::Tor { instance, process } => {
-                for service in &mut self.services {
-                    for found in &mut service.instances {
-                        if found.config.address == instance && found.follow_tor(process) {
-                            service.changes.changed(now);
-                        }
-                    }
-                }
-            }
-            AgentEvent::Health { instance, health } => {
-                let (healthy, why) = match &health {
-                    AgentHealth::Up => (true, ""),
-                    AgentHealth::Down(why) => (false, why.as_str()),
-                };
-                for found in self.instances_at(instance) {
-                    found.health.agent_report(healthy, why, now);
-                }
-                self.judge_health();
-            }
-            AgentEvent::Descriptor {
-                instance,
-                text,
-                reply,
-            } => {
-                let answer = match self.offer(instance, &text, Source::Pushed) {
-                    Some(Ok(Accepted::NowUsable)) => ToAgent::Accepted("usable".into()),
-                    Some(Ok(Accepted::IntroPointsChanged)) => {
-                        ToAgent::Accepted("new intro points".into())
-                    }
-                    Some(Ok(Accepted::Unchanged)) => ToAgent::Accepted("nothing new".into()),
-                    Some(Err(rejected)) => ToAgent::Rejected(rejected.to_string()),
-                    None => ToAgent::Rejected(format!("{instance} is not configured")),
-                };
-                let _ = reply.send(answer);
-            }
-        }
-    }
-
-    /// Every configured instance with this address (it may serve several
-    /// services).
-    fn instances_at(
-        &mut self,
-        address: OnionAddress,
-    ) -> impl Iterator<Item = &mut crate::manager::state::Instance> {
-        self.services
-            .iter_mut()
-            .flat_map(|s| &mut s.instances)
-            .filter(move |i| i.config.address == address)
-    }
-
-    async fn on_tick(&mut self) {
-        self.fetch_due().await;
-        self.judge_health();
-        let now = SystemTime::now();
-        for index in 0..self.services.len() {
-            // Let a burst of instance changes settle into one publication.
-            let settling = self.services[index].changes.is_settling(Instant::now());
-            for slot in 0..2 {
-                if !settling {
-                    self.publish_if_due(index, slot, now).await;
-                }
-                self.retry_failed(index, slot).await;
-            }
-            if !settling {
-                self.services[index].changes.clear();
-            }
-        }
-        self.refresh_status();
-    }
-
-    async fn handle_event(&mut self, event: Event) {
-        match event {
-            Event::HsDescContent(content) => self.on_descriptor(content),
-            Event::HsDesc(event) => self.on_hs_desc(&event),
-            Event::StatusClient { action } if action == "CONSENSUS_ARRIVED" => {
-                match NetworkView::load(&self.control, self.testing_network).await {
-                    Ok(view) => {
-                        let period = |v: &NetworkView| v.rings[v.fetch_slot].slot().period;
-                        if period(&view) != period(&self.view) {
-                            // Clients now fetch another period's descriptors,
-                            // with the instances' new intro points: fetch them.
-                            self.fetch_all_now();
-                        }
-                        self.view = view;
-                    }
-                    Err(e) => tracing::warn!("keeping the previous consensus: {e}"),
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Makes every instance's fetch due now.
-    fn fetch_all_now(&mut self) {
-        let now = Instant::now();
-        for schedule in self.fetches.values_mut() {
-            schedule.due_now(now);
-        }
-    }
-
-    /// Asks the HSDirs clients use now for the descriptor of every
-    /// instance whose fetch is due (each address once, whatever number of
-    /// services it serves), at most [`MAX_FETCHES_PER_TICK`], the longest
-    /// overdue first and otherwise in configuration order, so that a
-    /// service's instances arrive together and make one publication.
-    /// Instances new to the configuration are due at once; those of
-    /// removed ones are forgotten.
-    async fn fetch_due(&mut self) {
-        let now = Instant::now();
-        let interval = self.config.fetch_interval;
-        let mut identities = Vec::new();
-        let mut configured = HashSet::new();
-        for instance in self.services.iter().flat_map(|s| &s.instances) {
-            if configured.insert(instance.config.address) {
-                identities.push((instance.config.address, instance.state.identity().clone()));
-            }
-        }
-        self.fetches
-            .retain(|address, _| configured.contains(address));
-        self.rounds
-            .retain(|address, _| configured.contains(address));
-        let mut identity_of = HashMap::new();
-        for (address, identity) in &identities {
-            let schedule = self
-                .fetches
-                .entry(*address)
-                .or_insert_with(|| FetchSchedule::new(interval, now));
-            schedule.set_interval(interval, now);
-            identity_of.insert(*address, identity);
-        }
-        let candidates = identities
-            .iter()
-            .filter_map(|(address, _)| Some((*address, self.fetches.get(address)?)));
-        let picked = pick_due(candidates, now, MAX_FETCHES_PER_TICK);
-        let ring = &self.view.rings[self.view.fetch_slot];
-        let mut failed_rounds = Vec::new();
-        for address in picked {
-            let (Some(schedule), Some(identity)) =
-                (self.fetches.get_mut(&address), identity_of.get(&address))
-            else {
-                continue;
-            };
-            schedule.sent(now);
-            if self.rounds.insert(address, Round::Pending) == Some(Round::Failed) {
-                failed_rounds.push(address);
-            }
-            let Ok((blinded, _)) = identity.compute_blinded_key(ring.slot().period) else {
-                continue;
-            };
-            let servers = ring.responsible(
-                &blinded.id(),
-                self.view.params.n_replicas,
-                self.view.params.spread_fetch,
-            );
-            let command = Command::new("HSFETCH")
-                .arg(address.without_suffix())
-                .args(servers.iter().map(|fp| format!("SERVER=${fp}")));
-            if let Err(e) = self.control.request(&command).await {
-                if self.control.closed().is_some() {
-                    // The connection is gone: the loop says so, once.
-                    break;
-                }
-                tracing::warn!("{address}: HSFETCH failed: {e}");
-            }
-        }
-        for address in failed_rounds {
-            for instance in self.instances_at(address) {
-                instance.health.fetch_failed();
-            }
-        }
-    }
-
-    /// A descriptor fetched from an HSDir.
-    fn on_descriptor(&mut self, content: HsDescContent) {
-        if content.descriptor.trim().is_empty() {
-            return;
-        }
-        let Ok(address) = content.address.parse::<OnionAddress>() else {
+    /// one, in a task; a failure is said, and agents keep their local
+    /// socket.
+    fn publish_agent_onion(&mut self) {
+        let (Some(onion), Link::Up { control, .. }) = (&self.agent_onion, &self.link) else {
             return;
         };
-        self.offer(address, &content.descriptor, Source::Fetched);
+        let (onion, control) = (Arc::clone(onion), Arc::clone(control));
+        let clients = agent_clients(&self.config);
+        self.work
+            .spawn(async move { Done::AgentOnion(onion.publish(&control, &clients).await) });
     }
+}
 
-    /// Checks a descriptor against every instance with `address`, and uses
-    /// it where it passes; `None` if no instance has that address.
-    ///
-    /// Fetched and pushed descriptors get the same checks. A fetched one
-    /// older than one already seen is routine (an HSDir behind an agent's
-    /// push); a pushed one is not, and is said.
-    fn offer(
-        &mut self,
-        address: OnionAddress,
-        text: &str,
-        source: Source,
-    ) -> Option<Result<Accepted, Rejected>> {
-        let mut text = text.to_owned();
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        let now = SystemTime::now();
-        // Fetches ask for the period clients fetch now: one blinded key at
-        // a time keeps the revision check meaningful. An agent pushes
-        // what its tor has, which may be either descriptor.
-        let periods: Vec<_> = match source {
-            Source::Fetched => vec![self.view.rings[self.view.fetch_slot].slot().period],
-            Source::Pushed => self.view.rings.iter().map(|r| r.slot().period).collect(),
-        };
-        let max_size = self.view.max_descriptor_size;
-        let arrived = Instant::now();
-        let mut result = None;
-        for service in &mut self.services {
-            for instance in &mut service.instances {
-                if instance.config.address != address {
-                    continue;
-                }
-                let outcome = instance.state.offer(&text, &periods, now, max_size);
-                if outcome.is_ok() {
-                    instance.received = Some(now);
-                    if source == Source::Fetched {
-                        instance.health.fetch_succeeded();
-                        self.rounds.insert(address, Round::Succeeded);
-                        if let Some(schedule) = self.fetches.get_mut(&address) {
-                            schedule.succeeded();
-                        }
-                    }
-                }
-                match &outcome {
-                    Ok(Accepted::Unchanged) => {}
-                    Ok(change) => {
-                        instance.intro_set_modified = Some(now);
-                        if let Some(descriptor) = instance.state.descriptor() {
-                            tracing::info!(
-                                "{}: {}, {} intro point(s), revision {}{}",
-                                instance.config.label(),
-                                if *change == Accepted::NowUsable {
-                                    "usable"
-                                } else {
-                                    "new intro points"
-                                },
-                                instance.state.intro_point_count(),
-                                descriptor.revision,
-                                if source == Source::Pushed {
-                                    " (pushed by its agent)"
-                                } else {
-                                    ""
-                                }
-                            );
-                        }
-                        instance.problem = None;
-                        service.changes.changed(arrived);
-                    }
-                    Err(rejected @ Rejected::Replay { .. }) if source == Source::Fetched => {
-                        // An HSDir that missed an upload, or lags behind an
-                        // agent's push: the newer descriptor stays in use.
-                        tracing::info!(
-                            "{}: an HSDir served an older descriptor: {rejected}",
-                            instance.config.label()
-                        );
-                    }
-                    Err(rejected) if source == Source::Pushed => {
-                        tracing::warn!(
-                            "{}: its agent pushed a descriptor that was {rejected}",
-                            instance.config.label()
-                        );
-                    }
-                    Err(rejected) => instance.report(rejected.to_string()),
-                }
-                result = Some(outcome);
-            }
-        }
-        result
-    }
-
-    /// Follows uploads of our master descriptors.
-    fn on_hs_desc(&mut self, event: &HsDescEvent) {
-        let Some(hsdir) = event.hsdir.as_deref() else {
-            return;
-        };
-        // Compared as keys: rendering an address hashes, and there are
-        // thousands of events per round at a thousand services.
-        let Ok(address) = event.address.parse::<OnionAddress>() else {
-            return;
-        };
-        if event.action == HsDescAction::Failed {
-            let now = Instant::now();
-            for instance in self.services.iter().flat_map(|s| &s.instances) {
-                if instance.config.address != address {
-                    continue;
-                }
-                self.metrics.fetch_failed(&instance.config.label());
-                if let Some(schedule) = self.fetches.get_mut(&instance.config.address) {
-                    schedule.failed(now, instance.state.descriptor().is_some());
-                }
-                if let Some(round) = self.rounds.get_mut(&instance.config.address) {
-                    if *round == Round::Pending {
-                        *round = Round::Failed;
-                    }
-                }
-            }
-        }
-        let Some(service) = self.services.iter_mut().find(|s| s.address == address) else {
-            return;
-        };
-        let Ok(dir) = hsdir.parse::<RsaId>() else {
-            return;
-        };
-        // tor's upload events do not say which descriptor they are about;
-        // an HSDir responsible for both slots hears from both.
-        let now = Instant::now();
-        let mut ours = false;
-        for published in service.published.iter_mut().flatten() {
-            match event.action {
-                HsDescAction::Uploaded if published.uploads.accepted(&dir, now) => {
-                    ours = true;
-                    tracing::debug!("{}: descriptor accepted by HSDir {hsdir}", service.address);
-                }
-                HsDescAction::Failed => {
-                    let reason = event.reason.as_deref().unwrap_or("no reason given");
-                    if let Some(delay) = published.uploads.failed(&dir, reason, now) {
-                        ours = true;
-                        tracing::warn!(
-                            "{}: upload to HSDir {hsdir} failed ({reason}); retrying in {delay:?}",
-                            service.address,
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        if ours {
-            let result = if event.action == HsDescAction::Uploaded {
-                "accepted"
-            } else {
-                "failed"
-            };
-            self.metrics
-                .upload(&service.address.to_string(), hsdir, result);
+impl Link {
+    /// The next thing the link has to say: an event, the end of the
+    /// connection, or (while down) the new connection.
+    async fn next(&mut self) -> Wake {
+        match self {
+            Link::Up { events, .. } => match events.recv().await {
+                Some(reply) => Wake::Tor(reply),
+                None => Wake::Lost,
+            },
+            Link::Down(task) => Wake::Back(task.await),
         }
     }
+}
 
-    /// Builds and uploads the descriptor for `slot` if anything calls for
-    /// it: none yet for this period, a changed intro point set or HSDir
-    /// set, or age.
-    async fn publish_if_due(&mut self, index: usize, slot: usize, now: SystemTime) {
-        let ring = self.view.rings[slot].clone();
-        let period = ring.slot().period;
-        let params = self.view.params;
-        let rules = self.view.rules;
-        let service = &mut self.services[index];
-        let live: Vec<Vec<_>> = service
-            .instances
-            .iter_mut()
-            .filter_map(|instance| instance.live_intro_points(now, &rules))
-            .collect();
-        if live.iter().all(Vec::is_empty) {
-            if !service.warned_empty && service.published.iter().any(Option::is_some) {
-                tracing::error!(
-                    "{}: no instance is usable; keeping the last published descriptors",
-                    service.address
+/// Both clocks, read once.
+fn clock() -> Now {
+    Now {
+        wall: SystemTime::now(),
+        mono: Instant::now(),
+    }
+}
+
+/// Reconnects with backoff and reads the consensus, as often as it takes.
+async fn reconnect(mut connector: Connector, testing_network: bool) -> Box<Reconnected> {
+    loop {
+        let control = connector
+            .reconnect(|error, delay| {
+                tracing::warn!(
+                    "cannot reach the management tor: {}; trying again in {delay:.1?}",
+                    error_chain(error)
                 );
-                service.warned_empty = true;
-            }
-            return;
-        }
-        service.warned_empty = false;
-        let Ok((blinded, _)) = HsIdKey::from(service.key.keypair()).compute_blinded_key(period)
-        else {
-            return;
-        };
-        let store = ring.responsible(&blinded.id(), params.n_replicas, params.spread_store);
-        let fetchable = ring.responsible(&blinded.id(), params.n_replicas, params.spread_fetch);
-        // The two slots start the round-robin at different instances, so
-        // the spare slots do not always fall to the same ones.
-        let planned = plan(
-            &live,
-            &fetchable,
-            &store,
-            MAX_INTRO_POINTS,
-            slot,
-            intro_point_relay,
-        );
-        let layout = Layout {
-            period: period.interval_num(),
-            descriptors: planned
-                .iter()
-                .map(|descriptor| {
-                    DescriptorLayout::new(
-                        descriptor
-                            .intro_points
-                            .iter()
-                            .map(|ip| ip.ipt_sid_key().to_bytes())
-                            .collect(),
-                        descriptor.hsdirs.clone(),
-                    )
+            })
+            .await;
+        match wait_for_view(&control, testing_network).await {
+            Ok(view) => {
+                return Box::new(Reconnected {
+                    connector,
+                    control,
+                    view,
                 })
-                .collect(),
-        };
-        let previous = service.published[slot].as_ref().map(|p| (&p.layout, p.at));
-        let Some(reason) = publish_reason(previous, &layout, now) else {
-            return;
-        };
-        let descriptor_slot = if slot == 0 {
-            DescriptorSlot::First
-        } else {
-            DescriptorSlot::Second
-        };
-        let computed =
-            service
-                .key
-                .revision_key()
-                .counter(descriptor_slot, now, self.view.rules.run_length);
-        let revision = next_revision(computed, service.revisions.get(&blinded.id()).copied());
-        let mut texts = BTreeMap::new();
-        for descriptor in &planned {
-            let plan = MasterDescriptorPlan {
-                period,
-                revision,
-                intro_points: &descriptor.intro_points,
-                flow_control: default_flow_control(self.view.sendme_inc),
-                now,
-                max_size: self.view.max_descriptor_size,
-            };
-            match build_master_descriptor(&service.key, &plan, &mut rand::rng()) {
-                Ok(built) => {
-                    let text: Arc<str> = built.text.into();
-                    for hsdir in &descriptor.hsdirs {
-                        texts.insert(*hsdir, Arc::clone(&text));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!("{}: cannot build a descriptor: {e}", service.address);
-                    return;
-                }
             }
-        }
-        service.revisions.insert(blinded.id(), revision);
-        tracing::info!(
-            "{}: publishing {} descriptor ({reason}): {} distinct, {} intro point slots from {} instance(s), revision {revision}, to {} HSDirs",
-            service.address,
-            if slot == 0 { "first" } else { "second" },
-            planned.len(),
-            planned.iter().map(|d| d.intro_points.len()).sum::<usize>(),
-            live.iter().filter(|l| !l.is_empty()).count(),
-            store.len()
-        );
-        let address = service.address;
-        let mut failed = Vec::new();
-        for descriptor in &planned {
-            if let Some(text) = descriptor.hsdirs.first().and_then(|dir| texts.get(dir)) {
-                if let Err(e) = upload(
-                    &self.control,
-                    &self.metrics,
-                    address,
-                    text,
-                    &descriptor.hsdirs,
-                )
-                .await
-                {
-                    failed.push((descriptor.hsdirs.clone(), e));
-                }
-            }
-        }
-        let mut uploads = Uploads::sent(texts.keys().copied(), Instant::now());
-        for (hsdirs, error) in failed {
-            for dir in &hsdirs {
-                uploads.failed(dir, &error, Instant::now());
-            }
-        }
-        service.published[slot] = Some(Published {
-            layout,
-            at: now,
-            revision,
-            reason,
-            texts,
-            uploads,
-        });
-    }
-
-    /// Uploads again to HSDirs whose upload failed or went unanswered,
-    /// when their time comes.
-    async fn retry_failed(&mut self, index: usize, slot: usize) {
-        let service = &mut self.services[index];
-        let address = service.address;
-        let Some(published) = &mut service.published[slot] else {
-            return;
-        };
-        for dir in published.uploads.take_due(Instant::now()) {
-            let Some(text) = published.texts.get(&dir) else {
-                continue;
-            };
-            if let Err(e) = upload(
-                &self.control,
-                &self.metrics,
-                address,
-                text,
-                std::slice::from_ref(&dir),
-            )
-            .await
-            {
-                published.uploads.failed(&dir, &e, Instant::now());
-            }
+            // Lost again: the next round reconnects.
+            Err(e) => tracing::warn!("{e:#}"),
         }
     }
 }
 
-/// `+HSPOST SERVER=$fp... HSADDRESS=addr` with the descriptor. tor
-/// reports the result per HSDir later, in `HS_DESC` events; an error here
-/// means tor did not take the command (logged, and returned as the reason
-/// for the retry).
-async fn upload(
-    control: &ControlClient,
-    metrics: &Metrics,
-    address: OnionAddress,
-    text: &str,
-    hsdirs: &[RsaId],
-) -> Result<(), String> {
-    let command = Command::new("HSPOST")
-        .args(hsdirs.iter().map(|fp| format!("SERVER=${fp}")))
-        .arg(format!("HSADDRESS={}", address.without_suffix()))
-        .data(text);
-    for dir in hsdirs {
-        metrics.upload(&address.to_string(), &dir.to_string(), "attempted");
-    }
-    control.request(&command).await.map(drop).map_err(|e| {
-        let reason = error_chain(&e);
-        // A lost connection is said once, where it is noticed.
-        if control.closed().is_none() {
-            tracing::error!("{address}: HSPOST failed: {reason}");
-        }
-        reason
-    })
-}
-
-/// The health knobs the configuration sets.
-fn health_policy(config: &Config) -> health::Policy {
-    health::Policy {
-        heartbeat_timeout: config.agents.heartbeat_timeout,
-        ..health::Policy::default()
+/// The balancer's configuration from the operator's.
+fn configuration(config: &Config, keys: Vec<MasterKey>) -> Configuration {
+    Configuration {
+        services: config
+            .services
+            .iter()
+            .zip(keys)
+            .map(|(service, key)| ServiceSpec {
+                key,
+                instances: service
+                    .instances
+                    .iter()
+                    .map(|i| InstanceSpec {
+                        address: i.address,
+                        name: i.name.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        fetch_interval: config.fetch_interval,
+        health: health::Policy {
+            heartbeat_timeout: config.agents.heartbeat_timeout,
+            ..health::Policy::default()
+        },
     }
 }
 
@@ -1022,7 +800,7 @@ async fn wait_for_view(
 ) -> anyhow::Result<NetworkView> {
     let mut said = false;
     loop {
-        match NetworkView::load(control, testing_network).await {
+        match load_view(control, testing_network).await {
             Ok(view) => return Ok(view),
             Err(ViewError::NoConsensus) => {
                 if !said {
@@ -1032,7 +810,10 @@ async fn wait_for_view(
             }
             Err(ViewError::Unusable(reason)) => {
                 if !said {
-                    tracing::warn!("waiting for usable directory information: {reason}");
+                    tracing::warn!(
+                        "waiting for usable directory information: {}",
+                        error_chain(&reason)
+                    );
                     said = true;
                 }
             }
@@ -1040,15 +821,6 @@ async fn wait_for_view(
         }
         tokio::time::sleep(CONSENSUS_POLL).await;
     }
-}
-
-/// How a control connection's service ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    /// SIGINT or SIGTERM: exit.
-    Stopped,
-    /// tor closed the connection or it broke: reconnect.
-    ConnectionLost,
 }
 
 /// What a signal asks for.

@@ -6,7 +6,6 @@ mod daemon;
 mod keyfile;
 mod network;
 mod snapshot;
-mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,13 +44,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let daemon = daemon?;
     // Held until the daemon stops; dropping it removes the socket.
     let _status = match socket {
-        Some(path) => {
-            Some(crate::status::StatusServer::start(&path, daemon.status_reports()).await?)
-        }
+        Some(path) => Some(crate::status::StatusServer::start(&path, daemon.asker()).await?),
         None => None,
     };
     let _metrics = match metrics_listen {
-        Some(addr) => Some(crate::metrics::serve(addr, daemon.metrics()).await?),
+        Some(addr) => Some(crate::metrics::serve(addr, daemon.metrics(), daemon.asker()).await?),
         None => None,
     };
     daemon.run(stop).await

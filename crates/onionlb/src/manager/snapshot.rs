@@ -1,66 +1,67 @@
-//! The manager's state as a [`StatusReport`].
+//! The balancer's state as a [`StatusReport`] and as metric gauges, made
+//! when a client asks.
 
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
+use onionlb_core::balancer::{Balancer, Instance, Published, Service};
 use onionlb_core::health::Verdict;
 use onionlb_core::publish::REPUBLISH_AFTER;
 use onionlb_core::upload::UploadState;
+use onionlb_core::OnionAddress;
 
-use crate::manager::state::{Instance, Published, Service};
 use crate::metrics::ServiceGauges;
 use crate::status::report::{
     timestamp, DescriptorStatus, InstanceStatus, ManagerStatus, ServiceStatus, StatusReport,
     UploadStatus,
 };
 
-/// The metrics' gauges for `services` at `now`.
-pub fn gauges(services: &[Service], now: SystemTime) -> Vec<ServiceGauges> {
+/// Whether each instance has an agent configured, by address.
+pub type AgentConfigured<'a> = &'a HashMap<OnionAddress, onionlb_core::agent::AgentPublicKey>;
+
+/// The metrics' gauges at `now`.
+pub fn gauges<R>(balancer: &Balancer<R>, now: SystemTime) -> Vec<ServiceGauges> {
     let secs = |then: SystemTime| {
         i64::try_from(now.duration_since(then).unwrap_or_default().as_secs()).unwrap_or(i64::MAX)
     };
-    services
+    balancer
+        .services()
         .iter()
-        .map(|service| ServiceGauges {
-            service: service.address.to_string(),
-            live_instances: service
-                .instances
-                .iter()
-                .filter(|i| is_live(i, now))
-                .count()
-                .try_into()
-                .unwrap_or(i64::MAX),
-            intro_points: service.published.each_ref().map(|p| {
-                p.as_ref().map(|p| {
-                    let n: usize = p
-                        .layout
-                        .descriptors
-                        .iter()
-                        .map(|d| d.intro_keys.len())
-                        .sum();
-                    i64::try_from(n).unwrap_or(i64::MAX)
-                })
-            }),
-            master_age: service
-                .published
-                .each_ref()
-                .map(|p| p.as_ref().map(|p| secs(p.at))),
-            instance_age: service
-                .instances
-                .iter()
-                .filter_map(|i| Some((i.config.label(), secs(i.received?))))
-                .collect(),
+        .map(|service| {
+            let members = || {
+                service
+                    .members()
+                    .iter()
+                    .filter_map(|m| Some((m, balancer.instance(&m.address)?)))
+            };
+            ServiceGauges {
+                service: service.address().to_string(),
+                live_instances: members()
+                    .filter(|(_, i)| i.is_live(now))
+                    .count()
+                    .try_into()
+                    .unwrap_or(i64::MAX),
+                intro_points: service.published().each_ref().map(|p| {
+                    p.as_ref().map(|p| {
+                        let n: usize = p
+                            .layout
+                            .descriptors
+                            .iter()
+                            .map(|d| d.intro_keys.len())
+                            .sum();
+                        i64::try_from(n).unwrap_or(i64::MAX)
+                    })
+                }),
+                master_age: service
+                    .published()
+                    .each_ref()
+                    .map(|p| p.as_ref().map(|p| secs(p.at))),
+                instance_age: members()
+                    .filter_map(|(m, i)| Some((m.label(), secs(i.received()?))))
+                    .collect(),
+            }
         })
         .collect()
-}
-
-/// Whether `instance`'s intro points are published at `now`: it is
-/// healthy and its descriptor valid.
-fn is_live(instance: &Instance, now: SystemTime) -> bool {
-    instance.verdict == Verdict::Up
-        && instance
-            .state
-            .descriptor()
-            .is_some_and(|d| d.valid_until.is_none_or(|end| end > now))
 }
 
 /// Where the control connection stands.
@@ -74,10 +75,11 @@ pub struct ControlHealth {
     pub down_because: Option<String>,
 }
 
-/// The report for `services` at `now` (`mono` is the same instant on the
-/// monotonic clock, which upload states use).
-pub fn report(
-    services: &[Service],
+/// The report at `now` (`mono` is the same instant on the monotonic
+/// clock, which upload states use).
+pub fn report<R>(
+    balancer: &Balancer<R>,
+    agents: AgentConfigured<'_>,
     control: ControlHealth,
     now: SystemTime,
     mono: Instant,
@@ -99,22 +101,25 @@ pub fn report(
             control_reconnects: control.reconnects,
             control_down_because: control.down_because,
         },
-        services: services
+        services: balancer
+            .services()
             .iter()
-            .map(|service| service_status(service, now, &wall))
+            .map(|service| service_status(balancer, service, agents, now, &wall))
             .collect(),
     }
 }
 
-fn service_status(
+fn service_status<R>(
+    balancer: &Balancer<R>,
     service: &Service,
+    agents: AgentConfigured<'_>,
     now: SystemTime,
     wall: &dyn Fn(Instant) -> SystemTime,
 ) -> ServiceStatus {
-    let published_at = |slot: usize| service.published[slot].as_ref().map(|p| timestamp(p.at));
+    let published_at = |slot: usize| service.published()[slot].as_ref().map(|p| timestamp(p.at));
     let mut next: Option<SystemTime> = None;
     let mut descriptors = Vec::new();
-    for (slot, published) in service.published.iter().enumerate() {
+    for (slot, published) in service.published().iter().enumerate() {
         let Some(published) = published else {
             continue;
         };
@@ -134,39 +139,52 @@ fn service_status(
         descriptors.push(descriptor_status(slot, published, wall));
     }
     ServiceStatus {
-        onion_address: service.address.to_string(),
+        onion_address: service.address().to_string(),
         instances: service
-            .instances
+            .members()
             .iter()
-            .map(|instance| {
-                let descriptor = instance.state.descriptor();
-                let valid_until = descriptor.and_then(|d| d.valid_until);
-                let live = is_live(instance, now);
-                InstanceStatus {
-                    onion_address: instance.config.address.to_string(),
-                    intro_points_num: descriptor.map(|_| instance.state.intro_point_count()),
-                    intro_set_modified: instance.intro_set_modified.map(timestamp),
-                    descriptor_received: descriptor.and(instance.received).map(timestamp),
-                    received: None,
-                    name: instance.config.label(),
-                    live,
-                    problem: match &instance.verdict {
-                        Verdict::Down(why) => Some(why.clone()),
-                        Verdict::Up => instance.problem.clone(),
-                    },
-                    revision: descriptor.map(|d| d.revision),
-                    valid_until: valid_until.map(timestamp),
-                    agent: instance.config.agent_key.map(|_| match &instance.agent {
-                        Some(peer) => format!("connected ({peer})"),
-                        None => "not connected".to_owned(),
-                    }),
-                }
+            .filter_map(|member| {
+                let instance = balancer.instance(&member.address)?;
+                Some(instance_status(
+                    instance,
+                    member.label(),
+                    agents.contains_key(&member.address),
+                    now,
+                ))
             })
             .collect(),
         publish_attempt_first_descriptor: published_at(0),
         publish_attempt_second_descriptor: published_at(1),
         descriptors,
         next_publish: next.map(timestamp),
+    }
+}
+
+fn instance_status(
+    instance: &Instance,
+    name: String,
+    has_agent: bool,
+    now: SystemTime,
+) -> InstanceStatus {
+    let descriptor = instance.state().descriptor();
+    InstanceStatus {
+        onion_address: instance.address().to_string(),
+        intro_points_num: descriptor.map(|_| instance.state().intro_point_count()),
+        intro_set_modified: instance.intro_set_modified().map(timestamp),
+        descriptor_received: descriptor.and(instance.received()).map(timestamp),
+        received: None,
+        name,
+        live: instance.is_live(now),
+        problem: match instance.verdict() {
+            Verdict::Down(why) => Some(why.to_string()),
+            Verdict::Up => instance.problem().map(ToString::to_string),
+        },
+        revision: descriptor.map(|d| d.revision),
+        valid_until: descriptor.and_then(|d| d.valid_until).map(timestamp),
+        agent: has_agent.then(|| match instance.agent() {
+            Some(peer) => format!("connected ({peer})"),
+            None => "not connected".to_owned(),
+        }),
     }
 }
 

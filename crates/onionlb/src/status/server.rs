@@ -1,12 +1,9 @@
 //! Serving the status report on a Unix socket.
 
 use std::path::Path;
-use std::sync::Arc;
 
+use crate::answer::Asker;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
-
-use super::report::StatusReport;
 
 /// Mode of the socket: the report names every instance's address, which
 /// the operator may want to keep from other local users; the group lets
@@ -21,13 +18,10 @@ pub struct StatusServer {
 }
 
 impl StatusServer {
-    /// Listens at `path`, answering each connection with the latest report
-    /// from `reports` as JSON. A stale socket file is replaced; a live one
-    /// (another manager) is not.
-    pub async fn start(
-        path: &Path,
-        reports: watch::Receiver<Arc<StatusReport>>,
-    ) -> anyhow::Result<Self> {
+    /// Listens at `path`, answering each connection with the daemon's
+    /// report, as JSON, made when asked. A stale socket file is replaced; a
+    /// live one (another manager) is not.
+    pub async fn start(path: &Path, reports: Asker) -> anyhow::Result<Self> {
         let (listener, file) = crate::unix_socket::bind(path, SOCKET_MODE, "status socket").await?;
         tracing::info!("status socket at {}", path.display());
         let task = tokio::spawn(serve(listener, reports));
@@ -41,7 +35,7 @@ impl Drop for StatusServer {
     }
 }
 
-async fn serve(listener: UnixListener, reports: watch::Receiver<Arc<StatusReport>>) {
+async fn serve(listener: UnixListener, reports: Asker) {
     let places = crate::answer::Places::default();
     loop {
         let stream = match listener.accept().await {
@@ -56,9 +50,13 @@ async fn serve(listener: UnixListener, reports: watch::Receiver<Arc<StatusReport
             // Too many clients at once: this one is closed unanswered.
             continue;
         };
-        let report = Arc::clone(&reports.borrow());
+        let reports = reports.clone();
         tokio::spawn(async move {
             let _place = place;
+            // A daemon too busy to answer in time: closed unanswered.
+            let Some(report) = reports.status().await else {
+                return;
+            };
             let Ok(json) = serde_json::to_vec(&*report) else {
                 return;
             };
