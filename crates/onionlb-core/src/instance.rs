@@ -4,7 +4,7 @@
 //!
 //! Every descriptor, however it arrived (fetched from an HSDir or pushed
 //! by an agent), goes through [`InstanceState::offer`], so one rule
-//! decides what is used: it must pass [`validate_instance_descriptor`],
+//! decides what is used: it must pass [`crate::descriptor::validate_blinded`],
 //! and its revision must not go below one already seen for its blinded
 //! key. An attacker who can delay or replay descriptors can therefore hold
 //! back new intro points but never bring back old ones or inject foreign

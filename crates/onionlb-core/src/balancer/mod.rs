@@ -216,6 +216,23 @@ pub enum AgentReport<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
+    /// Send this to the management tor.
+    Send(Request),
+    /// Answer an agent's push.
+    Answer {
+        /// The instance whose agent pushed.
+        instance: OnionAddress,
+        /// The answer.
+        answer: ToAgent,
+    },
+    /// Tell the operator.
+    Notice(Notice),
+}
+
+/// A control command the balancer asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
     /// Fetch an instance's descriptor from these HSDirs (`HSFETCH`).
     Fetch {
         /// The instance.
@@ -234,15 +251,6 @@ pub enum Action {
         /// The descriptor.
         text: Arc<str>,
     },
-    /// Answer an agent's push.
-    Answer {
-        /// The instance whose agent pushed.
-        instance: OnionAddress,
-        /// The answer.
-        answer: ToAgent,
-    },
-    /// Tell the operator.
-    Notice(Notice),
 }
 
 /// Where a descriptor came from.
@@ -472,10 +480,10 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             for address in picked {
                 if let Some(instance) = self.instances.get_mut(&address) {
                     let hsdirs = instance.start_fetch(view, self.epoch, now.mono);
-                    self.actions.push(Action::Fetch {
+                    self.actions.push(Action::Send(Request::Fetch {
                         instance: address,
                         hsdirs,
-                    });
+                    }));
                 }
             }
         }

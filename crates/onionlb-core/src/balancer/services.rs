@@ -10,7 +10,7 @@ use tor_hscrypto::time::TimePeriod;
 
 use super::instances::Instance;
 use super::notice::Notice;
-use super::{Action, InstanceSpec, Now};
+use super::{Action, InstanceSpec, Now, Request};
 use crate::allocation::plan;
 use crate::coalesce::Coalescer;
 use crate::consensus::RsaId;
@@ -267,12 +267,12 @@ impl Service {
                     for hsdir in &descriptor.hsdirs {
                         texts.insert(*hsdir, Arc::clone(&text));
                     }
-                    posts.push(Action::Post {
+                    posts.push(Action::Send(Request::Post {
                         service: self.address,
                         slot,
                         hsdirs: descriptor.hsdirs.clone(),
                         text,
-                    });
+                    }));
                 }
                 Err(error) => {
                     pass.notices.push(Notice::BuildFailed {
@@ -355,11 +355,13 @@ impl Service {
                     None => by_text.push((Arc::clone(text), vec![dir])),
                 }
             }
-            out.extend(by_text.into_iter().map(|(text, hsdirs)| Action::Post {
-                service: self.address,
-                slot,
-                hsdirs,
-                text,
+            out.extend(by_text.into_iter().map(|(text, hsdirs)| {
+                Action::Send(Request::Post {
+                    service: self.address,
+                    slot,
+                    hsdirs,
+                    text,
+                })
             }));
         }
     }

@@ -362,7 +362,7 @@ impl World {
     fn carry_out(&mut self) {
         for action in self.balancer.take_actions() {
             match action {
-                Action::Fetch { instance, hsdirs } => {
+                Action::Send(Request::Fetch { instance, hsdirs }) => {
                     assert!(self.control_up, "fetch while the connection is down");
                     *self.fetches.entry(instance).or_default() += 1;
                     let period = self.balancer.view().unwrap().fetch_period().interval_num();
@@ -382,12 +382,12 @@ impl World {
                         self.pending.push((self.now.mono + self.delay, delivery));
                     }
                 }
-                Action::Post {
+                Action::Send(Request::Post {
                     service,
                     slot,
                     hsdirs,
                     text,
-                } => {
+                }) => {
                     assert!(self.control_up, "post while the connection is down");
                     let index = services::SLOTS.iter().position(|s| *s == slot).unwrap();
                     let period = self.balancer.view().unwrap().rings[index]

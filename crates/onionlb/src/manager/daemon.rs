@@ -18,11 +18,10 @@ use anyhow::Context as _;
 use onionlb_core::agent::ToAgent;
 use onionlb_core::balancer::{
     Action, AgentReport, Balancer, Configuration, HsDirAnswer, Input, InstanceSpec, Level, Notice,
-    Now, ServiceSpec,
+    Now, Request, ServiceSpec,
 };
 use onionlb_core::consensus::RsaId;
 use onionlb_core::network::NetworkView;
-use onionlb_core::period::DescriptorSlot;
 use onionlb_core::{error_chain, health, MasterKey, OnionAddress};
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -100,21 +99,6 @@ struct Reconnected {
     connector: Connector,
     control: ControlClient,
     view: NetworkView,
-}
-
-/// A control command the balancer asked for.
-#[derive(Debug)]
-enum Request {
-    Fetch {
-        instance: OnionAddress,
-        hsdirs: Vec<RsaId>,
-    },
-    Post {
-        service: OnionAddress,
-        slot: DescriptorSlot,
-        hsdirs: Vec<RsaId>,
-        text: Arc<str>,
-    },
 }
 
 /// Work on a connection that finished.
@@ -469,6 +453,7 @@ impl Daemon {
                             },
                         );
                     }
+                    _ => {}
                 }
             }
             Done::View { epoch, result } => {
@@ -537,25 +522,17 @@ impl Daemon {
     fn carry_out(&mut self) {
         for action in self.balancer.take_actions() {
             match action {
-                Action::Fetch { instance, hsdirs } => {
-                    self.backlog.push_back(Request::Fetch { instance, hsdirs });
-                }
-                Action::Post {
-                    service,
-                    slot,
-                    hsdirs,
-                    text,
-                } => {
-                    let name = service.to_string();
-                    for dir in &hsdirs {
-                        self.metrics.upload(&name, &dir.to_string(), "attempted");
+                Action::Send(request) => {
+                    if let Request::Post {
+                        service, hsdirs, ..
+                    } = &request
+                    {
+                        let name = service.to_string();
+                        for dir in hsdirs {
+                            self.metrics.upload(&name, &dir.to_string(), "attempted");
+                        }
                     }
-                    self.backlog.push_back(Request::Post {
-                        service,
-                        slot,
-                        hsdirs,
-                        text,
-                    });
+                    self.backlog.push_back(request);
                 }
                 Action::Answer { instance, answer } => match self.push_reply.take() {
                     Some((pushed, reply)) if pushed == instance => {
@@ -593,6 +570,7 @@ impl Daemon {
                     .args(hsdirs.iter().map(|fp| format!("SERVER=${fp}")))
                     .arg(format!("HSADDRESS={}", service.without_suffix()))
                     .data(&**text),
+                _ => continue,
             };
             let control = Arc::clone(control);
             let epoch = self.epoch;
