@@ -94,6 +94,10 @@ struct ScaleArgs {
     /// Bound on each run, in seconds.
     #[arg(long, default_value_t = 600)]
     bound: u64,
+    /// After a run finishes, keep the tool running this many seconds with
+    /// nothing changing and report the CPU it used (`idle_cpu_seconds`).
+    #[arg(long, default_value_t = 0)]
+    idle: u64,
     /// Fail when a run does not finish within the bound (for the CI smoke
     /// of the harness; a benchmark reports it instead).
     #[arg(long)]
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
                 intro_points: args.intro_points,
                 relays: args.relays,
                 bound: Duration::from_secs(args.bound),
+                idle: Duration::from_secs(args.idle),
             };
             let report = until_signalled(scale::run(&plan)).await?;
             write_json(&report, &args.run.out)?;

@@ -6,7 +6,10 @@
 //! fetches every instance's descriptor and publishes; the run ends when
 //! every responsible HSDir holds, for both time periods, a master
 //! descriptor of every service with intro points of each of its
-//! instances, or at the bound.
+//! instances, or at the bound. With an idle window, a tool that finished
+//! is then left running that long with nothing changing (the simulator
+//! keeps answering fetches with the same descriptors), and the CPU it
+//! uses meanwhile is its idle cost.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,6 +41,9 @@ pub struct Plan {
     pub relays: usize,
     /// Longest a run may take.
     pub bound: Duration,
+    /// How long to keep a tool running after it finished, to measure its
+    /// idle cost (zero: not measured).
+    pub idle: Duration,
 }
 
 /// The figures of one run.
@@ -61,6 +67,12 @@ pub struct Figures {
     pub expected: usize,
     /// What it sent the simulated tor.
     pub stats: Stats,
+    /// Seconds it was kept running after finishing, with nothing
+    /// changing.
+    pub idle_seconds: f64,
+    /// CPU seconds it used in that window (`None` when not measured: not
+    /// finished, no window, or it exited).
+    pub idle_cpu_seconds: Option<f64>,
 }
 
 /// Every run, and the setting.
@@ -92,13 +104,17 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         for &tool in &plan.tools {
             let figures = one_run(plan, &inputs, tool, services).await?;
             eprintln!(
-                "{tool:?}, {services} services: {} in {:.1} s, {:.2} CPU s, {:.0} MiB peak ({}/{} HSDir slots)",
+                "{tool:?}, {services} services: {} in {:.1} s, {:.2} CPU s, {:.0} MiB peak ({}/{} HSDir slots){}",
                 if figures.finished { "finished" } else { "NOT finished" },
                 figures.seconds,
                 figures.cpu_seconds,
                 figures.peak_rss_mib,
                 figures.complete,
                 figures.expected,
+                figures.idle_cpu_seconds.map_or_else(String::new, |cpu| format!(
+                    "; idle {:.0} s: {cpu:.2} CPU s",
+                    figures.idle_seconds
+                )),
             );
             runs.push(figures);
         }
@@ -223,6 +239,15 @@ async fn one_run(
     let seconds = started.elapsed().as_secs_f64();
     let usage = Usage::of(pid).unwrap_or_default();
     let ((complete, expected), stats) = server.progress();
+    let mut idle_cpu_seconds = None;
+    if finished && !plan.idle.is_zero() {
+        // The simulator serves from this process's runtime meanwhile.
+        tokio::time::sleep(plan.idle).await;
+        if !running.exited() {
+            let after = Usage::of(pid).unwrap_or_default();
+            idle_cpu_seconds = Some(after.cpu_seconds - usage.cpu_seconds);
+        }
+    }
     running.stop();
     Ok(Figures {
         tool,
@@ -234,6 +259,12 @@ async fn one_run(
         complete,
         expected,
         stats,
+        idle_seconds: if idle_cpu_seconds.is_some() {
+            plan.idle.as_secs_f64()
+        } else {
+            0.0
+        },
+        idle_cpu_seconds,
     })
 }
 

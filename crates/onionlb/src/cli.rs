@@ -69,11 +69,15 @@ pub struct RunArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// A private Tor network on loopback, for trying onionlb and testing it.
+    /// A private Tor network on loopback, for trying onionlb and testing it
+    /// (built with the `testnet` feature only).
+    #[cfg(feature = "testnet")]
     #[command(subcommand)]
     Testnet(TestnetCommand),
     /// Brings up a private network, runs onionlb on it, and shows a client's
-    /// requests to the master address spread over the instances.
+    /// requests to the master address spread over the instances (built with
+    /// the `testnet` feature only).
+    #[cfg(feature = "testnet")]
     Demo(DemoArgs),
     /// Shows what the running manager is doing, from its status socket.
     Status(StatusArgs),
@@ -232,6 +236,7 @@ pub enum KeyFormatArg {
 }
 
 /// `onionlb testnet ...`
+#[cfg(feature = "testnet")]
 #[derive(Debug, Subcommand)]
 pub enum TestnetCommand {
     /// Starts a network and returns once every instance answers over its
@@ -251,6 +256,7 @@ pub enum TestnetCommand {
 }
 
 /// The network's directory.
+#[cfg(feature = "testnet")]
 #[derive(Debug, Args)]
 pub struct DirArg {
     /// Directory holding the network's keys, configs, data and logs.
@@ -259,6 +265,7 @@ pub struct DirArg {
 }
 
 /// `onionlb testnet up`
+#[cfg(feature = "testnet")]
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// The network's directory and its shape.
@@ -270,6 +277,7 @@ pub struct UpArgs {
 }
 
 /// The shape of a network, shared by `up` and `demo`.
+#[cfg(feature = "testnet")]
 #[derive(Debug, Args)]
 pub struct ShapeArgs {
     /// Directory holding the network's keys, configs, data and logs.
@@ -298,6 +306,7 @@ pub struct ShapeArgs {
 }
 
 /// `onionlb demo`
+#[cfg(feature = "testnet")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The network's directory and its shape.
@@ -309,6 +318,7 @@ pub struct DemoArgs {
 }
 
 /// `onionlb testnet app`
+#[cfg(feature = "testnet")]
 #[derive(Debug, Args)]
 pub struct AppArgs {
     /// The instance's name, sent in every answer.

@@ -9,12 +9,14 @@ mod answer;
 mod channel;
 mod cli;
 mod config;
+#[cfg(feature = "testnet")]
 mod demo;
 mod generate;
 mod manager;
 mod metrics;
 mod private_file;
 mod status;
+#[cfg(feature = "testnet")]
 mod testnet_cmd;
 mod unix_socket;
 
@@ -61,7 +63,9 @@ fn main() -> ExitCode {
         command => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
+                    #[cfg(feature = "testnet")]
                     Some(Command::Testnet(args)) => testnet_cmd::run(args).await,
+                    #[cfg(feature = "testnet")]
                     Some(Command::Demo(args)) => demo::run(args).await,
                     Some(Command::Status(args)) => {
                         let config = args.config.clone();
