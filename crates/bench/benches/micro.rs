@@ -12,8 +12,8 @@ use onionlb_bench::micro::{Inputs, SIZES};
 use onionlb_bench::synthetic;
 use onionlb_core::consensus::Consensus;
 use onionlb_core::descriptor::{
-    build_master_descriptor, default_flow_control, validate_instance_descriptor,
-    MasterDescriptorPlan,
+    build_master_descriptor, default_flow_control, validate_blinded, validate_instance_descriptor,
+    Blinding, MasterDescriptorPlan,
 };
 use onionlb_core::hsdir::{hsdirs, Ring};
 use onionlb_core::period::{DescriptorSlot, PeriodRules};
@@ -70,23 +70,36 @@ fn benches(c: &mut Criterion) {
     }
     build.finish();
 
-    // Parse, validate and decrypt one instance descriptor.
+    // Parse, validate and decrypt one instance descriptor, as the manager
+    // does for each new one: with the instance's blinded key and
+    // subcredential for the period, which it derives once per period.
     let mut parse = c.benchmark_group("parse_instance");
     for point in &inputs.points {
         let now = at(point.unix);
         let period = synthetic::period_at(now).unwrap();
+        let blinding = [Blinding::derive(&instance, period).unwrap()];
         for (size, text) in SIZES.iter().zip(&point.instance_descriptors) {
             parse.bench_function(BenchmarkId::new(point.name.as_str(), size), |b| {
-                b.iter(|| {
-                    black_box(
-                        validate_instance_descriptor(text, &instance, &[period], now, 100_000)
-                            .unwrap(),
-                    )
-                })
+                b.iter(|| black_box(validate_blinded(text, &blinding, now, 100_000).unwrap()))
             });
         }
     }
     parse.finish();
+
+    // The same, deriving the blinding each time (a period's first).
+    let mut first = c.benchmark_group("parse_instance_first");
+    let point = &inputs.points[0];
+    let now = at(point.unix);
+    let period = synthetic::period_at(now).unwrap();
+    let text = &point.instance_descriptors[1];
+    first.bench_function(BenchmarkId::new(point.name.as_str(), SIZES[1]), |b| {
+        b.iter(|| {
+            black_box(
+                validate_instance_descriptor(text, &instance, &[period], now, 100_000).unwrap(),
+            )
+        })
+    });
+    first.finish();
 
     // Place every HSDir of the consensus on the ring for one descriptor
     // and pick the responsible ones.
