@@ -8,19 +8,18 @@ use std::num::NonZeroU8;
 use std::time::{Duration, SystemTime};
 
 use tor_cell::chancell::msg::HandshakeType;
-use tor_checkable::timed::TimeRangeBound;
-use tor_checkable::{SelfSigned as _, Timebound as _};
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::Subcredential;
 use tor_llcrypto::pk::ed25519;
-use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDesc, HsDescBuilder, HsDescError};
+use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder};
 
 pub use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_netdoc::NetdocBuilder as _;
 use tor_protover::{ProtoKind, Protocols};
 use tor_units::IntegerMinutes;
 
+pub use crate::hsdesc::ReadError;
 use crate::key::MasterKey;
 
 /// Lifetime of the master descriptors we publish, as C tor's services use.
@@ -69,6 +68,10 @@ pub enum DescriptorError {
     /// Malformed, badly signed, or undecryptable.
     #[error("invalid descriptor: {0}")]
     Invalid(String),
+    /// Not readable, or not made by the instance's key: see
+    /// [`validate_blinded`] for what is checked.
+    #[error("invalid descriptor: {0}")]
+    Unreadable(ReadError),
     /// Outside its validity period.
     #[error("descriptor is not valid now: {0}")]
     Untimely(String),
@@ -101,6 +104,8 @@ pub struct Blinding {
     pub period: TimePeriod,
     /// The blinded key of the identity for it.
     pub blinded: HsBlindId,
+    /// The same key as a curve point, for verifying what it signs.
+    pub public: ed25519::PublicKey,
     /// The subcredential, which keys the descriptor's encryption.
     pub subcredential: Subcredential,
 }
@@ -113,6 +118,7 @@ impl Blinding {
         Some(Blinding {
             period,
             blinded: blinded.id(),
+            public: *blinded.as_ref(),
             subcredential,
         })
     }
@@ -178,36 +184,17 @@ pub fn validate_blinded(
         .iter()
         .find(|b| b.blinded == signer)
         .ok_or(DescriptorError::WrongKey)?;
-    let invalid = |e: &dyn std::error::Error| DescriptorError::Invalid(crate::error_chain(e));
-    // The outer signature by the descriptor-signing key, and that key's
-    // certificate by the blinded key.
-    let encrypted = HsDesc::parse(text, &blinding.blinded)
-        .map_err(|e| invalid(&e))?
-        .check_signature()
-        .map_err(|e| invalid(&e))?;
-    let bound = TimeRangeBound::build_intersect(|bounds| {
-        let inner = encrypted
-            .unwrap_with(bounds)
-            .decrypt(&blinding.subcredential, None)?;
-        // The inner layer's signatures are each intro point's certificates
-        // by the same signing key, over content the outer signature
-        // already covers; a master descriptor certifies its intro points
-        // anew with its own signing key, so checking them would cost a
-        // third of the time for nothing.
-        Ok::<_, HsDescError>(inner.unwrap_with(bounds).dangerously_assume_wellsigned())
-    })
-    .map_err(|e| invalid(&e))?;
-    let (_, valid_until) = bound.bounds_start_end();
-    let desc = bound
-        .if_valid_at(&now)
-        .map_err(|e| DescriptorError::Untimely(e.to_string()))?;
+    let content = crate::hsdesc::read(text, blinding, now).map_err(|e| match e {
+        ReadError::Expired => DescriptorError::Untimely(e.to_string()),
+        e => DescriptorError::Unreadable(e),
+    })?;
     Ok(InstanceDescriptor {
         blinded: blinding.blinded,
         period: blinding.period,
-        revision: u64::from(desc.revision()),
-        intro_points: desc.intro_points().to_vec(),
-        valid_until,
-        flow_control: desc.flow_control(),
+        revision: content.revision,
+        intro_points: content.intro_points,
+        valid_until: Some(content.valid_until),
+        flow_control: content.flow_control,
     })
 }
 
@@ -352,10 +339,11 @@ mod test {
             .text
             .replace("revision-counter 1\n", "revision-counter 2\n");
         assert_ne!(tampered, desc.text);
-        assert!(matches!(
-            validate_instance_descriptor(&tampered, &f.identity, &periods, f.now, 50_000),
-            Err(DescriptorError::Invalid(_))
-        ));
+        assert_eq!(
+            validate_instance_descriptor(&tampered, &f.identity, &periods, f.now, 50_000)
+                .unwrap_err(),
+            DescriptorError::Unreadable(ReadError::BadSignature)
+        );
 
         // Another service's key, or another period's.
         let other = HsIdKey::from(&tor_hscrypto::pk::HsIdKeypair::from(

@@ -9,6 +9,7 @@ pub mod consensus;
 pub mod descriptor;
 pub mod fetch;
 pub mod health;
+mod hsdesc;
 pub mod hsdir;
 pub mod instance;
 mod key;
