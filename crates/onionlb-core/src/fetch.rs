@@ -100,6 +100,11 @@ impl FetchSchedule {
         self.next = self.next.min(later(now, delay));
     }
 
+    /// How many rounds were started.
+    pub fn rounds(&self) -> u64 {
+        self.round
+    }
+
     /// Makes a fetch due now (new time period, new configuration).
     pub fn due_now(&mut self, now: Instant) {
         self.next = now;
@@ -123,10 +128,9 @@ fn later(now: Instant, after: Duration) -> Instant {
 }
 
 /// Which of `candidates` to fetch at `now`, when at most `max` may be
-/// asked at once: those due, the longest overdue first and otherwise in
-/// the order given (configuration order keeps a service's instances
-/// together).
-pub fn pick_due<'a, K: 'a>(
+/// asked at once: those due, the longest overdue first and otherwise by
+/// key (configuration order keeps a service's instances together).
+pub fn pick_due<'a, K: Ord + 'a>(
     candidates: impl IntoIterator<Item = (K, &'a FetchSchedule)>,
     now: Instant,
     max: usize,
@@ -136,8 +140,7 @@ pub fn pick_due<'a, K: 'a>(
         .filter(|(_, schedule)| schedule.is_due(now))
         .map(|(key, schedule)| (schedule.next, key))
         .collect();
-    // Stable: ties keep the order given.
-    due.sort_by_key(|(at, _)| *at);
+    due.sort_unstable();
     due.into_iter().take(max).map(|(_, key)| key).collect()
 }
 

@@ -226,8 +226,17 @@ impl Health {
     }
 
     fn set_penalty(&mut self, penalty: f64, now: Instant) {
-        self.penalty = penalty;
+        // A penalty this small changes nothing; zero lets
+        // `changes_with_time` say so.
+        self.penalty = if penalty < 0.01 { 0.0 } else { penalty };
         self.penalty_at = now;
+    }
+
+    /// Whether the verdict can change with time alone: an agent's
+    /// heartbeat can go missing, and a flap penalty decays. Otherwise it
+    /// changes only with new evidence, and needs judging only then.
+    pub fn changes_with_time(&self) -> bool {
+        self.agent.is_some() || self.penalty > 0.0 || self.suppressed
     }
 }
 

@@ -56,12 +56,15 @@ pub enum UploadState {
 #[derive(Debug, Clone, Default)]
 pub struct Uploads {
     dirs: BTreeMap<RsaId, UploadState>,
+    /// [`Uploads::next_due`], kept up to date by every change: the
+    /// balancer asks every service at every tick.
+    next_due: Option<Instant>,
 }
 
 impl Uploads {
     /// Everything was just sent to `hsdirs`.
     pub fn sent(hsdirs: impl IntoIterator<Item = RsaId>, now: Instant) -> Self {
-        Uploads {
+        let mut uploads = Uploads {
             dirs: hsdirs
                 .into_iter()
                 .map(|dir| {
@@ -74,7 +77,10 @@ impl Uploads {
                     )
                 })
                 .collect(),
-        }
+            next_due: None,
+        };
+        uploads.update_next_due();
+        uploads
     }
 
     /// tor reports that `dir` accepted the descriptor. Returns false if
@@ -87,6 +93,7 @@ impl Uploads {
             at: now,
             attempt: state.attempt(),
         };
+        self.update_next_due();
         true
     }
 
@@ -102,6 +109,7 @@ impl Uploads {
             reason: reason.to_owned(),
             retry_at: now + delay,
         };
+        self.update_next_due();
         Some(delay)
     }
 
@@ -118,6 +126,7 @@ impl Uploads {
                 };
             }
         }
+        self.update_next_due();
     }
 
     /// The HSDirs to send to again now: failed ones whose wait is over and
@@ -141,20 +150,26 @@ impl Uploads {
                 due.push(*dir);
             }
         }
+        self.update_next_due();
         due
     }
 
     /// When [`Uploads::take_due`] next has something to take: the
     /// earliest retry, or the earliest unanswered upload's answer timeout.
     pub fn next_due(&self) -> Option<Instant> {
-        self.dirs
+        self.next_due
+    }
+
+    fn update_next_due(&mut self) {
+        self.next_due = self
+            .dirs
             .values()
             .filter_map(|state| match state {
                 UploadState::Failed { retry_at, .. } => Some(*retry_at),
                 UploadState::Sent { at, .. } => Some(*at + ANSWER_TIMEOUT),
                 UploadState::Accepted { .. } => None,
             })
-            .min()
+            .min();
     }
 
     /// Each HSDir and where its upload stands.

@@ -41,6 +41,10 @@ pub struct Instance {
     tor: Option<TorProcess>,
     /// When a kept descriptor next expires or is rotated out.
     expires_at: Option<SystemTime>,
+    /// New evidence of its health came since it was last judged.
+    unjudged: bool,
+    /// Its place in configuration order (fetches go in that order).
+    pub(super) position: usize,
     /// The services that list it (indexes into the balancer's list).
     pub(super) services: Vec<usize>,
 }
@@ -69,6 +73,8 @@ impl Instance {
             agent: None,
             tor: None,
             expires_at: None,
+            unjudged: true,
+            position: 0,
             services: Vec::new(),
         })
     }
@@ -85,6 +91,7 @@ impl Instance {
         self.label = label;
         self.fetch.set_interval(interval, now);
         self.health.set_policy(policy);
+        self.unjudged = true;
         self.services.clear();
     }
 
@@ -163,9 +170,13 @@ impl Instance {
         self.expires_at
     }
 
-    /// Starts a fetch round at `now` and returns the HSDirs to ask: those
-    /// clients fetch from now, for the view of `epoch`. A round before
-    /// that failed everywhere counts against its health.
+    /// Starts a fetch round at `now` and returns the HSDirs to ask, for
+    /// the view of `epoch`: of those clients fetch from now (`spread_fetch`
+    /// per replica), one per replica, a different one each round. Asking
+    /// every one would bring the same descriptor six times, at six times
+    /// the cost here and on the network; an HSDir that lacks it fails, and
+    /// the next round asks others. A round before that failed everywhere
+    /// counts against its health.
     pub(super) fn start_fetch(
         &mut self,
         view: &NetworkView,
@@ -174,23 +185,31 @@ impl Instance {
     ) -> Vec<RsaId> {
         if self.fetch.sent(now) {
             self.health.fetch_failed();
+            self.unjudged = true;
         }
-        if let Some((at, dirs)) = &self.fetch_dirs {
-            if *at == epoch {
-                return dirs.clone();
+        let spread = view.params.spread_fetch.max(1);
+        let turn = usize::try_from(self.fetch.rounds() % spread as u64).unwrap_or(0);
+        let all = match &self.fetch_dirs {
+            Some((at, dirs)) if *at == epoch => dirs,
+            _ => {
+                let period = view.fetch_period();
+                let dirs = match self.state.blinding(period) {
+                    Some(blinding) => view.rings[view.fetch_slot].responsible(
+                        &blinding.blinded,
+                        view.params.n_replicas,
+                        spread,
+                    ),
+                    None => Vec::new(),
+                };
+                &self.fetch_dirs.insert((epoch, dirs)).1
             }
-        }
-        let period = view.fetch_period();
-        let dirs = match self.state.blinding(period) {
-            Some(blinding) => view.rings[view.fetch_slot].responsible(
-                &blinding.blinded,
-                view.params.n_replicas,
-                view.params.spread_fetch,
-            ),
-            None => Vec::new(),
         };
-        self.fetch_dirs = Some((epoch, dirs.clone()));
-        dirs
+        let picked: Vec<RsaId> = all.iter().skip(turn).step_by(spread).copied().collect();
+        if picked.is_empty() {
+            // A ring smaller than one replica's spread.
+            return all.clone();
+        }
+        picked
     }
 
     /// A descriptor of it was taken at `now`.
@@ -199,6 +218,7 @@ impl Instance {
         if fetched {
             self.health.fetch_succeeded();
             self.fetch.succeeded();
+            self.unjudged = true;
         }
         self.expires_at = self.state.next_expiry(rules);
     }
@@ -209,9 +229,16 @@ impl Instance {
         self.problem = None;
     }
 
+    /// Whether its verdict may have changed since it was last judged: new
+    /// evidence came, or time alone can change it.
+    pub(super) fn needs_judging(&self) -> bool {
+        self.unjudged || self.health.changes_with_time()
+    }
+
     /// Judges its health again at `now`; a notice if the verdict changed
     /// side (up to down or back).
     pub(super) fn judge(&mut self, now: Instant) -> Option<Notice> {
+        self.unjudged = false;
         let verdict = self.health.verdict(now);
         let same_side = matches!(
             (&verdict, &self.verdict),

@@ -410,6 +410,8 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                         None => continue,
                     },
                 };
+                let mut instance = instance;
+                instance.position = self.order.len();
                 self.order.push(member.address);
                 self.instances.insert(member.address, instance);
                 if let Some(instance) = self.instances.get_mut(&member.address) {
@@ -473,11 +475,14 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
         };
         if self.control_up {
             let candidates = self
-                .order
-                .iter()
-                .filter_map(|address| Some((*address, self.instances.get(address)?.fetch())));
+                .instances
+                .values()
+                .map(|instance| (instance.position, instance.fetch()));
             let picked = pick_due(candidates, now.mono, MAX_FETCHES_PER_TICK);
-            for address in picked {
+            for position in picked {
+                let Some(&address) = self.order.get(position) else {
+                    continue;
+                };
                 if let Some(instance) = self.instances.get_mut(&address) {
                     let hsdirs = instance.start_fetch(view, self.epoch, now.mono);
                     self.actions.push(Action::Send(Request::Fetch {
@@ -488,13 +493,13 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             }
         }
         for instance in self.instances.values_mut() {
-            let changed = match instance.judge(now.mono) {
-                Some(notice) => {
-                    self.notices.push(notice);
-                    true
-                }
-                None => false,
+            let notice = if instance.needs_judging() {
+                instance.judge(now.mono)
+            } else {
+                None
             };
+            let changed = notice.is_some();
+            self.notices.extend(notice);
             let expired = instance.expires_at().is_some_and(|at| at <= now.wall);
             for &index in &instance.services {
                 if changed {

@@ -222,6 +222,8 @@ struct World {
     posts: HashMap<(OnionAddress, u64, RsaId), usize>,
     /// Fetch rounds per instance.
     fetches: HashMap<OnionAddress, usize>,
+    /// The HSDirs each instance's fetches asked, in order.
+    asked: HashMap<OnionAddress, Vec<RsaId>>,
 }
 
 impl World {
@@ -286,6 +288,7 @@ impl World {
             answers: Vec::new(),
             posts: HashMap::new(),
             fetches: HashMap::new(),
+            asked: HashMap::new(),
         };
         world.consensus();
         for index in 0..world.sims.len() {
@@ -365,6 +368,7 @@ impl World {
                 Action::Send(Request::Fetch { instance, hsdirs }) => {
                     assert!(self.control_up, "fetch while the connection is down");
                     *self.fetches.entry(instance).or_default() += 1;
+                    self.asked.entry(instance).or_default().extend(&hsdirs);
                     let period = self.balancer.view().unwrap().fetch_period().interval_num();
                     let text = self.instance_store.get(&(instance, period)).cloned();
                     for hsdir in hsdirs {
@@ -737,6 +741,35 @@ fn an_instance_s_tor_restarting_without_an_agent_is_followed_at_the_next_fetch()
         w.all_accepted() && seen.is_disjoint(&old) && !seen.is_disjoint(&new)
     });
     assert!(took <= 300 * SECOND + 10 * SECOND, "{took:?}");
+}
+
+#[test]
+fn each_round_asks_one_hsdir_per_replica_and_three_rounds_ask_all_six() {
+    let mut world = World::new(1, &[vec![0]]);
+    world.run_until(20 * MINUTE, |w| {
+        w.fetches.get(&w.sims[0].address) == Some(&3)
+    });
+    let view = world.view();
+    let blinded = HsIdKey::try_from(world.sims[0].address.hs_id())
+        .unwrap()
+        .compute_blinded_key(view.fetch_period())
+        .unwrap()
+        .0
+        .id();
+    let mut fetchable = view.rings[view.fetch_slot].responsible(&blinded, 2, 3);
+    let asked = &world.asked[&world.sims[0].address];
+    assert_eq!(asked.len(), 6, "two a round");
+    let (first, second) = fetchable.split_at(3);
+    for round in asked.chunks(2) {
+        assert!(
+            first.contains(&round[0]) && second.contains(&round[1]),
+            "{round:?}"
+        );
+    }
+    let mut all = asked.clone();
+    all.sort_unstable();
+    fetchable.sort_unstable();
+    assert_eq!(all, fetchable);
 }
 
 #[test]
