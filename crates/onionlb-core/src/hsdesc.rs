@@ -695,12 +695,15 @@ impl<'a> Items<'a> {
         }))
     }
 
-    /// The line at `from` and where the next starts; `None` at the end or
-    /// for a last line without its newline.
+    /// The line at `from` and where the next starts; `None` at the end.
+    /// The last line may lack its newline: C tor ends its encrypted layers
+    /// with `-----END MESSAGE-----` and the padding.
     fn line(&self, from: usize) -> Option<(&'a str, usize)> {
-        let rest = self.text.get(from..)?;
-        let end = rest.find('\n')?;
-        Some((&rest[..end], from + end + 1))
+        let rest = self.text.get(from..).filter(|r| !r.is_empty())?;
+        Some(match rest.find('\n') {
+            Some(end) => (&rest[..end], from + end + 1),
+            None => (rest, self.text.len()),
+        })
     }
 }
 
@@ -714,6 +717,7 @@ mod test {
 
     use super::*;
     use crate::test_support::{build_with, fixture, intro_point};
+    use std::time::SystemTime;
 
     fn blinding(identity: &HsIdKey, f: &crate::test_support::Fixture) -> Blinding {
         Blinding::derive(identity, f.period).unwrap()
@@ -743,6 +747,54 @@ mod test {
                 assert_eq!(a.svc_ntor_key().as_bytes(), b.svc_ntor_key().as_bytes());
                 assert_eq!(a.link_specifiers(), b.link_specifiers());
             }
+        }
+    }
+
+    /// A descriptor C tor 0.4.9 made on the private network (a period is
+    /// 480 s there, offset by 240 s), as `GETINFO hs/service/desc/id`
+    /// returned it.
+    #[test]
+    fn reads_a_c_tor_descriptor_as_tor_netdoc_does() {
+        let text = include_str!("../testdata/c-tor-instance-descriptor.txt");
+        let meta = include_str!("../testdata/c-tor-instance-descriptor.meta");
+        let field = |name: &str| {
+            meta.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap()
+        };
+        let address: crate::OnionAddress = field("address").parse().unwrap();
+        let identity = HsIdKey::try_from(address.hs_id()).unwrap();
+        let secs = |name| std::time::Duration::from_secs(field(name).parse().unwrap());
+        let now = SystemTime::UNIX_EPOCH + secs("captured");
+        let current = tor_hscrypto::time::TimePeriod::new(
+            secs("period-length"),
+            now,
+            secs("rotation-offset"),
+        )
+        .unwrap();
+        let b = [current.prev().unwrap(), current, current.next().unwrap()]
+            .into_iter()
+            .filter_map(|p| Blinding::derive(&identity, p))
+            .find(|b| {
+                crate::descriptor::validate_blinded(text, std::slice::from_ref(b), now, 50_000)
+                    .is_ok()
+            })
+            .expect("the descriptor is for one of the periods around its capture");
+        let ours = read(text, &b, now).unwrap();
+        let bound =
+            HsDesc::parse_decrypt_validate(text, &b.blinded, &b.subcredential, None).unwrap();
+        let (_, end) = bound.bounds_start_end();
+        let theirs = bound.if_valid_at(&now).unwrap();
+        assert_eq!(ours.revision, u64::from(theirs.revision()));
+        assert_eq!(Some(ours.valid_until), end);
+        assert_eq!(ours.flow_control, theirs.flow_control());
+        assert_eq!(ours.intro_points.len(), theirs.intro_points().len());
+        assert!(!ours.intro_points.is_empty());
+        for (a, b) in ours.intro_points.iter().zip(theirs.intro_points()) {
+            assert_eq!(a.ipt_sid_key(), b.ipt_sid_key());
+            assert_eq!(a.ipt_ntor_key().as_bytes(), b.ipt_ntor_key().as_bytes());
+            assert_eq!(a.svc_ntor_key().as_bytes(), b.svc_ntor_key().as_bytes());
+            assert_eq!(a.link_specifiers(), b.link_specifiers());
         }
     }
 
@@ -798,6 +850,20 @@ mod test {
             read(&desc.text, &good, late).unwrap_err(),
             ReadError::Expired
         );
+    }
+
+    #[test]
+    fn a_layer_may_end_without_a_newline_as_c_tor_writes_them() {
+        let middle = "desc-auth-type x25519\nencrypted\n-----BEGIN MESSAGE-----\nAAEC\n-----END MESSAGE-----";
+        assert_eq!(middle_encrypted(middle).unwrap(), vec![0, 1, 2]);
+        let unended = "encrypted\n-----BEGIN MESSAGE-----\nAAEC";
+        assert!(matches!(
+            middle_encrypted(unended).unwrap_err(),
+            ReadError::Malformed {
+                layer: "middle",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -392,10 +392,14 @@ impl Daemon {
             command_timeout: self.config.control_timeout,
             ..torctl::Options::default()
         });
-        self.connector = Some(connector);
         let Some(events) = control.take_events() else {
+            // A fresh connection always has its events; should it not,
+            // try another rather than wait on a finished task.
+            let testing = self.testing_network;
+            self.link = Link::Down(tokio::spawn(reconnect(connector, testing)));
             return;
         };
+        self.connector = Some(connector);
         self.epoch += 1;
         self.link = Link::Up {
             control: Arc::new(control),
