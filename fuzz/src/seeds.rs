@@ -38,5 +38,29 @@ fn main() {
             &format!("valid-{i}"),
             text.as_bytes(),
         );
+        let fixture = onionlb_fuzz::instance_fixture();
+        let blinding =
+            onionlb_core::descriptor::Blinding::derive(&fixture.identity, fixture.period)
+                .expect("the fixture's period can be blinded for");
+        let (middle, inner) = onionlb_core::fuzz_plaintexts(&text, &blinding)
+            .expect("the fixture's descriptor decrypts");
+        write(
+            dir,
+            "descriptor_layers",
+            &format!("outer-{i}"),
+            text.as_bytes(),
+        );
+        write(
+            dir,
+            "descriptor_layers",
+            &format!("middle-{i}"),
+            middle.as_bytes(),
+        );
+        write(
+            dir,
+            "descriptor_layers",
+            &format!("inner-{i}"),
+            inner.as_bytes(),
+        );
     }
 }

@@ -193,6 +193,49 @@ pub(crate) fn read(text: &str, blinding: &Blinding, now: SystemTime) -> Result<C
     })
 }
 
+/// Runs each layer's parser on `text`, for the fuzz targets: the middle
+/// and inner parsers are otherwise reached only past a signature and a
+/// MAC. The inner one takes the signing key of the first certificate in
+/// `text` as the descriptor's.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_layers(text: &str) {
+    let _ = Outer::parse(text);
+    let _ = middle_encrypted(text);
+    let mut items = Items::new(text, "inner");
+    let signer = std::iter::from_fn(|| items.next_item().ok().flatten())
+        .find_map(|item| {
+            let bytes = item.object("ED25519 CERT").ok()?;
+            let cert = Ed25519Cert::decode(&bytes)
+                .ok()?
+                .should_have_signing_key()
+                .ok()?;
+            Some(*cert.peek_signing_key())
+        })
+        .unwrap_or_else(|| ed25519::Ed25519Identity::from([0x55; 32]));
+    let _ = Inner::parse(text, &signer);
+}
+
+/// The middle and inner documents of `text`, decrypted, for the fuzz
+/// targets' seeds.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_plaintexts(text: &str, blinding: &Blinding) -> Option<(String, String)> {
+    let outer = Outer::parse(text).ok()?;
+    let keys = LayerKeys {
+        blinded: blinding.blinded.as_ref(),
+        subcredential: blinding.subcredential.as_ref(),
+        revision: outer.revision,
+    };
+    let middle = keys
+        .decrypt(&outer.superencrypted, FIRST_LAYER, "middle")
+        .ok()?;
+    let middle = String::from_utf8(trim_padding(&middle).to_vec()).ok()?;
+    let inner = keys
+        .decrypt(&middle_encrypted(&middle).ok()?, SECOND_LAYER, "inner")
+        .ok()?;
+    let inner = String::from_utf8(trim_padding(&inner).to_vec()).ok()?;
+    Some((middle, inner))
+}
+
 /// The outer document, split into what the checks need.
 struct Outer<'a> {
     /// Everything before the `signature` item.

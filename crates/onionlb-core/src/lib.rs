@@ -10,6 +10,9 @@ pub mod descriptor;
 pub mod fetch;
 pub mod health;
 mod hsdesc;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use hsdesc::{fuzz_layers, fuzz_plaintexts};
 pub mod hsdir;
 pub mod instance;
 mod key;
