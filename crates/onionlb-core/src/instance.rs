@@ -99,6 +99,20 @@ pub enum Rejected {
     },
 }
 
+impl Rejected {
+    /// A short name for the kind of refusal, for counters: `replay`,
+    /// `wrong_key`, `too_large`, `untimely` or `invalid`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejected::Replay { .. } => "replay",
+            Rejected::Invalid(DescriptorError::WrongKey) => "wrong_key",
+            Rejected::Invalid(DescriptorError::TooLarge { .. }) => "too_large",
+            Rejected::Invalid(DescriptorError::Untimely(_)) => "untimely",
+            Rejected::Invalid(_) => "invalid",
+        }
+    }
+}
+
 impl InstanceState {
     /// An instance with this identity key and nothing known yet.
     pub fn new(identity: HsIdKey) -> Self {

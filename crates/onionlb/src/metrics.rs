@@ -29,6 +29,7 @@ pub struct Metrics {
     instance_age: Family<Labels, Gauge>,
     uploads: Family<Labels, Counter>,
     fetch_failures: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
     reconnects: Counter,
     control_connected: Gauge,
     disconnects: Family<Labels, Counter>,
@@ -59,6 +60,7 @@ impl Default for Metrics {
             instance_age: Family::default(),
             uploads: Family::default(),
             fetch_failures: Family::default(),
+            refused: Family::default(),
             reconnects: Counter::default(),
             control_connected: Gauge::default(),
             disconnects: Family::default(),
@@ -93,6 +95,11 @@ impl Default for Metrics {
             "fetch_failures",
             "Failed fetches of an instance's descriptor from an HSDir",
             metrics.fetch_failures.clone(),
+        );
+        r.register(
+            "descriptors_refused",
+            "Instance descriptors refused, by instance and reason: replay, wrong_key, too_large, untimely, invalid",
+            metrics.refused.clone(),
         );
         r.register(
             "control_reconnects",
@@ -130,6 +137,16 @@ impl Metrics {
     pub fn fetch_failed(&self, instance: &str) {
         self.fetch_failures
             .get_or_create(&vec![("instance", instance.to_owned())])
+            .inc();
+    }
+
+    /// A descriptor of `instance` was refused, for `reason`.
+    pub fn refused(&self, instance: &str, reason: &'static str) {
+        self.refused
+            .get_or_create(&vec![
+                ("instance", instance.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
             .inc();
     }
 
@@ -266,6 +283,7 @@ mod test {
         metrics.upload("m.onion", "AA", "attempted");
         metrics.upload("m.onion", "AA", "accepted");
         metrics.fetch_failed("web1");
+        metrics.refused("web1", "replay");
         metrics.reconnected();
         metrics.set_gauges(&[ServiceGauges {
             service: "m.onion".into(),
@@ -282,6 +300,7 @@ mod test {
             "onionlb_instance_descriptor_age_seconds{service=\"m.onion\",instance=\"web1\"} 12",
             "onionlb_uploads_total{service=\"m.onion\",hsdir=\"AA\",result=\"accepted\"} 1",
             "onionlb_fetch_failures_total{instance=\"web1\"} 1",
+            "onionlb_descriptors_refused_total{instance=\"web1\",reason=\"replay\"} 1",
             "onionlb_control_reconnects_total 1",
         ] {
             assert!(text.contains(line), "no {line:?} in:\n{text}");

@@ -107,6 +107,25 @@ async fn wait_for_log(manager: &Manager, needle: &str, times: usize, bound: Dura
     }
 }
 
+/// `onionlb_descriptors_refused_total` of `instance`, by reason.
+fn refusals(port: u16, instance: &str) -> std::collections::BTreeMap<String, u64> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let prefix = format!("onionlb_descriptors_refused_total{{instance=\"{instance}\",reason=\"");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (reason, count) = rest.split_once("\"} ")?;
+            Some((reason.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tampered_foreign_and_replayed_descriptors_are_rejected_and_publishing_goes_on() {
     let (key, pem) = MasterKey::generate(&mut rand::rng()).unwrap();
@@ -118,12 +137,17 @@ async fn tampered_foreign_and_replayed_descriptors_are_rejected_and_publishing_g
         panic!("the testnet's management tor listens on TCP");
     };
     let (proxy_port, inject, seen) = injecting_proxy(upstream).await;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let manager = Manager::start(
         &tmp_dir("tampered-test-onionlb"),
         &net,
         &pem,
         proxy_port,
-        "fetch-interval: 5\n",
+        &format!("fetch-interval: 5\nmetrics-listen: 127.0.0.1:{metrics_port}\n"),
     );
     let url = format!("http://{master}/");
     fetch_until_served(&net, &url, None, Duration::from_secs(180)).await;
@@ -174,14 +198,31 @@ async fn tampered_foreign_and_replayed_descriptors_are_rejected_and_publishing_g
         Duration::from_secs(180),
     )
     .await;
+    // Refused as a replay, or, once clients fetch the next period's
+    // descriptors (a period is 8 minutes here), as another period's key.
+    let refused_before = refusals(metrics_port, "instance1");
     inject.send(content_event(&instance1, &old)).unwrap();
-    wait_for_log(
-        &manager,
-        "already seen (a replay)",
-        1,
-        Duration::from_secs(30),
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let now = refusals(metrics_port, "instance1");
+        let more: Vec<_> = now
+            .iter()
+            .filter(|(reason, n)| refused_before.get(*reason).copied().unwrap_or(0) < **n)
+            .map(|(reason, _)| reason.clone())
+            .collect();
+        if !more.is_empty() {
+            break more;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replay was not refused within 30 s: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        refused.iter().all(|r| r == "replay" || r == "wrong_key"),
+        "{refused:?}"
+    );
 
     // None of it disturbed the service: the daemon runs and the master
     // address still answers.

@@ -581,22 +581,27 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                     self.services[index].changed(now.mono);
                 }
             }
-            // An HSDir that missed an upload, or lags behind an agent's
-            // push: the newer descriptor stays in use.
-            Err(rejected @ Rejected::Replay { .. }) if source == Source::Fetched => {
-                self.notices.push(Notice::OlderDescriptorServed {
-                    instance: instance.label().to_owned(),
-                    rejected: rejected.clone(),
-                });
-            }
-            Err(rejected) if source == Source::Pushed => {
-                self.notices.push(Notice::PushRefused {
-                    instance: instance.label().to_owned(),
-                    rejected: rejected.clone(),
-                });
-            }
             Err(rejected) => {
-                instance.report(Problem::Rejected(rejected.clone()), &mut self.notices);
+                let label = instance.label().to_owned();
+                self.notices.push(Notice::DescriptorRefused {
+                    instance: label.clone(),
+                    rejected: rejected.clone(),
+                });
+                match (rejected, source) {
+                    // An HSDir that missed an upload, or lags behind an
+                    // agent's push: the newer descriptor stays in use.
+                    (Rejected::Replay { .. }, Source::Fetched) => {
+                        self.notices.push(Notice::OlderDescriptorServed {
+                            instance: label,
+                            rejected: rejected.clone(),
+                        });
+                    }
+                    (_, Source::Pushed) => self.notices.push(Notice::PushRefused {
+                        instance: label,
+                        rejected: rejected.clone(),
+                    }),
+                    _ => instance.report(Problem::Rejected(rejected.clone()), &mut self.notices),
+                }
             }
         }
         Some(outcome)

@@ -54,6 +54,14 @@ pub enum Notice {
         /// What is wrong.
         problem: Problem,
     },
+    /// A descriptor of an instance was refused (every time, for the
+    /// counters; the reason is said once, in the notices above and below).
+    DescriptorRefused {
+        /// The instance's name.
+        instance: String,
+        /// Why.
+        rejected: Rejected,
+    },
     /// An HSDir served an instance descriptor older than one in use (it
     /// missed an upload, or lags behind an agent's push): routine.
     OlderDescriptorServed {
@@ -181,7 +189,9 @@ impl Notice {
     /// How much the operator needs to hear of it.
     pub fn level(&self) -> Level {
         match self {
-            Notice::UploadAccepted { .. } | Notice::FetchFailed { .. } => Level::Debug,
+            Notice::UploadAccepted { .. }
+            | Notice::FetchFailed { .. }
+            | Notice::DescriptorRefused { .. } => Level::Debug,
             Notice::InstanceChanged { .. }
             | Notice::OlderDescriptorServed { .. }
             | Notice::HealthyAgain { .. }
@@ -218,6 +228,9 @@ impl fmt::Display for Notice {
                 if *pushed { " (pushed by its agent)" } else { "" }
             ),
             Notice::InstanceProblem { instance, problem } => write!(f, "{instance}: {problem}"),
+            Notice::DescriptorRefused { instance, rejected } => {
+                write!(f, "{instance}: refused a descriptor ({})", rejected.kind())
+            }
             Notice::OlderDescriptorServed { instance, rejected } => {
                 write!(f, "{instance}: an HSDir served an older descriptor: {rejected}")
             }

@@ -594,6 +594,9 @@ impl Daemon {
     fn tell(&self, notice: &Notice) {
         match notice {
             Notice::FetchFailed { instance } => self.metrics.fetch_failed(instance),
+            Notice::DescriptorRefused { instance, rejected } => {
+                self.metrics.refused(instance, rejected.kind());
+            }
             Notice::UploadAccepted { service, hsdir } => {
                 self.metrics
                     .upload(&service.to_string(), &hsdir.to_string(), "accepted");
