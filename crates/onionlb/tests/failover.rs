@@ -216,8 +216,10 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     );
     served_within(&net, &url, &names[0], Duration::from_secs(120)).await;
 
-    // 4. Pushed descriptors that must not be used.
-    let revision_before = instance_revision(&status_socket, 0).await;
+    // 4. Pushed descriptors that must not be used. (Should a descriptor of
+    // the restarted tor have just rotated out, the manager fetches the
+    // other at once: wait for it.)
+    let revision_before = wait_for_revision(&status_socket, 0).await;
     let current0 = instance_descriptor(&nodes[0]).await;
     let current1 = instance_descriptor(&nodes[1]).await;
     let mut forger = TestAgent::login(&socket, &agent_keys[0], addresses[0]).await;
@@ -254,7 +256,7 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     assert_eq!(rejections, 3, "{log}");
     // Its agent may push a newer genuine revision meanwhile; none of the
     // rejected ones may be in use.
-    let revision_after = instance_revision(&status_socket, 0).await;
+    let revision_after = wait_for_revision(&status_socket, 0).await;
     assert!(revision_after >= revision_before);
     assert_ne!(revision_after, revision_of(&tampered));
     // The genuine current descriptor still passes on the same channel.
@@ -407,10 +409,21 @@ async fn read_status(status_socket: &Path) -> serde_json::Value {
     serde_json::from_str(&json).unwrap()
 }
 
-async fn instance_revision(status_socket: &Path, index: usize) -> u64 {
-    read_status(status_socket).await["services"][0]["instances"][index]["revision"]
-        .as_u64()
-        .unwrap()
+/// The revision of instance `index`'s descriptor in use, waiting up to
+/// 60 s for it to have one.
+async fn wait_for_revision(status_socket: &Path, index: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = read_status(status_socket).await;
+        if let Some(revision) = status["services"][0]["instances"][index]["revision"].as_u64() {
+            return revision;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance {index} has no descriptor in use: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The instance tor's current descriptor, as its agent reads it.

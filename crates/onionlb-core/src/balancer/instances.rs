@@ -262,22 +262,24 @@ impl Instance {
 
     /// Its intro points, if it is healthy and has a descriptor still valid
     /// and not rotated out by its tor at `now`; says once why the last
-    /// descriptor went.
+    /// descriptor went, and fetches at once when it did (its tor has a
+    /// newer one on the HSDirs the manager may not have asked yet).
     pub(super) fn live_intro_points(
         &mut self,
-        now: SystemTime,
+        now: super::Now,
         rules: &PeriodRules,
         notices: &mut Vec<Notice>,
     ) -> Option<Vec<IntroPointDesc>> {
         if self.verdict != Verdict::Up {
             return None;
         }
-        let live = self.state.live_intro_points(now, rules);
+        let live = self.state.live_intro_points(now.wall, rules);
         self.expires_at = self.state.next_expiry(rules);
         match live {
             Ok(points) => points,
             Err(expired) => {
                 self.report(Problem::Expired(expired), notices);
+                self.fetch.due_now(now.mono);
                 None
             }
         }
@@ -285,12 +287,13 @@ impl Instance {
 
     /// Its agent says which tor process it follows. A new run of tor has
     /// new intro points for both of its descriptors, so every descriptor
-    /// of the old run is dropped (said); whether that took intro points
-    /// away.
+    /// of the old run is dropped (said) and the new run's is fetched at
+    /// once (the agent pushes only one of the two); whether that took
+    /// intro points away.
     pub(super) fn follow_tor(
         &mut self,
         process: TorProcess,
-        now: SystemTime,
+        now: super::Now,
         notices: &mut Vec<Notice>,
     ) -> bool {
         let Some(before) = self.tor.replace(process) else {
@@ -307,8 +310,9 @@ impl Instance {
         let had = self.state.intro_point_count() > 0;
         self.state.forget_descriptors();
         self.expires_at = None;
+        self.fetch.due_now(now.mono);
         if had {
-            self.intro_set_modified = Some(now);
+            self.intro_set_modified = Some(now.wall);
         }
         had
     }

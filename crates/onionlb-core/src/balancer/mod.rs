@@ -327,6 +327,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
     /// Takes in `input`, which happened at `now`. What it calls for is
     /// queued for [`Balancer::take_actions`].
     pub fn handle(&mut self, now: Now, input: Input<'_>) {
+        let first = self.actions.len();
         match input {
             Input::Configure(config) => self.configure(config, now, true),
             Input::Network(view) => self.network(view, now),
@@ -361,8 +362,11 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             }
             Input::Agent { instance, report } => self.agent(instance, report, now),
         }
+        // What happened is told before what it calls for is done: an agent
+        // hears its answer only once the log says why.
         let notices = std::mem::take(&mut self.notices);
-        self.actions.extend(notices.into_iter().map(Action::Notice));
+        self.actions
+            .splice(first..first, notices.into_iter().map(Action::Notice));
     }
 
     /// What the inputs so far call for, oldest first; the queue is left
@@ -666,7 +670,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                 instance.set_agent(None);
                 false
             }
-            AgentReport::Tor(process) => instance.follow_tor(process, now.wall, &mut self.notices),
+            AgentReport::Tor(process) => instance.follow_tor(process, now, &mut self.notices),
             AgentReport::Health(health) => {
                 let (healthy, why) = match &health {
                     agent::Health::Up => (true, ""),

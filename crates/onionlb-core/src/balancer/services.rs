@@ -176,7 +176,7 @@ impl Service {
             .iter()
             .filter_map(|member| {
                 instances.get_mut(&member.address)?.live_intro_points(
-                    pass.now.wall,
+                    pass.now,
                     &pass.view.rules,
                     pass.notices,
                 )

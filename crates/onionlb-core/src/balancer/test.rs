@@ -678,6 +678,7 @@ fn an_instance_whose_agent_falls_silent_leaves_and_its_restart_brings_only_new_i
     world.sims[0].alive = true;
     world.sims[0].restart();
     world.republish(0);
+    let fetched = world.fetches[&agent];
     world.input(Input::Agent {
         instance: agent,
         report: AgentReport::Tor(TorProcess {
@@ -685,6 +686,10 @@ fn an_instance_whose_agent_falls_silent_leaves_and_its_restart_brings_only_new_i
             started: 900,
         }),
     });
+    // The new run's descriptor is fetched at once, whatever the agent
+    // pushes (it can push only one of the two).
+    world.step();
+    assert_eq!(world.fetches[&agent], fetched + 1);
     let period = world.view().rings[0].slot().period.interval_num();
     let pushed = Arc::clone(&world.instance_store[&(agent, period)]);
     world.input(Input::Agent {
