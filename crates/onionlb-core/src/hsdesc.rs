@@ -773,24 +773,30 @@ mod test {
         for n in [1, 3, 20] {
             let points: Vec<_> = (0..n).map(|i| intro_point(&mut rng, 9000 + i)).collect();
             let desc = build_with(&f, 7, &points);
-            let b = blinding(&f.identity, &f);
-            let ours = read(&desc.text, &b, f.now).unwrap();
-            let bound =
-                HsDesc::parse_decrypt_validate(&desc.text, &b.blinded, &b.subcredential, None)
-                    .unwrap();
-            let (_, end) = bound.bounds_start_end();
-            let theirs = bound.if_valid_at(&f.now).unwrap();
-            assert_eq!(ours.revision, u64::from(theirs.revision()));
-            assert_eq!(Some(ours.valid_until), end);
-            assert_eq!(ours.flow_control, theirs.flow_control());
+            let ours = assert_reads_alike(&desc.text, &blinding(&f.identity, &f), f.now);
             assert_eq!(ours.intro_points.len(), n as usize);
-            for (a, b) in ours.intro_points.iter().zip(theirs.intro_points()) {
-                assert_eq!(a.ipt_sid_key(), b.ipt_sid_key());
-                assert_eq!(a.ipt_ntor_key().as_bytes(), b.ipt_ntor_key().as_bytes());
-                assert_eq!(a.svc_ntor_key().as_bytes(), b.svc_ntor_key().as_bytes());
-                assert_eq!(a.link_specifiers(), b.link_specifiers());
-            }
         }
+    }
+
+    /// Reads `text` with both readers, asserts they agree, and returns
+    /// ours.
+    fn assert_reads_alike(text: &str, b: &Blinding, now: SystemTime) -> Content {
+        let ours = read(text, b, now).unwrap();
+        let bound =
+            HsDesc::parse_decrypt_validate(text, &b.blinded, &b.subcredential, None).unwrap();
+        let (_, end) = bound.bounds_start_end();
+        let theirs = bound.if_valid_at(&now).unwrap();
+        assert_eq!(ours.revision, u64::from(theirs.revision()));
+        assert_eq!(Some(ours.valid_until), end);
+        assert_eq!(ours.flow_control, theirs.flow_control());
+        assert_eq!(ours.intro_points.len(), theirs.intro_points().len());
+        for (a, b) in ours.intro_points.iter().zip(theirs.intro_points()) {
+            assert_eq!(a.ipt_sid_key(), b.ipt_sid_key());
+            assert_eq!(a.ipt_ntor_key().as_bytes(), b.ipt_ntor_key().as_bytes());
+            assert_eq!(a.svc_ntor_key().as_bytes(), b.svc_ntor_key().as_bytes());
+            assert_eq!(a.link_specifiers(), b.link_specifiers());
+        }
+        ours
     }
 
     /// A descriptor C tor 0.4.9 made on the private network (a period is
@@ -823,22 +829,8 @@ mod test {
                     .is_ok()
             })
             .expect("the descriptor is for one of the periods around its capture");
-        let ours = read(text, &b, now).unwrap();
-        let bound =
-            HsDesc::parse_decrypt_validate(text, &b.blinded, &b.subcredential, None).unwrap();
-        let (_, end) = bound.bounds_start_end();
-        let theirs = bound.if_valid_at(&now).unwrap();
-        assert_eq!(ours.revision, u64::from(theirs.revision()));
-        assert_eq!(Some(ours.valid_until), end);
-        assert_eq!(ours.flow_control, theirs.flow_control());
-        assert_eq!(ours.intro_points.len(), theirs.intro_points().len());
+        let ours = assert_reads_alike(text, &b, now);
         assert!(!ours.intro_points.is_empty());
-        for (a, b) in ours.intro_points.iter().zip(theirs.intro_points()) {
-            assert_eq!(a.ipt_sid_key(), b.ipt_sid_key());
-            assert_eq!(a.ipt_ntor_key().as_bytes(), b.ipt_ntor_key().as_bytes());
-            assert_eq!(a.svc_ntor_key().as_bytes(), b.svc_ntor_key().as_bytes());
-            assert_eq!(a.link_specifiers(), b.link_specifiers());
-        }
     }
 
     #[test]
