@@ -1,23 +1,25 @@
 //! Onion service descriptors: checking an instance's before its intro
 //! points are used, and building and signing a master descriptor.
 //!
-//! The descriptor format and its encryption are Arti's (`tor-netdoc`); this
-//! module decides what is checked and what goes in.
+//! Both formats are ours ([`crate::hsdesc`]); the signing-key certificate
+//! is made with tor-netdoc's helper and every certificate with tor-cert.
+//! This module decides what is checked and what goes in, and keeps what a
+//! service's descriptors of one period share ([`PeriodSigner`]).
 
+use std::collections::HashMap;
+use std::fmt;
 use std::num::NonZeroU8;
 use std::time::{Duration, SystemTime};
 
-use tor_cell::chancell::msg::HandshakeType;
+use tor_cert::{CertType, CertifiedKey, Ed25519Cert};
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::Subcredential;
 use tor_llcrypto::pk::ed25519;
-use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder};
+use tor_netdoc::doc::hsdesc::create_desc_sign_key_cert;
 
 pub use tor_netdoc::doc::hsdesc::IntroPointDesc;
-use tor_netdoc::NetdocBuilder as _;
 use tor_protover::{ProtoKind, Protocols};
-use tor_units::IntegerMinutes;
 
 pub use crate::hsdesc::ReadError;
 use crate::key::MasterKey;
@@ -32,6 +34,10 @@ pub const MAX_INTRO_POINTS: usize = 20;
 /// How long the certificates inside a master descriptor stay valid
 /// (C tor's `HS_DESC_CERT_LIFETIME`).
 const CERT_LIFETIME: Duration = Duration::from_secs(54 * 3600);
+
+/// A [`PeriodSigner`] whose certificate expires sooner than this is not
+/// used: a descriptor built with it must stay valid through its lifetime.
+const SIGNER_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
 /// An instance descriptor that passed every check.
 #[derive(Debug, Clone)]
@@ -50,8 +56,10 @@ pub struct InstanceDescriptor {
     pub flow_control: Option<(Protocols, NonZeroU8)>,
 }
 
-/// Why an instance descriptor was not used.
+/// Why an instance descriptor was not used, or a master descriptor not
+/// built.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DescriptorError {
     /// Larger than the network allows.
     #[error("descriptor of {size} bytes exceeds the {limit}-byte limit")]
@@ -65,19 +73,40 @@ pub enum DescriptorError {
     /// about: another service's descriptor, or one for another period.
     #[error("descriptor is not signed by this instance's key for the period in use")]
     WrongKey,
-    /// Malformed, badly signed, or undecryptable.
-    #[error("invalid descriptor: {0}")]
-    Invalid(String),
     /// Not readable, or not made by the instance's key: see
     /// [`validate_blinded`] for what is checked.
     #[error("invalid descriptor: {0}")]
     Unreadable(ReadError),
     /// Outside its validity period.
-    #[error("descriptor is not valid now: {0}")]
-    Untimely(String),
-    /// The master descriptor could not be built.
-    #[error("cannot build descriptor: {0}")]
-    Build(String),
+    #[error("descriptor is not valid now: a certificate has expired")]
+    Untimely,
+    /// A master descriptor needs 1 to [`MAX_INTRO_POINTS`] intro points.
+    #[error("{count} intro points; a descriptor needs 1 to {MAX_INTRO_POINTS}")]
+    IntroPointCount {
+        /// How many it was given.
+        count: usize,
+    },
+    /// tor-hscrypto could not blind the service's key for the period.
+    #[error("the service key cannot be blinded for time period {period}")]
+    Unblindable {
+        /// The period.
+        period: u64,
+    },
+    /// A certificate could not be made.
+    #[error("cannot certify {what}")]
+    Certify {
+        /// What was to be certified.
+        what: &'static str,
+    },
+    /// The signer is for another period than the descriptor, or its
+    /// certificate expires too soon to sign with.
+    #[error("the descriptor signer of period {signer} cannot sign for period {period} now")]
+    SignerUnfit {
+        /// The signer's period.
+        signer: u64,
+        /// The descriptor's.
+        period: u64,
+    },
 }
 
 /// The RSA identity of the relay an intro point is on, from its link
@@ -177,15 +206,17 @@ pub fn validate_blinded(
             limit: max_size,
         });
     }
-    let signer = descriptor_signer(text).ok_or(DescriptorError::Invalid(
-        "no readable descriptor-signing-key-cert".into(),
-    ))?;
+    let signer =
+        descriptor_signer(text).ok_or(DescriptorError::Unreadable(ReadError::Malformed {
+            layer: "outer",
+            what: "no readable descriptor-signing-key-cert",
+        }))?;
     let blinding = blindings
         .iter()
         .find(|b| b.blinded == signer)
         .ok_or(DescriptorError::WrongKey)?;
     let content = crate::hsdesc::read(text, blinding, now).map_err(|e| match e {
-        ReadError::Expired => DescriptorError::Untimely(e.to_string()),
+        ReadError::Expired => DescriptorError::Untimely,
         e => DescriptorError::Unreadable(e),
     })?;
     Ok(InstanceDescriptor {
@@ -238,7 +269,8 @@ pub struct MasterDescriptor {
     pub text: String,
 }
 
-/// Builds and signs a master descriptor for `key`.
+/// Builds and signs a master descriptor for `key` with a signer made for
+/// it alone; a service that publishes again keeps a [`PeriodSigner`].
 pub fn build_master_descriptor<R>(
     key: &MasterKey,
     plan: &MasterDescriptorPlan<'_>,
@@ -247,47 +279,222 @@ pub fn build_master_descriptor<R>(
 where
     R: rand::Rng + rand::CryptoRng,
 {
-    let build = |e: &dyn std::fmt::Display| DescriptorError::Build(e.to_string());
-    if plan.intro_points.is_empty() || plan.intro_points.len() > MAX_INTRO_POINTS {
-        return Err(DescriptorError::Build(format!(
-            "{} intro points; a descriptor needs 1 to {MAX_INTRO_POINTS}",
-            plan.intro_points.len()
-        )));
+    PeriodSigner::new(key, plan.period, plan.now, rng)?.build(plan, rng)
+}
+
+/// What a service's master descriptors of one time period share: the
+/// blinded key, the subcredential, a descriptor-signing key with its
+/// certificate by the blinded key, and the certificates that key made for
+/// intro points.
+///
+/// C tor keeps its descriptor-signing key for a period the same way. A
+/// publication of intro points already certified then costs one signature
+/// and the encryption, not two signatures and a key conversion per intro
+/// point. Each period gets its own signing key: one key in the descriptors
+/// of two periods would let HSDirs link the periods' blinded keys.
+///
+/// The blinded secret key is dropped once the certificate is made, so a
+/// signer could as well come from a certificate made elsewhere (offline
+/// keys); only [`PeriodSigner::new`] needs the identity key.
+pub struct PeriodSigner {
+    period: TimePeriod,
+    blinded: HsBlindId,
+    subcredential: Subcredential,
+    signing: ed25519::ExpandedKeypair,
+    /// The `descriptor-signing-key-cert`, encoded.
+    certificate: Vec<u8>,
+    /// When it and every certificate made with the key expire.
+    expiry: SystemTime,
+    /// Certificates made for intro points, by auth key.
+    certified: HashMap<[u8; 32], PointCertificates>,
+}
+
+/// An intro point's two certificates by a signer's key.
+struct PointCertificates {
+    /// The ntor key the `enc-key-cert` certifies (converted).
+    enc_key: [u8; 32],
+    auth_key_cert: Vec<u8>,
+    enc_key_cert: Vec<u8>,
+    /// Used by a build since the last [`PeriodSigner::forget_unused`].
+    used: bool,
+}
+
+impl fmt::Debug for PeriodSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeriodSigner")
+            .field("period", &self.period.interval_num())
+            .field("blinded", &self.blinded)
+            .field("expiry", &self.expiry)
+            .field("certified", &self.certified.len())
+            .finish_non_exhaustive()
     }
-    let (blinded_public, blinded_keypair, subcredential) = key
-        .keypair()
-        .compute_blinded_key(plan.period)
-        .map_err(|e| build(&e))?;
-    let signing = ed25519::Keypair::generate(rng);
-    let expiry = plan.now + CERT_LIFETIME;
-    let cert = create_desc_sign_key_cert(&signing.verifying_key(), &blinded_keypair, expiry)
-        .map_err(|e| build(&e))?;
-    let text = HsDescBuilder::default()
-        .blinded_id(&blinded_public)
-        .hs_desc_sign(&signing)
-        .hs_desc_sign_cert(cert)
-        .create2_formats(&[HandshakeType::NTOR])
-        .auth_required(None)
-        .is_single_onion_service(false)
-        .intro_points(plan.intro_points)
-        .intro_auth_key_cert_expiry(expiry)
-        .intro_enc_key_cert_expiry(expiry)
-        .flow_control(plan.flow_control.clone())
-        .lifetime(IntegerMinutes::new(MASTER_LIFETIME_MINUTES))
-        .revision_counter(plan.revision.into())
-        .subcredential(subcredential)
-        .build_sign(rng)
-        .map_err(|e| build(&e))?;
-    if text.len() > plan.max_size {
-        return Err(DescriptorError::TooLarge {
-            size: text.len(),
-            limit: plan.max_size,
-        });
+}
+
+impl PeriodSigner {
+    /// Blinds `key` for `period`, makes a descriptor-signing key with
+    /// `rng` and certifies it with the blinded key, valid for 54 hours
+    /// from `now`.
+    pub fn new<R>(
+        key: &MasterKey,
+        period: TimePeriod,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<Self, DescriptorError>
+    where
+        R: rand::Rng + rand::CryptoRng,
+    {
+        let (blinded, blinded_keypair, subcredential) =
+            key.keypair().compute_blinded_key(period).map_err(|_| {
+                DescriptorError::Unblindable {
+                    period: period.interval_num(),
+                }
+            })?;
+        let signing = ed25519::Keypair::generate(rng);
+        let expiry = now + CERT_LIFETIME;
+        let certificate =
+            create_desc_sign_key_cert(&signing.verifying_key(), &blinded_keypair, expiry).map_err(
+                |_| DescriptorError::Certify {
+                    what: "the descriptor-signing key",
+                },
+            )?;
+        Ok(PeriodSigner {
+            period,
+            blinded: blinded.id(),
+            subcredential,
+            signing: ed25519::ExpandedKeypair::from(&signing),
+            certificate: certificate.as_ref().to_vec(),
+            expiry,
+            certified: HashMap::new(),
+        })
     }
-    Ok(MasterDescriptor {
-        blinded: blinded_public.id(),
-        text,
-    })
+
+    /// The period it signs for.
+    pub fn period(&self) -> TimePeriod {
+        self.period
+    }
+
+    /// The blinded key its descriptors are published under.
+    pub fn blinded(&self) -> HsBlindId {
+        self.blinded
+    }
+
+    /// Whether a descriptor of `period` built at `now` may be signed with
+    /// it: its period, and a certificate that outlives the descriptor.
+    pub fn fits(&self, period: TimePeriod, now: SystemTime) -> bool {
+        period == self.period && now + SIGNER_MARGIN <= self.expiry
+    }
+
+    /// Builds and signs the master descriptor `plan` describes, certifying
+    /// the intro points it has not certified before.
+    pub fn build<R>(
+        &mut self,
+        plan: &MasterDescriptorPlan<'_>,
+        rng: &mut R,
+    ) -> Result<MasterDescriptor, DescriptorError>
+    where
+        R: rand::Rng + rand::CryptoRng,
+    {
+        let count = plan.intro_points.len();
+        if count == 0 || count > MAX_INTRO_POINTS {
+            return Err(DescriptorError::IntroPointCount { count });
+        }
+        if !self.fits(plan.period, plan.now) {
+            return Err(DescriptorError::SignerUnfit {
+                signer: self.period.interval_num(),
+                period: plan.period.interval_num(),
+            });
+        }
+        for point in plan.intro_points {
+            self.certify(point)?;
+        }
+        let certified: Vec<crate::hsdesc::Certified<'_>> = plan
+            .intro_points
+            .iter()
+            .filter_map(|point| {
+                let certs = self.certified.get(&point.ipt_sid_key().to_bytes())?;
+                Some(crate::hsdesc::Certified {
+                    point,
+                    auth_key_cert: &certs.auth_key_cert,
+                    enc_key_cert: &certs.enc_key_cert,
+                })
+            })
+            .collect();
+        let document = crate::hsdesc::Document {
+            lifetime_minutes: MASTER_LIFETIME_MINUTES,
+            signing_key_cert: &self.certificate,
+            revision: plan.revision,
+            blinded: self.blinded.as_ref(),
+            subcredential: self.subcredential.as_ref(),
+            flow_control: plan.flow_control.as_ref(),
+            intro_points: &certified,
+        };
+        let text = crate::hsdesc::write(&document, &self.signing, rng);
+        if text.len() > plan.max_size {
+            return Err(DescriptorError::TooLarge {
+                size: text.len(),
+                limit: plan.max_size,
+            });
+        }
+        Ok(MasterDescriptor {
+            blinded: self.blinded,
+            text,
+        })
+    }
+
+    /// Forgets the certificates of intro points no build used since the
+    /// last call: what it keeps stays bounded by what it publishes.
+    pub fn forget_unused(&mut self) {
+        self.certified
+            .retain(|_, certs| std::mem::take(&mut certs.used));
+    }
+
+    /// Makes `point`'s certificates unless it has them (for the same ntor
+    /// key), and marks them used.
+    fn certify(&mut self, point: &IntroPointDesc) -> Result<(), DescriptorError> {
+        let auth_key = point.ipt_sid_key().to_bytes();
+        let enc_key = *point.svc_ntor_key().as_bytes();
+        if let Some(certs) = self.certified.get_mut(&auth_key) {
+            if certs.enc_key == enc_key {
+                certs.used = true;
+                return Ok(());
+            }
+        }
+        let unfit = |what| move |_| DescriptorError::Certify { what };
+        // The ntor key as ed25519, with sign bit 0 (rend-spec-v3
+        // [ENC-KEY-CERT]).
+        let enc_key_ed = curve25519_dalek::MontgomeryPoint(enc_key)
+            .to_edwards(0)
+            .ok_or(DescriptorError::Certify {
+                what: "an intro point's ntor key",
+            })?
+            .compress()
+            .to_bytes();
+        let signer = ed25519::Ed25519Identity::from(self.signing.public());
+        let auth_key_cert = Ed25519Cert::builder()
+            .cert_type(CertType::HS_IP_V_SIGNING)
+            .expiration(self.expiry)
+            .signing_key(signer)
+            .cert_key(CertifiedKey::Ed25519(auth_key.into()))
+            .encode_and_sign(&self.signing)
+            .map_err(unfit("an intro point's auth key"))?;
+        let enc_key_cert = Ed25519Cert::builder()
+            .cert_type(CertType::HS_IP_CC_SIGNING)
+            .expiration(self.expiry)
+            .signing_key(signer)
+            .cert_key(CertifiedKey::Ed25519(enc_key_ed.into()))
+            .encode_and_sign(&self.signing)
+            .map_err(unfit("an intro point's ntor key"))?;
+        self.certified.insert(
+            auth_key,
+            PointCertificates {
+                enc_key,
+                auth_key_cert: auth_key_cert.as_ref().to_vec(),
+                enc_key_cert: enc_key_cert.as_ref().to_vec(),
+                used: true,
+            },
+        );
+        Ok(())
+    }
 }
 
 /// The `flow-control` line C tor writes: the FlowCtrl versions it speaks
@@ -300,7 +507,7 @@ pub fn default_flow_control(sendme_inc: u8) -> Option<(Protocols, u8)> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::test_support::{build, fixture, intro_point};
+    use crate::test_support::{build, fixture, intro_point, Fixture};
     use tor_hscrypto::pk::HsIdKey;
 
     #[test]
@@ -364,7 +571,7 @@ mod test {
         let late = f.now + Duration::from_secs(3 * 86400);
         assert!(matches!(
             validate_instance_descriptor(&desc.text, &f.identity, &periods, late, 50_000),
-            Err(DescriptorError::Untimely(_))
+            Err(DescriptorError::Untimely)
         ));
 
         assert!(matches!(
@@ -373,8 +580,89 @@ mod test {
         ));
         assert!(matches!(
             validate_instance_descriptor("hs-descriptor 3\n", &f.identity, &periods, f.now, 1000),
-            Err(DescriptorError::Invalid(_))
+            Err(DescriptorError::Unreadable(_))
         ));
+    }
+
+    fn plan_of<'a>(f: &Fixture, points: &'a [IntroPointDesc]) -> MasterDescriptorPlan<'a> {
+        MasterDescriptorPlan {
+            period: f.period,
+            revision: 1,
+            intro_points: points,
+            flow_control: default_flow_control(31),
+            now: f.now,
+            max_size: 50_000,
+        }
+    }
+
+    /// The intro points of `text` as a client reads them: tor-netdoc
+    /// checks every certificate, the intro points' included.
+    fn client_reads(f: &Fixture, text: &str) -> Vec<[u8; 32]> {
+        use tor_checkable::Timebound as _;
+        let b = Blinding::derive(&f.identity, f.period).unwrap();
+        let desc = tor_netdoc::doc::hsdesc::HsDesc::parse_decrypt_validate(
+            text,
+            &b.blinded,
+            &b.subcredential,
+            None,
+        )
+        .unwrap()
+        .if_valid_at(&f.now)
+        .unwrap();
+        desc.intro_points()
+            .iter()
+            .map(|ip| ip.ipt_sid_key().to_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_signer_certifies_each_intro_point_once_and_forgets_unused_ones() {
+        let f = fixture();
+        let mut rng = rand::rng();
+        let points: Vec<_> = (0..4).map(|i| intro_point(&mut rng, 9100 + i)).collect();
+        let auth = |i: usize| points[i].ipt_sid_key().to_bytes();
+        let mut signer = PeriodSigner::new(&f.key, f.period, f.now, &mut rng).unwrap();
+
+        let first = signer.build(&plan_of(&f, &points[..3]), &mut rng).unwrap();
+        let made = signer.certified[&auth(1)].auth_key_cert.clone();
+        let second = signer.build(&plan_of(&f, &points[1..]), &mut rng).unwrap();
+        assert_eq!(signer.certified.len(), 4);
+        assert_eq!(signer.certified[&auth(1)].auth_key_cert, made);
+        assert_eq!(client_reads(&f, &first.text), [auth(0), auth(1), auth(2)]);
+        assert_eq!(client_reads(&f, &second.text), [auth(1), auth(2), auth(3)]);
+
+        // Everything was used since the signer was made; then only the
+        // last intro point.
+        signer.forget_unused();
+        assert_eq!(signer.certified.len(), 4);
+        signer.build(&plan_of(&f, &points[3..]), &mut rng).unwrap();
+        signer.forget_unused();
+        assert_eq!(signer.certified.keys().collect::<Vec<_>>(), [&auth(3)]);
+    }
+
+    #[test]
+    fn a_signer_signs_only_for_its_period_while_its_certificate_lasts() {
+        let f = fixture();
+        let mut rng = rand::rng();
+        let mut signer = PeriodSigner::new(&f.key, f.period, f.now, &mut rng).unwrap();
+        let next = f.period.next().unwrap();
+        assert!(signer.fits(f.period, f.now + Duration::from_secs(47 * 3600)));
+        assert!(!signer.fits(f.period, f.now + Duration::from_secs(49 * 3600)));
+        assert!(!signer.fits(next, f.now));
+        let mut plan = plan_of(&f, &f.intro_points);
+        plan.period = next;
+        assert_eq!(
+            signer.build(&plan, &mut rng).unwrap_err(),
+            DescriptorError::SignerUnfit {
+                signer: f.period.interval_num(),
+                period: next.interval_num(),
+            }
+        );
+        // Each signer has its own signing key, so descriptors of two
+        // periods share none.
+        let other = PeriodSigner::new(&f.key, f.period, f.now, &mut rng).unwrap();
+        assert_ne!(signer.signing.public(), other.signing.public());
+        assert_eq!(signer.blinded(), other.blinded());
     }
 
     #[test]

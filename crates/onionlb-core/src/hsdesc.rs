@@ -1,7 +1,8 @@
 //! Reading an instance's descriptor (rend-spec-v3 [HSDESC-OUTER],
 //! [HS-DESC-ENCRYPTION-KEYS], [HS-DESC-FIRST-LAYER], [HS-DESC-SECOND-LAYER]):
 //! the outer document and its signature, both encrypted layers, and the
-//! intro points, with only the work the manager needs.
+//! intro points, with only the work the manager needs. Writing a master
+//! descriptor is the `write` submodule's; both share the layers' keys.
 //!
 //! tor-netdoc reads descriptors as a client must, which costs the manager
 //! more than it needs: for every intro point it decompresses two or three
@@ -52,6 +53,10 @@ use tor_protover::{ProtoKind, Protocols};
 
 use crate::descriptor::Blinding;
 use crate::descriptor::MAX_INTRO_POINTS;
+
+mod write;
+
+pub(crate) use write::{write, Certified, Document};
 
 /// What the outer signature is prefixed with.
 const SIGNATURE_PREFIX: &[u8] = b"Tor onion service descriptor sig v3";
@@ -554,33 +559,75 @@ impl LayerKeys<'_> {
         }
         let (salt, rest) = blob.split_at(SALT_LEN);
         let (ciphertext, mac) = rest.split_at(rest.len() - MAC_LEN);
+        let stream = self.stream(salt, constant);
+        let expected: [u8; MAC_LEN] = mac.try_into().map_err(|_| ReadError::BadMac { layer })?;
+        if CtByteArray::from(stream.mac(salt, ciphertext)) != CtByteArray::from(expected) {
+            return Err(ReadError::BadMac { layer });
+        }
+        let mut plain = ciphertext.to_vec();
+        stream.apply(&mut plain);
+        Ok(plain)
+    }
+
+    /// Encrypts `plain` with `salt`: the salt, the ciphertext and its MAC,
+    /// as a layer's object holds them.
+    fn encrypt(&self, plain: &[u8], constant: &[u8], salt: &[u8; SALT_LEN]) -> Vec<u8> {
+        let stream = self.stream(salt, constant);
+        let mut blob = Vec::with_capacity(SALT_LEN + plain.len() + MAC_LEN);
+        blob.extend_from_slice(salt);
+        blob.extend_from_slice(plain);
+        stream.apply(&mut blob[SALT_LEN..]);
+        let mac = stream.mac(salt, &blob[SALT_LEN..]);
+        blob.extend_from_slice(&mac);
+        blob
+    }
+
+    /// The layer's cipher key, IV and MAC key for `salt`: SHAKE-256 of the
+    /// blinded key, the subcredential, the revision counter, the salt and
+    /// the layer's constant.
+    fn stream(&self, salt: &[u8], constant: &[u8]) -> LayerStream {
         let mut kdf = Shake256::default();
         kdf.update(self.blinded);
         kdf.update(self.subcredential);
         kdf.update(&self.revision.to_be_bytes());
         kdf.update(salt);
         kdf.update(constant);
-        let mut stream = kdf.finalize_xof();
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        let mut iv = zeroize::Zeroizing::new([0u8; 16]);
-        let mut mac_key = zeroize::Zeroizing::new([0u8; 32]);
-        stream.read(&mut key[..]);
-        stream.read(&mut iv[..]);
-        stream.read(&mut mac_key[..]);
+        let mut output = kdf.finalize_xof();
+        let mut stream = LayerStream {
+            key: zeroize::Zeroizing::new([0u8; 32]),
+            iv: zeroize::Zeroizing::new([0u8; 16]),
+            mac_key: zeroize::Zeroizing::new([0u8; 32]),
+        };
+        output.read(&mut stream.key[..]);
+        output.read(&mut stream.iv[..]);
+        output.read(&mut stream.mac_key[..]);
+        stream
+    }
+}
+
+/// One layer's keys for one salt.
+struct LayerStream {
+    key: zeroize::Zeroizing<[u8; 32]>,
+    iv: zeroize::Zeroizing<[u8; 16]>,
+    mac_key: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl LayerStream {
+    /// SHA3-256 of the MAC key and the salt (each after its length as 8
+    /// bytes) and the ciphertext.
+    fn mac(&self, salt: &[u8], ciphertext: &[u8]) -> [u8; MAC_LEN] {
         let mut hash = Sha3_256::new();
-        sha3::Digest::update(&mut hash, (mac_key.len() as u64).to_be_bytes());
-        sha3::Digest::update(&mut hash, &mac_key[..]);
+        sha3::Digest::update(&mut hash, (self.mac_key.len() as u64).to_be_bytes());
+        sha3::Digest::update(&mut hash, &self.mac_key[..]);
         sha3::Digest::update(&mut hash, (salt.len() as u64).to_be_bytes());
         sha3::Digest::update(&mut hash, salt);
         sha3::Digest::update(&mut hash, ciphertext);
-        let computed: [u8; MAC_LEN] = hash.finalize().into();
-        let expected: [u8; MAC_LEN] = mac.try_into().map_err(|_| ReadError::BadMac { layer })?;
-        if CtByteArray::from(computed) != CtByteArray::from(expected) {
-            return Err(ReadError::BadMac { layer });
-        }
-        let mut plain = ciphertext.to_vec();
-        Aes256Ctr::new((&*key).into(), (&*iv).into()).apply_keystream(&mut plain);
-        Ok(plain)
+        hash.finalize().into()
+    }
+
+    /// Encrypts or decrypts `data` in place (AES-256-CTR).
+    fn apply(&self, data: &mut [u8]) {
+        Aes256Ctr::new((&*self.key).into(), (&*self.iv).into()).apply_keystream(data);
     }
 }
 
@@ -764,6 +811,29 @@ mod test {
 
     fn blinding(identity: &HsIdKey, f: &crate::test_support::Fixture) -> Blinding {
         Blinding::derive(identity, f.period).unwrap()
+    }
+
+    #[test]
+    fn a_master_descriptor_looks_like_a_c_tor_services_to_hsdirs() {
+        let f = fixture();
+        let desc = build_with(&f, 9, &f.intro_points);
+        let b = blinding(&f.identity, &f);
+        let outer = Outer::parse(&desc.text).unwrap();
+        let keys = LayerKeys {
+            blinded: b.blinded.as_ref(),
+            subcredential: b.subcredential.as_ref(),
+            revision: 9,
+        };
+        let middle = keys
+            .decrypt(&outer.superencrypted, FIRST_LAYER, "middle")
+            .unwrap();
+        // The middle layer is padded to C tor's multiple and, with no
+        // client authorized, carries C tor's count of made-up clients.
+        assert_eq!(middle.len() % 10_000, 0, "{}", middle.len());
+        let middle = std::str::from_utf8(trim_padding(&middle)).unwrap();
+        assert!(middle.starts_with("desc-auth-type x25519\ndesc-auth-ephemeral-key "));
+        assert_eq!(middle.matches("\nauth-client ").count(), 16);
+        assert!(desc.text.ends_with('\n'));
     }
 
     #[test]

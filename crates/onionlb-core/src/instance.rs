@@ -107,7 +107,7 @@ impl Rejected {
             Rejected::Replay { .. } => "replay",
             Rejected::Invalid(DescriptorError::WrongKey) => "wrong_key",
             Rejected::Invalid(DescriptorError::TooLarge { .. }) => "too_large",
-            Rejected::Invalid(DescriptorError::Untimely(_)) => "untimely",
+            Rejected::Invalid(DescriptorError::Untimely) => "untimely",
             Rejected::Invalid(_) => "invalid",
         }
     }

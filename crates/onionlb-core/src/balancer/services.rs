@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tor_hscrypto::pk::{HsBlindId, HsIdKey};
+use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
 
 use super::instances::Instance;
@@ -15,8 +15,8 @@ use crate::allocation::plan;
 use crate::coalesce::Coalescer;
 use crate::consensus::RsaId;
 use crate::descriptor::{
-    build_master_descriptor, default_flow_control, intro_point_relay, IntroPointDesc,
-    MasterDescriptorPlan, MAX_INTRO_POINTS,
+    default_flow_control, intro_point_relay, IntroPointDesc, MasterDescriptorPlan, PeriodSigner,
+    MAX_INTRO_POINTS,
 };
 use crate::network::NetworkView;
 use crate::period::DescriptorSlot;
@@ -58,6 +58,9 @@ pub struct Service {
     stale: bool,
     /// Where each slot's descriptor goes, for the view of one epoch.
     placements: [Option<Placement>; 2],
+    /// The signers of the periods the slots are for (at most one more
+    /// while the slots move on).
+    signers: Vec<PeriodSigner>,
 }
 
 /// A master descriptor that was sent to HSDirs.
@@ -103,6 +106,7 @@ impl Service {
             changes: Coalescer::default(),
             stale: true,
             placements: [None, None],
+            signers: Vec::new(),
         }
     }
 
@@ -192,6 +196,11 @@ impl Service {
             return;
         }
         self.warned_empty = false;
+        let periods = pass.view.rings.each_ref().map(|ring| ring.slot().period);
+        self.signers
+            .retain(|signer| periods.contains(&signer.period()));
+        self.revisions
+            .retain(|blinded, _| self.signers.iter().any(|s| s.blinded() == *blinded));
         for (index, slot) in SLOTS.into_iter().enumerate() {
             self.publish_if_due(index, slot, &live, pass);
         }
@@ -210,9 +219,10 @@ impl Service {
         R: rand::Rng + rand::CryptoRng,
     {
         let (view, now) = (pass.view, pass.now);
-        let Some(placement) = self.placement(index, view, pass.epoch) else {
+        let Some(at) = self.signer(view.rings[index].slot().period, pass) else {
             return;
         };
+        let placement = self.placement(index, view, pass.epoch, at);
         let (period, blinded) = (placement.period, placement.blinded);
         // The two slots start the round-robin at different instances, so
         // the spare slots do not always fall to the same ones.
@@ -252,6 +262,7 @@ impl Service {
         let revision = next_revision(computed, self.revisions.get(&blinded).copied());
         let mut texts = BTreeMap::new();
         let mut posts = Vec::new();
+        let signer = &mut self.signers[at];
         for descriptor in &planned {
             let plan = MasterDescriptorPlan {
                 period,
@@ -261,7 +272,7 @@ impl Service {
                 now: now.wall,
                 max_size: view.max_descriptor_size,
             };
-            match build_master_descriptor(&self.key, &plan, pass.rng) {
+            match signer.build(&plan, pass.rng) {
                 Ok(built) => {
                     let text: Arc<str> = built.text.into();
                     for hsdir in &descriptor.hsdirs {
@@ -283,6 +294,7 @@ impl Service {
                 }
             }
         }
+        signer.forget_unused();
         self.revisions.insert(blinded, revision);
         pass.notices.push(Notice::Publishing {
             service: self.address,
@@ -305,34 +317,56 @@ impl Service {
         });
     }
 
-    /// Where `index`'s descriptor goes under `view` (of `epoch`): derived
-    /// again only for a new view, and its blinded key only for a new
+    /// The index of the signer for `period` at the pass's time, made (and
+    /// any unfit one for the period replaced) if need be; `None`, with a
+    /// notice, if none can be made.
+    fn signer<R>(&mut self, period: TimePeriod, pass: &mut Pass<'_, R>) -> Option<usize>
+    where
+        R: rand::Rng + rand::CryptoRng,
+    {
+        let now = pass.now.wall;
+        if let Some(at) = self.signers.iter().position(|s| s.fits(period, now)) {
+            return Some(at);
+        }
+        self.signers.retain(|s| s.period() != period);
+        match PeriodSigner::new(&self.key, period, now, pass.rng) {
+            Ok(signer) => {
+                self.signers.push(signer);
+                Some(self.signers.len() - 1)
+            }
+            Err(error) => {
+                pass.notices.push(Notice::BuildFailed {
+                    service: self.address,
+                    error,
+                });
+                None
+            }
+        }
+    }
+
+    /// Where `index`'s descriptor goes under `view` (of `epoch`), for the
+    /// blinded key of signer `at`: derived again only for a new view or
     /// period.
-    fn placement(&mut self, index: usize, view: &NetworkView, epoch: u64) -> Option<&Placement> {
+    fn placement(&mut self, index: usize, view: &NetworkView, epoch: u64, at: usize) -> Placement {
         let ring = &view.rings[index];
         let period = ring.slot().period;
-        let fresh = self.placements[index]
-            .as_ref()
-            .is_some_and(|p| p.epoch == epoch && p.period == period);
-        if !fresh {
-            let blinded = match &self.placements[index] {
-                Some(p) if p.period == period => p.blinded,
-                _ => HsIdKey::from(self.key.keypair())
-                    .compute_blinded_key(period)
-                    .ok()?
-                    .0
-                    .id(),
-            };
-            let params = view.params;
-            self.placements[index] = Some(Placement {
-                epoch,
-                period,
-                blinded,
-                store: ring.responsible(&blinded, params.n_replicas, params.spread_store),
-                fetchable: ring.responsible(&blinded, params.n_replicas, params.spread_fetch),
-            });
+        let blinded = self.signers[at].blinded();
+        match &self.placements[index] {
+            Some(p) if p.epoch == epoch && p.period == period && p.blinded == blinded => {
+                return p.clone();
+            }
+            _ => {}
         }
-        self.placements[index].as_ref()
+        let params = view.params;
+        let placement = Placement {
+            epoch,
+            period,
+            blinded,
+            store: ring.responsible(&blinded, params.n_replicas, params.spread_store),
+            fetchable: ring.responsible(&blinded, params.n_replicas, params.spread_fetch),
+        };
+        self.placements[index] = Some(placement.clone());
+        placement
     }
 
     /// Sends again, at `now`, uploads that failed or went unanswered and
