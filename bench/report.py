@@ -18,6 +18,11 @@ MICRO_CASES = (
      for p in ("early", "late") for n in (2, 6, 20)]
     + [(f"parse_instance/{p}/{n}", f"parse+validate+decrypt instance descriptor, {n} intro points ({p})")
        for p in ("early", "late") for n in (2, 6, 20)]
+    + [("parse_instance_first/early/6",
+        "the same, 6 intro points, a period's first (its blinded key derived; Python derives it every time)")]
+    + [(f"republish_master/early/{n}",
+        f"republish master descriptor, {n} intro points: period's signer kept, intro points certified before (Python always builds anew)")
+       for n in (6, 20)]
     + [("hsdir_ring/8000", "HSDir ring of 8000 relays: place all, pick responsible")]
 )
 

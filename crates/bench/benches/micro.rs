@@ -13,7 +13,7 @@ use onionlb_bench::synthetic;
 use onionlb_core::consensus::Consensus;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, validate_blinded, validate_instance_descriptor,
-    Blinding, MasterDescriptorPlan,
+    Blinding, MasterDescriptorPlan, PeriodSigner,
 };
 use onionlb_core::hsdir::{hsdirs, Ring};
 use onionlb_core::period::{DescriptorSlot, PeriodRules};
@@ -69,6 +69,38 @@ fn benches(c: &mut Criterion) {
         }
     }
     build.finish();
+
+    // The same with the period's signer kept and the intro points certified
+    // before: what a republication costs the manager.
+    let mut again = c.benchmark_group("republish_master");
+    let point = &inputs.points[0];
+    let now = at(point.unix);
+    let period = synthetic::period_at(now).unwrap();
+    let mut signer = PeriodSigner::new(&master, period, now, &mut rand::rng()).unwrap();
+    for (size, text) in SIZES.iter().zip(&point.instance_descriptors).skip(1) {
+        let intro_points = validate_instance_descriptor(text, &instance, &[period], now, 100_000)
+            .unwrap()
+            .intro_points;
+        again.bench_function(BenchmarkId::new(point.name.as_str(), size), |b| {
+            b.iter(|| {
+                let revision = master.revision_key().counter(
+                    DescriptorSlot::First,
+                    now,
+                    synthetic::RUN_LENGTH,
+                );
+                let plan = MasterDescriptorPlan {
+                    period,
+                    revision,
+                    intro_points: &intro_points,
+                    flow_control: default_flow_control(31),
+                    now,
+                    max_size: 50_000,
+                };
+                black_box(signer.build(&plan, &mut rand::rng()).unwrap())
+            })
+        });
+    }
+    again.finish();
 
     // Parse, validate and decrypt one instance descriptor, as the manager
     // does for each new one: with the instance's blinded key and

@@ -124,9 +124,9 @@ pub fn intro_point_relay(intro_point: &IntroPointDesc) -> Option<[u8; 20]> {
 /// One identity's blinded key and subcredential for one time period:
 /// what checking and decrypting a descriptor of that period needs.
 ///
-/// Deriving them is a scalar multiplication and two hashes, the dearest
-/// step of checking a descriptor after the signatures, and the same for
-/// every descriptor of the period: keep them.
+/// Deriving them is a scalar multiplication and three hashes
+/// ([`crate::blind`]), the dearest step of checking a descriptor after the
+/// signatures, and the same for every descriptor of the period: keep them.
 #[derive(Debug, Clone)]
 pub struct Blinding {
     /// The period.
@@ -134,21 +134,22 @@ pub struct Blinding {
     /// The blinded key of the identity for it.
     pub blinded: HsBlindId,
     /// The same key as a curve point, for verifying what it signs.
-    pub public: ed25519::PublicKey,
+    pub public: ed25519_dalek::VerifyingKey,
     /// The subcredential, which keys the descriptor's encryption.
     pub subcredential: Subcredential,
 }
 
 impl Blinding {
-    /// Derives `identity`'s blinding for `period`; `None` for a period
-    /// tor-hscrypto cannot blind for.
+    /// Derives `identity`'s blinding for `period`; `None` if `identity`
+    /// is not a curve point.
     pub fn derive(identity: &HsIdKey, period: TimePeriod) -> Option<Self> {
-        let (blinded, subcredential) = identity.compute_blinded_key(period).ok()?;
+        let identity = identity.as_ref().as_bytes();
+        let public = crate::blind::blind_public(identity, period)?;
         Some(Blinding {
             period,
-            blinded: blinded.id(),
-            public: *blinded.as_ref(),
-            subcredential,
+            blinded: HsBlindId::from(public.to_bytes()),
+            public,
+            subcredential: crate::blind::subcredential(identity, public.as_bytes()),
         })
     }
 }
@@ -343,12 +344,14 @@ impl PeriodSigner {
     where
         R: rand::Rng + rand::CryptoRng,
     {
-        let (blinded, blinded_keypair, subcredential) =
-            key.keypair().compute_blinded_key(period).map_err(|_| {
-                DescriptorError::Unblindable {
-                    period: period.interval_num(),
-                }
+        let identity: &ed25519::ExpandedKeypair = key.keypair().as_ref();
+        let blinded_keypair =
+            crate::blind::blind_keypair(identity, period).ok_or(DescriptorError::Unblindable {
+                period: period.interval_num(),
             })?;
+        let blinded = *blinded_keypair.public().as_bytes();
+        let subcredential = crate::blind::subcredential(identity.public().as_bytes(), &blinded);
+        let blinded_keypair = tor_hscrypto::pk::HsBlindIdKeypair::from(blinded_keypair);
         let signing = ed25519::Keypair::generate(rng);
         let expiry = now + CERT_LIFETIME;
         let certificate =
@@ -359,7 +362,7 @@ impl PeriodSigner {
             )?;
         Ok(PeriodSigner {
             period,
-            blinded: blinded.id(),
+            blinded: HsBlindId::from(blinded),
             subcredential,
             signing: ed25519::ExpandedKeypair::from(&signing),
             certificate: certificate.as_ref().to_vec(),

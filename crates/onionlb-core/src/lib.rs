@@ -4,6 +4,7 @@ mod address;
 pub mod agent;
 pub mod allocation;
 pub mod balancer;
+mod blind;
 pub mod coalesce;
 pub mod consensus;
 pub mod descriptor;
