@@ -49,6 +49,16 @@ pub enum DescriptorSlot {
     Second,
 }
 
+impl DescriptorSlot {
+    /// `first` or `second`, for metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            DescriptorSlot::First => "first",
+            DescriptorSlot::Second => "second",
+        }
+    }
+}
+
 /// The time period and SRV that place one descriptor on the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotPeriod {

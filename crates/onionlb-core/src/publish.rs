@@ -71,6 +71,19 @@ impl fmt::Display for PublishReason {
     }
 }
 
+impl PublishReason {
+    /// A short name for metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            PublishReason::First => "first",
+            PublishReason::NewPeriod => "new_period",
+            PublishReason::IntroPointsChanged => "intro_points_changed",
+            PublishReason::HsdirsChanged => "hsdirs_changed",
+            PublishReason::Age => "age",
+        }
+    }
+}
+
 /// Whether `next` must be published, given what was published last
 /// (`previous`, at `published_at`), and why.
 pub fn publish_reason(

@@ -33,6 +33,8 @@ pub struct Metrics {
     reconnects: Counter,
     control_connected: Gauge,
     disconnects: Family<Labels, Counter>,
+    publications: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
 }
 
 /// One service's gauges, set together.
@@ -64,6 +66,8 @@ impl Default for Metrics {
             reconnects: Counter::default(),
             control_connected: Gauge::default(),
             disconnects: Family::default(),
+            publications: Family::default(),
+            reloads: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -116,6 +120,16 @@ impl Default for Metrics {
             "Control connections to the management tor that ended, by reason: timeout, protocol, event_queue_full, io, closed",
             metrics.disconnects.clone(),
         );
+        r.register(
+            "publications",
+            "Master descriptors built and sent, per service and slot, by reason: first, new_period, intro_points_changed, hsdirs_changed, age",
+            metrics.publications.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result: applied, refused (the running configuration stays)",
+            metrics.reloads.clone(),
+        );
         metrics
     }
 }
@@ -147,6 +161,24 @@ impl Metrics {
                 ("instance", instance.to_owned()),
                 ("reason", reason.to_owned()),
             ])
+            .inc();
+    }
+
+    /// `service`'s descriptor for `slot` was published, for `reason`.
+    pub fn published(&self, service: &str, slot: &'static str, reason: &'static str) {
+        self.publications
+            .get_or_create(&vec![
+                ("service", service.to_owned()),
+                ("slot", slot.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// A configuration reload was applied or refused (`result`).
+    pub fn reloaded(&self, result: &'static str) {
+        self.reloads
+            .get_or_create(&vec![("result", result.to_owned())])
             .inc();
     }
 
@@ -285,6 +317,8 @@ mod test {
         metrics.fetch_failed("web1");
         metrics.refused("web1", "replay");
         metrics.reconnected();
+        metrics.published("m.onion", "first", "first");
+        metrics.reloaded("refused");
         metrics.set_gauges(&[ServiceGauges {
             service: "m.onion".into(),
             live_instances: 2,
@@ -302,6 +336,8 @@ mod test {
             "onionlb_fetch_failures_total{instance=\"web1\"} 1",
             "onionlb_descriptors_refused_total{instance=\"web1\",reason=\"replay\"} 1",
             "onionlb_control_reconnects_total 1",
+            "onionlb_publications_total{service=\"m.onion\",slot=\"first\",reason=\"first\"} 1",
+            "onionlb_config_reloads_total{result=\"refused\"} 1",
         ] {
             assert!(text.contains(line), "no {line:?} in:\n{text}");
         }

@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::manager::agent_onion::AgentOnion;
 use crate::manager::agents::{AgentEvent, AgentKeys, AgentServer};
 use crate::manager::network::{load_view, ViewError};
-use crate::manager::snapshot::{self, ControlHealth};
+use crate::manager::snapshot::{self, ControlHealth, Reloads};
 use crate::manager::ConfigSource;
 use crate::metrics::Metrics;
 
@@ -64,6 +64,7 @@ pub struct Daemon {
     /// Counts connections, so results of an old one are told apart.
     epoch: u64,
     control: ControlHealth,
+    reloads: Reloads,
     metrics: Arc<Metrics>,
     asker: Asker,
     questions: mpsc::Receiver<Question>,
@@ -211,6 +212,7 @@ impl Daemon {
                 reconnects: 0,
                 down_because: None,
             },
+            reloads: Reloads::default(),
             metrics: Arc::new(Metrics::default()),
             asker,
             questions,
@@ -508,6 +510,7 @@ impl Daemon {
                     &self.balancer,
                     &self.agent_keys.borrow(),
                     self.control.clone(),
+                    &self.reloads,
                     now.wall,
                     now.mono,
                 );
@@ -597,6 +600,15 @@ impl Daemon {
             Notice::DescriptorRefused { instance, rejected } => {
                 self.metrics.refused(instance, rejected.kind());
             }
+            Notice::Publishing {
+                service,
+                slot,
+                reason,
+                ..
+            } => {
+                self.metrics
+                    .published(&service.to_string(), slot.label(), reason.label());
+            }
             Notice::UploadAccepted { service, hsdir } => {
                 self.metrics
                     .upload(&service.to_string(), &hsdir.to_string(), "accepted");
@@ -623,9 +635,15 @@ impl Daemon {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!("not reloading, keeping the running configuration: {e}");
+                self.reloads.refused += 1;
+                self.reloads.refused_because = Some(format!("{e:#}"));
+                self.metrics.reloaded("refused");
                 return;
             }
         };
+        self.reloads.applied += 1;
+        self.reloads.refused_because = None;
+        self.metrics.reloaded("applied");
         if crate::status::socket_location(&config) != crate::status::socket_location(&self.config) {
             tracing::warn!("a new status-socket-location takes effect at the next start");
         }

@@ -75,12 +75,24 @@ pub struct ControlHealth {
     pub down_because: Option<String>,
 }
 
+/// What became of configuration reloads.
+#[derive(Debug, Clone, Default)]
+pub struct Reloads {
+    /// Configurations taken.
+    pub applied: u64,
+    /// Configurations refused.
+    pub refused: u64,
+    /// Why the last one was refused, until one is taken.
+    pub refused_because: Option<String>,
+}
+
 /// The report at `now` (`mono` is the same instant on the monotonic
 /// clock, which upload states use).
 pub fn report<R>(
     balancer: &Balancer<R>,
     agents: AgentConfigured<'_>,
     control: ControlHealth,
+    reloads: &Reloads,
     now: SystemTime,
     mono: Instant,
 ) -> StatusReport {
@@ -100,6 +112,9 @@ pub fn report<R>(
             control_connected: control.connected,
             control_reconnects: control.reconnects,
             control_down_because: control.down_because,
+            config_reloads: reloads.applied,
+            config_reloads_refused: reloads.refused,
+            config_refused_because: reloads.refused_because.clone(),
         },
         services: balancer
             .services()

@@ -39,6 +39,16 @@ pub struct ManagerStatus {
     /// While it is down: why the last connection ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_down_because: Option<String>,
+    /// Configurations taken on reload (SIGHUP) since start.
+    #[serde(default)]
+    pub config_reloads: u64,
+    /// Reloads refused since start: the running configuration stayed.
+    #[serde(default)]
+    pub config_reloads_refused: u64,
+    /// Why the last reload was refused, until one is taken: the running
+    /// configuration is not the file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_refused_because: Option<String>,
 }
 
 /// One balanced service.
@@ -329,6 +339,9 @@ mod test {
                 control_connected: true,
                 control_reconnects: 1,
                 control_down_because: None,
+                config_reloads: 2,
+                config_reloads_refused: 1,
+                config_refused_because: None,
             },
         }
     }
