@@ -189,20 +189,13 @@ async fn each_hsdir_gets_its_own_descriptor_and_every_instance_answers() {
     // descriptor it holds.
     // (It may first publish with fewer instances, as their descriptors
     // arrive.)
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let all_in = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains("6 distinct") && l.contains("from 12 instance(s)"))
-            .count()
-    };
-    while all_in(&manager.log()) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "never published for all instances:\n{}",
-            manager.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    manager.wait_for_status(Duration::from_secs(240), |s| {
+        let service = &s["services"][0];
+        common::both_descriptors_carry(service, 12)
+            && service["descriptors"]
+                .as_array()
+                .is_some_and(|d| d.iter().all(|d| d["distinct"] == 6))
+    });
 
     let client = control_of(&net, "client").await;
     let mut events = client.take_events().unwrap();

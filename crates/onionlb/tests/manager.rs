@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    fetch_until_served, manager_port, ten_requests_in_a_row, testnet_config, tmp_dir, Manager,
+    counted, fetch_until_served, free_port, manager_port, scrape, ten_requests_in_a_row,
+    testnet_config, tmp_dir, Manager,
 };
 use onionlb_core::MasterKey;
 use testnet::app::served_by;
@@ -27,11 +28,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     let control_port = manager_port(&net);
     let dir = tmp_dir("manager-test-onionlb");
     let socket = dir.join("status.sock");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = free_port();
     let manager = Manager::start(
         &dir,
         &net,
@@ -96,7 +93,10 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     .iter()
     .chain(&first_publications)
     {
-        assert!(metrics.contains(line.as_str()), "no {line:?} in:\n{metrics}");
+        assert!(
+            metrics.contains(line.as_str()),
+            "no {line:?} in:\n{metrics}"
+        );
     }
     assert!(
         metrics.contains("result=\"attempted\"} ") && metrics.contains("result=\"accepted\"} "),
@@ -127,7 +127,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     )
     .unwrap();
     manager.signal(nix::sys::signal::Signal::SIGHUP);
-    let status = wait_for_status(&dir, Duration::from_secs(10), |s| {
+    let status = manager.wait_for_status(Duration::from_secs(10), |s| {
         s["manager"]["configReloads"] == 1
     });
     let json = status.to_string();
@@ -137,7 +137,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     assert_eq!(renamed["introPointsNum"], 3, "{json}");
     std::fs::write(manager.config(), "services:\n- instances: []\n").unwrap();
     manager.signal(nix::sys::signal::Signal::SIGHUP);
-    let status = wait_for_status(&dir, Duration::from_secs(10), |s| {
+    let status = manager.wait_for_status(Duration::from_secs(10), |s| {
         s["manager"]["configReloadsRefused"] == 1
     });
     let refused = status["manager"]["configRefusedBecause"]
@@ -147,7 +147,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     assert_eq!(status["manager"]["configReloads"], 1, "{status}");
     std::fs::write(manager.config(), &config).unwrap();
     manager.signal(nix::sys::signal::Signal::SIGHUP);
-    let status = wait_for_status(&dir, Duration::from_secs(10), |s| {
+    let status = manager.wait_for_status(Duration::from_secs(10), |s| {
         s["manager"]["configReloads"] == 2
     });
     assert!(
@@ -216,7 +216,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         .await
         .unwrap();
     net.start_manager(Duration::from_secs(60)).await.unwrap();
-    wait_for_status(&dir, Duration::from_secs(60), |s| {
+    manager.wait_for_status(Duration::from_secs(60), |s| {
         s["manager"]["controlReconnects"] == 1 && s["manager"]["controlConnected"] == true
     });
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -238,7 +238,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     // command passes the control timeout, and the manager drops the
     // connection, says why in status and metrics, and keeps trying.
     net.pause_manager(true);
-    let status = wait_for_status(&dir, Duration::from_secs(60), |s| {
+    let status = manager.wait_for_status(Duration::from_secs(60), |s| {
         s["manager"]["controlConnected"] == false
     });
     let why = status["manager"]["controlDownBecause"]
@@ -254,7 +254,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     }
     // tor goes on: the manager is back without anyone's help.
     net.pause_manager(false);
-    let status = wait_for_status(&dir, Duration::from_secs(120), |s| {
+    let status = manager.wait_for_status(Duration::from_secs(120), |s| {
         s["manager"]["controlConnected"] == true
     });
     assert_eq!(status["manager"]["controlReconnects"], 2, "{status}");
@@ -266,7 +266,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     // Hung again, while the manager waits on tor (a command or a
     // reconnection): SIGTERM is honoured within 2 s.
     net.pause_manager(true);
-    wait_for_status(&dir, Duration::from_secs(60), |s| {
+    manager.wait_for_status(Duration::from_secs(60), |s| {
         s["manager"]["controlConnected"] == false
     });
     manager.stop_within(Duration::from_secs(2));
@@ -290,50 +290,6 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
 }
 
 /// The status JSON once `ready` holds of it, polled until `bound`.
-fn wait_for_status(
-    dir: &std::path::Path,
-    bound: Duration,
-    ready: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + bound;
-    loop {
-        let json = onionlb_status(dir, &["--json"]);
-        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
-        if ready(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status not as awaited within {bound:?}: {json}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The sum of the counters in `metrics` whose line starts with `prefix`
-/// and whose labels end with `suffix`.
-fn counted(metrics: &str, prefix: &str, suffix: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.split_once(suffix))
-        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
-        .sum()
-}
-
-/// GET /metrics from the manager's metrics endpoint.
-fn scrape(port: u16) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200 OK\r\n"), "{response}");
-    response
-}
-
 /// `onionlb status --socket DIR/status.sock ARGS`, which must succeed
 /// (by the socket, as the configuration is made invalid for a while).
 fn onionlb_status(dir: &std::path::Path, args: &[&str]) -> String {

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fetch_until_served, manager_port, testnet_config, tmp_dir, Manager};
+use common::{
+    both_descriptors_carry, fetch_until_served, manager_port, testnet_config, tmp_dir, Manager,
+};
 use onionlb_core::MasterKey;
 use testnet::Testnet;
 
@@ -47,14 +49,24 @@ async fn two_services_share_their_instances() {
             fetch_until_served(&net, &url, Some(&node.name), Duration::from_secs(240)).await;
         }
     }
-    let log = manager.log();
+    // And the status says both descriptors of each carry both instances.
+    let status = manager.wait_for_status(Duration::from_secs(60), |s| {
+        s["services"].as_array().is_some_and(|services| {
+            services.len() == masters.len()
+                && services
+                    .iter()
+                    .all(|service| both_descriptors_carry(service, 2))
+        })
+    });
     for (key, _) in &masters {
-        let address = key.address().to_string();
+        let address = format!("{}", key.address());
         assert!(
-            log.lines().any(|l| l.contains(&address)
-                && l.contains("publishing first descriptor")
-                && l.contains("intro point slots from 2 instance(s)")),
-            "{log}"
+            status["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["onionAddress"] == address.as_str()),
+            "{status}"
         );
     }
     manager.stop();

@@ -1,5 +1,5 @@
-//! Bad instance descriptors reaching the manager are rejected, logged, and
-//! change nothing: the daemon keeps publishing from what it had.
+//! Bad instance descriptors reaching the manager are rejected, counted by
+//! reason, and change nothing: the daemon keeps publishing from what it had.
 //!
 //! HSDirs check signatures and revisions themselves, so a real network
 //! never hands the manager such descriptors. Here a proxy on the control
@@ -11,11 +11,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fetch_until_served, testnet_config, tmp_dir, Manager};
+use common::{counted, fetch_until_served, free_port, scrape, testnet_config, tmp_dir, Manager};
 use onionlb_core::MasterKey;
 use testnet::Testnet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,36 +95,46 @@ fn content_event(address: &str, descriptor: &str) -> Vec<u8> {
     event.into_bytes()
 }
 
-/// Waits until the manager's log contains `needle` `times` times.
-async fn wait_for_log(manager: &Manager, needle: &str, times: usize, bound: Duration) {
-    let deadline = Instant::now() + bound;
-    while manager.log().matches(needle).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log within {bound:?}:\n{}",
-            manager.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `onionlb_descriptors_refused_total` of `instance`, by reason.
-fn refusals(port: u16, instance: &str) -> std::collections::BTreeMap<String, u64> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
+fn refusals(port: u16, instance: &str) -> BTreeMap<String, u64> {
     let prefix = format!("onionlb_descriptors_refused_total{{instance=\"{instance}\",reason=\"");
-    text.lines()
+    scrape(port)
+        .lines()
         .filter_map(|line| {
             let rest = line.strip_prefix(&prefix)?;
             let (reason, count) = rest.split_once("\"} ")?;
             Some((reason.to_owned(), count.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// Sends `event`, then waits up to 30 s for the manager to count more
+/// refusals of `instance`'s descriptors; returns the reasons counted.
+async fn refused_after(
+    port: u16,
+    instance: &str,
+    inject: &mpsc::UnboundedSender<Vec<u8>>,
+    event: Vec<u8>,
+) -> Vec<String> {
+    let before = refusals(port, instance);
+    inject.send(event).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = refusals(port, instance);
+        let more: Vec<String> = now
+            .iter()
+            .filter(|(reason, n)| before.get(*reason).copied().unwrap_or(0) < **n)
+            .map(|(reason, _)| reason.clone())
+            .collect();
+        if !more.is_empty() {
+            return more;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not refused within 30 s: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -137,11 +148,7 @@ async fn tampered_foreign_and_replayed_descriptors_are_rejected_and_publishing_g
         panic!("the testnet's management tor listens on TCP");
     };
     let (proxy_port, inject, seen) = injecting_proxy(upstream).await;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = free_port();
     let manager = Manager::start(
         &tmp_dir("tampered-test-onionlb"),
         &net,
@@ -165,60 +172,57 @@ async fn tampered_foreign_and_replayed_descriptors_are_rejected_and_publishing_g
         "A"
     };
     tampered.replace_range(signature_at..=signature_at, flipped);
-    inject.send(content_event(&instance1, &tampered)).unwrap();
-    wait_for_log(
-        &manager,
-        "instance1: rejected a descriptor: invalid descriptor",
-        1,
-        Duration::from_secs(30),
+    let refused = refused_after(
+        metrics_port,
+        "instance1",
+        &inject,
+        content_event(&instance1, &tampered),
     )
     .await;
+    assert_eq!(refused, ["invalid"]);
 
     // Another service's descriptor, delivered as instance1's.
-    inject.send(content_event(&instance1, &other)).unwrap();
-    wait_for_log(
-        &manager,
-        "instance1: rejected a descriptor: descriptor is not signed by this instance's key for the period in use",
-        1,
-        Duration::from_secs(30),
+    let refused = refused_after(
+        metrics_port,
+        "instance1",
+        &inject,
+        content_event(&instance1, &other),
     )
     .await;
+    assert_eq!(refused, ["wrong_key"]);
 
     // A replay: instance1 restarts with new intro points and a higher
     // revision; once the manager has published them, the old descriptor is
     // sent again.
+    let changed = || {
+        counted(
+            &scrape(metrics_port),
+            &format!("onionlb_publications_total{{service=\"{master}\","),
+            "reason=\"intro_points_changed\"}",
+        )
+    };
+    let changed_before = changed();
     net.stop_instance(1).unwrap();
     net.start_instance(1, Duration::from_secs(120))
         .await
         .unwrap();
-    wait_for_log(
-        &manager,
-        "(intro points changed)",
-        1,
-        Duration::from_secs(180),
-    )
-    .await;
-    // Refused as a replay, or, once clients fetch the next period's
-    // descriptors (a period is 8 minutes here), as another period's key.
-    let refused_before = refusals(metrics_port, "instance1");
-    inject.send(content_event(&instance1, &old)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let refused = loop {
-        let now = refusals(metrics_port, "instance1");
-        let more: Vec<_> = now
-            .iter()
-            .filter(|(reason, n)| refused_before.get(*reason).copied().unwrap_or(0) < **n)
-            .map(|(reason, _)| reason.clone())
-            .collect();
-        if !more.is_empty() {
-            break more;
-        }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while changed() <= changed_before {
         assert!(
             Instant::now() < deadline,
-            "the replay was not refused within 30 s: {now:?}"
+            "instance1's new intro points were not published within 180 s"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Refused as a replay, or, once clients fetch the next period's
+    // descriptors (a period is 8 minutes here), as another period's key.
+    let refused = refused_after(
+        metrics_port,
+        "instance1",
+        &inject,
+        content_event(&instance1, &old),
+    )
+    .await;
     assert!(
         refused.iter().all(|r| r == "replay" || r == "wrong_key"),
         "{refused:?}"

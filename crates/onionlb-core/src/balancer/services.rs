@@ -74,6 +74,8 @@ pub struct Published {
     pub revision: u64,
     /// Why it was made.
     pub reason: PublishReason,
+    /// How many instances had intro points to put in it.
+    pub instances: usize,
     /// The descriptor each HSDir was sent (one text shared by the HSDirs
     /// that got the same).
     pub texts: BTreeMap<RsaId, Arc<str>>,
@@ -296,13 +298,14 @@ impl Service {
         }
         signer.forget_unused();
         self.revisions.insert(blinded, revision);
+        let instances = live.iter().filter(|l| !l.is_empty()).count();
         pass.notices.push(Notice::Publishing {
             service: self.address,
             slot,
             reason,
             distinct: planned.len(),
             intro_points: planned.iter().map(|d| d.intro_points.len()).sum(),
-            instances: live.iter().filter(|l| !l.is_empty()).count(),
+            instances,
             revision,
             hsdirs,
         });
@@ -312,6 +315,7 @@ impl Service {
             at: now.wall,
             revision,
             reason,
+            instances,
             uploads: Uploads::sent(texts.keys().copied(), now.mono),
             texts,
         });

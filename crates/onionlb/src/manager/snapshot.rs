@@ -215,6 +215,7 @@ fn descriptor_status(
         published_at: timestamp(published.at),
         reason: published.reason.to_string(),
         distinct: published.layout.descriptors.len(),
+        instances: published.instances,
         intro_points: published
             .layout
             .descriptors

@@ -123,6 +123,9 @@ pub struct DescriptorStatus {
     pub distinct: usize,
     /// Intro points over all distinct descriptors.
     pub intro_points: usize,
+    /// Instances with intro points to put in them.
+    #[serde(default)]
+    pub instances: usize,
     /// Each HSDir's upload.
     pub hsdirs: Vec<UploadStatus>,
 }
@@ -312,6 +315,7 @@ mod test {
                     reason: "first publication".into(),
                     distinct: 1,
                     intro_points: 3,
+                    instances: 1,
                     hsdirs: vec![
                         UploadStatus {
                             fingerprint: "AA".into(),

@@ -162,12 +162,18 @@ impl Manager {
 
     /// Starts onionlb with `config` against the control port
     /// `control_port` on 127.0.0.1, logging at debug level to
-    /// `onionlb.log` beside the config.
+    /// `onionlb.log` beside the config, with its status socket
+    /// `status.sock` there (by the environment, as Python Onionbalance
+    /// reads it, unless the config names the same).
     pub fn spawn(config: &Path, control_port: u16) -> Manager {
         let port = control_port.to_string();
         let log = config.with_file_name("onionlb.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+            .env(
+                "ONIONBALANCE_STATUS_SOCKET_LOCATION",
+                config.with_file_name("status.sock"),
+            )
             .args(["-v", "debug", "-p", &port, "-c"])
             .arg(config)
             .stdin(Stdio::null())
@@ -218,6 +224,32 @@ impl Manager {
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 
+    /// Its status socket.
+    pub fn status_socket(&self) -> PathBuf {
+        self.log.with_file_name("status.sock")
+    }
+
+    /// Waits up to `bound` for its status report to be `ready`; returns
+    /// it.
+    pub fn wait_for_status(
+        &self,
+        bound: Duration,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + bound;
+        loop {
+            let report = status(&self.status_socket());
+            if report.as_ref().is_some_and(&ready) {
+                return report.unwrap_or_default();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status not as awaited within {bound:?}: {report:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The config file it runs with.
     pub fn config(&self) -> PathBuf {
         self.log.with_file_name("config.yaml")
@@ -257,6 +289,65 @@ impl Drop for Manager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether both of `service`'s descriptors (in a status report) are
+/// published with intro points of `instances` instances.
+pub fn both_descriptors_carry(service: &serde_json::Value, instances: usize) -> bool {
+    service["descriptors"]
+        .as_array()
+        .is_some_and(|descriptors| {
+            descriptors.len() == 2 && descriptors.iter().all(|d| d["instances"] == instances)
+        })
+}
+
+/// The status report read from the socket at `socket`; `None` while
+/// nothing listens there yet.
+pub fn status(socket: &Path) -> Option<serde_json::Value> {
+    use std::io::Read as _;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut json = String::new();
+    stream.read_to_string(&mut json).unwrap();
+    Some(serde_json::from_str(&json).unwrap())
+}
+
+/// GET /metrics from a manager's metrics endpoint on `port`.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200 OK\r\n"), "{response}");
+    response
+}
+
+/// The sum of the counters in `metrics` whose line starts with `prefix`
+/// and whose labels end with `suffix` (up to the closing brace).
+pub fn counted(metrics: &str, prefix: &str, suffix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.split_once(suffix))
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// A port on 127.0.0.1 free now, for a manager's metrics.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fails if `secret` appears in `haystack` raw, in hex (either case), in
