@@ -462,7 +462,6 @@ impl PeriodSigner {
                 return Ok(());
             }
         }
-        let unfit = |what| move |_| DescriptorError::Certify { what };
         // The ntor key as ed25519, with sign bit 0 (rend-spec-v3
         // [ENC-KEY-CERT]).
         let enc_key_ed = curve25519_dalek::MontgomeryPoint(enc_key)
@@ -472,31 +471,44 @@ impl PeriodSigner {
             })?
             .compress()
             .to_bytes();
-        let signer = ed25519::Ed25519Identity::from(self.signing.public());
-        let auth_key_cert = Ed25519Cert::builder()
-            .cert_type(CertType::HS_IP_V_SIGNING)
-            .expiration(self.expiry)
-            .signing_key(signer)
-            .cert_key(CertifiedKey::Ed25519(auth_key.into()))
-            .encode_and_sign(&self.signing)
-            .map_err(unfit("an intro point's auth key"))?;
-        let enc_key_cert = Ed25519Cert::builder()
-            .cert_type(CertType::HS_IP_CC_SIGNING)
-            .expiration(self.expiry)
-            .signing_key(signer)
-            .cert_key(CertifiedKey::Ed25519(enc_key_ed.into()))
-            .encode_and_sign(&self.signing)
-            .map_err(unfit("an intro point's ntor key"))?;
+        let auth_key_cert = self.certificate(
+            CertType::HS_IP_V_SIGNING,
+            auth_key,
+            "an intro point's auth key",
+        )?;
+        let enc_key_cert = self.certificate(
+            CertType::HS_IP_CC_SIGNING,
+            enc_key_ed,
+            "an intro point's ntor key",
+        )?;
         self.certified.insert(
             auth_key,
             PointCertificates {
                 enc_key,
-                auth_key_cert: auth_key_cert.as_ref().to_vec(),
-                enc_key_cert: enc_key_cert.as_ref().to_vec(),
+                auth_key_cert,
+                enc_key_cert,
                 used: true,
             },
         );
         Ok(())
+    }
+
+    /// A certificate of type `kind` for `key` by the signing key, expiring
+    /// with it, encoded; `what` names the key if it cannot be made.
+    fn certificate(
+        &self,
+        kind: CertType,
+        key: [u8; 32],
+        what: &'static str,
+    ) -> Result<Vec<u8>, DescriptorError> {
+        let cert = Ed25519Cert::builder()
+            .cert_type(kind)
+            .expiration(self.expiry)
+            .signing_key(ed25519::Ed25519Identity::from(self.signing.public()))
+            .cert_key(CertifiedKey::Ed25519(key.into()))
+            .encode_and_sign(&self.signing)
+            .map_err(|_| DescriptorError::Certify { what })?;
+        Ok(cert.as_ref().to_vec())
     }
 }
 
