@@ -77,7 +77,8 @@ pub struct Published {
     /// How many instances had intro points to put in it.
     pub instances: usize,
     /// The descriptor each HSDir was sent (one text shared by the HSDirs
-    /// that got the same).
+    /// that got the same), for sending again; let go once every HSDir
+    /// accepted its copy.
     pub texts: BTreeMap<RsaId, Arc<str>>,
     /// What became of each upload.
     pub uploads: Uploads,
@@ -419,10 +420,26 @@ impl Service {
         let mut retry = None;
         for published in self.published.iter_mut().flatten() {
             match failed {
-                None => ours |= published.uploads.accepted(&hsdir, now),
+                None => {
+                    let accepted = published.uploads.accepted(&hsdir, now);
+                    if accepted && published.uploads.next_due().is_none() {
+                        // Every HSDir has it: nothing is left to send
+                        // again, and at 10,000 services the texts would be
+                        // half the memory.
+                        published.texts.clear();
+                    }
+                    ours |= accepted;
+                }
                 Some(reason) => {
                     if let Some(delay) = published.uploads.failed(&hsdir, reason, now) {
                         retry = Some(delay);
+                        if published.texts.is_empty() {
+                            // Its texts went when every HSDir had it: this
+                            // report is about the other slot's upload to
+                            // the same HSDir (tor's events do not say
+                            // which). Publish it anew, as if it were old.
+                            published.at = SystemTime::UNIX_EPOCH;
+                        }
                     }
                 }
             }

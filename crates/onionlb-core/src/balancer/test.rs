@@ -818,6 +818,38 @@ fn refusing_and_late_hsdirs_are_retried_with_backoff_and_never_flooded() {
 }
 
 #[test]
+fn texts_go_once_every_hsdir_has_its_copy_and_a_late_failure_publishes_anew() {
+    let mut world = World::new(3, &[vec![0, 1, 2]]);
+    world.run_until(5 * MINUTE, World::all_accepted);
+    let published = world.balancer.services()[0].published();
+    for slot in published.iter().flatten() {
+        assert!(slot.texts.is_empty(), "{:?}", slot.texts.keys());
+    }
+    let (hsdir, revision) = {
+        let first = published[0].as_ref().unwrap();
+        (*first.uploads.iter().next().unwrap().0, first.revision)
+    };
+    let service = world.masters[0].address();
+    let before = world.posts.values().sum::<usize>();
+    // tor reports a failed upload to an HSDir both slots had accepted
+    // (its events do not say which descriptor): with no text left to
+    // resend, the slot is built and sent anew.
+    world.input(Input::HsDirAnswer {
+        address: service,
+        hsdir,
+        answer: HsDirAnswer::Failed(Some("UPLOAD_REJECTED")),
+    });
+    world.run_until(MINUTE, |w| w.posts.values().sum::<usize>() > before);
+    let again = world.balancer.services()[0].published()[0]
+        .as_ref()
+        .unwrap();
+    assert_eq!(again.reason, crate::publish::PublishReason::Age);
+    assert!(again.revision > revision);
+    world.run_until(MINUTE, World::all_accepted);
+    assert!(world.clients_reach(0, &[0, 1, 2]));
+}
+
+#[test]
 fn a_connection_lost_mid_upload_resends_what_was_in_flight_once_back() {
     let mut world = World::new(3, &[vec![0, 1, 2]]);
     world.delay = 5 * SECOND;
