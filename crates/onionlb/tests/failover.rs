@@ -146,7 +146,9 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     let killed = Instant::now();
     net.stop_instance(0).unwrap();
     let (out, published) = wait_out_and_republished(&manager, 0, killed, 2);
-    assert!(out.contains("lost tor"), "{out}");
+    // Its agent says why: tor's control connection was lost, or, polled
+    // a little later, cannot be made again.
+    assert!(out.contains("tor's control"), "{out}");
     wait_until_uploads_accepted(&status_socket, Duration::from_secs(30)).await;
     let ten_ok =
         ten_requests_in_a_row(&net, &url, &names[0], killed, Duration::from_secs(90)).await;
