@@ -330,17 +330,6 @@ pub fn scrape(port: u16) -> String {
     response
 }
 
-/// The sum of the counters in `metrics` whose line starts with `prefix`
-/// and whose labels end with `suffix` (up to the closing brace).
-pub fn counted(metrics: &str, prefix: &str, suffix: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.split_once(suffix))
-        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
-        .sum()
-}
-
 /// A port on 127.0.0.1 free now, for a manager's metrics.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
