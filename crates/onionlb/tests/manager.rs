@@ -164,12 +164,21 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
     }
 
-    // (a) With fresh circuits, every instance answers at least once in 30.
+    // (a) With fresh circuits, every instance answers at least once in 30
+    // answers. A request may fail now and then (an 8-minute period can end
+    // here, and the instances change intro points with it): up to 5 are
+    // tried again.
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..30 {
-        let response = net.fetch(&url).await.unwrap();
-        let who = served_by(&response.body).unwrap().to_owned();
-        *served.entry(who).or_default() += 1;
+    let mut failures = Vec::new();
+    while served.values().sum::<usize>() < 30 {
+        match net.fetch(&url).await {
+            Ok(response) => {
+                let who = served_by(&response.body).unwrap().to_owned();
+                *served.entry(who).or_default() += 1;
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+        assert!(failures.len() <= 5, "requests failed: {failures:?}");
     }
     let instances: Vec<String> = net.layout().instances().map(|n| n.name.clone()).collect();
     for instance in &instances {
