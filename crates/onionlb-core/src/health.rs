@@ -7,8 +7,11 @@
 //! * an agent beside the instance reports it healthy or not, and sends
 //!   heartbeats: the instance is down when the agent says so, or when no
 //!   heartbeat came for [`Policy::heartbeat_timeout`];
-//! * without an agent, fetches that keep failing
-//!   ([`Policy::failed_rounds`] rounds in a row) mean it is down.
+//! * without an agent, probes through Tor ([`crate::probe`]) that fail
+//!   [`Policy::probe_failures`] times in a row mean it is down, and so do
+//!   fetches that keep failing ([`Policy::failed_rounds`] rounds in a
+//!   row). An agent's word, while one reports, overrides both: it sees
+//!   the instance from beside it, the probes from across the network.
 //!
 //! It is up again as soon as healthy evidence arrives, unless it flaps:
 //! each fall adds one to a penalty that halves every
@@ -23,6 +26,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::probe::Failure;
+
 /// The knobs of [`Health`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
@@ -30,6 +35,8 @@ pub struct Policy {
     pub heartbeat_timeout: Duration,
     /// Failed fetch rounds in a row that put an agent-less instance down.
     pub failed_rounds: u32,
+    /// Failed probes in a row that put an agent-less instance down.
+    pub probe_failures: u32,
     /// Time for the flap penalty to halve.
     pub half_life: Duration,
     /// Penalty at which an instance is held out.
@@ -46,6 +53,7 @@ impl Default for Policy {
             // 10 s of it.
             heartbeat_timeout: Duration::from_secs(8),
             failed_rounds: 3,
+            probe_failures: crate::probe::Policy::default().failures,
             half_life: Duration::from_secs(60),
             suppress: 3.0,
             reuse: 1.5,
@@ -60,6 +68,9 @@ pub struct Health {
     /// The agent's last word, if an agent reports on it.
     agent: Option<AgentReport>,
     failed_rounds: u32,
+    /// Probes failed in a row, and the last one's failure.
+    probe_failures: u32,
+    last_probe_failure: Option<Failure>,
     /// Flap penalty, as of `penalty_at`.
     penalty: f64,
     penalty_at: Instant,
@@ -103,6 +114,13 @@ pub enum Down {
         /// Failed rounds in a row.
         rounds: u32,
     },
+    /// Its probes through Tor failed this many times in a row.
+    ProbesFailing {
+        /// Failed probes in a row.
+        failures: u32,
+        /// How the last one failed.
+        last: Failure,
+    },
     /// It fell too often lately; held out until it has been stable.
     Flapping {
         /// The flap penalty, in tenths.
@@ -121,6 +139,10 @@ impl fmt::Display for Down {
                 f,
                 "its descriptor could not be fetched {rounds} times in a row"
             ),
+            Down::ProbesFailing { failures, last } => write!(
+                f,
+                "{failures} probe(s) through Tor failed in a row (the last: {last})"
+            ),
             Down::Flapping { penalty_tenths } => write!(
                 f,
                 "held out for flapping until it has been stable for a while (penalty {}.{})",
@@ -138,6 +160,8 @@ impl Health {
             policy,
             agent: None,
             failed_rounds: 0,
+            probe_failures: 0,
+            last_probe_failure: None,
             penalty: 0.0,
             penalty_at: now,
             suppressed: false,
@@ -168,6 +192,25 @@ impl Health {
     /// The instance's descriptor was fetched.
     pub fn fetch_succeeded(&mut self) {
         self.failed_rounds = 0;
+    }
+
+    /// A probe failed for a reason that [`Failure::counts`] against the
+    /// instance (others are ignored).
+    pub fn probe_failed(&mut self, failure: Failure) {
+        if failure.counts() {
+            self.probe_failures = self.probe_failures.saturating_add(1);
+            self.last_probe_failure = Some(failure);
+        }
+    }
+
+    /// Probes failed in a row (of those that count).
+    pub fn probe_failures(&self) -> u32 {
+        self.probe_failures
+    }
+
+    /// A probe reached the instance's application.
+    pub fn probe_passed(&mut self) {
+        self.probe_failures = 0;
     }
 
     /// Whether to publish the instance now. Call it whenever publishing is
@@ -213,6 +256,14 @@ impl Health {
                 });
             }
             return None;
+        }
+        if let Some(last) = self.last_probe_failure {
+            if self.probe_failures >= self.policy.probe_failures.max(1) {
+                return Some(Down::ProbesFailing {
+                    failures: self.probe_failures,
+                    last,
+                });
+            }
         }
         (self.failed_rounds >= self.policy.failed_rounds).then_some(Down::FetchesFailing {
             rounds: self.failed_rounds,
@@ -278,6 +329,35 @@ mod test {
         assert!(matches!(health.verdict(t0), Verdict::Down(_)));
         health.fetch_succeeded();
         assert_eq!(health.verdict(t0), Verdict::Up);
+    }
+
+    #[test]
+    fn without_an_agent_failed_probes_decide_and_an_agent_overrides_them() {
+        let t0 = Instant::now();
+        let mut health = Health::new(Policy::default(), t0);
+        health.probe_failed(Failure::Refused {
+            code: 0xF2,
+            meaning: "onion service introduction failed",
+        });
+        assert_eq!(health.verdict(t0), Verdict::Up);
+        // The manager's own SOCKS port failing says nothing of the
+        // instance.
+        health.probe_failed(Failure::Unreachable);
+        assert_eq!(health.verdict(t0), Verdict::Up);
+        health.probe_failed(Failure::TimedOut);
+        assert_eq!(
+            health.verdict(t0),
+            Verdict::Down(Down::ProbesFailing {
+                failures: 2,
+                last: Failure::TimedOut
+            })
+        );
+        health.probe_passed();
+        assert_eq!(health.verdict(t0 + secs(1)), Verdict::Up);
+        health.probe_failed(Failure::TimedOut);
+        health.probe_failed(Failure::TimedOut);
+        health.agent_report(true, "", t0 + secs(2));
+        assert_eq!(health.verdict(t0 + secs(2)), Verdict::Up);
     }
 
     #[test]

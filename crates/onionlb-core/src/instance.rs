@@ -31,7 +31,11 @@
 //! period is the newer. Whoever knows that tor restarted (its agent)
 //! calls [`InstanceState::forget_descriptors`]; the revisions seen stay,
 //! so an HSDir that still has the old run's descriptors cannot bring them
-//! back.
+//! back. Without an agent, a new run shows in its descriptors: a running
+//! tor replaces a descriptor's intro points one at a time, as each
+//! expires or fails, while a new run's descriptor shares none with the
+//! one it replaces. Such a descriptor ([`Accepted::NewRun`]) drops the
+//! kept descriptor of the other period, which came from the old run.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -78,6 +82,10 @@ pub enum Accepted {
     NowUsable,
     /// The intro points on offer changed.
     IntroPointsChanged,
+    /// It shares no intro point with the descriptor of its period it
+    /// replaces: a new run of the instance's tor, whose descriptor of the
+    /// other period, if kept, was dropped.
+    NewRun,
     /// Same intro points (the same descriptor from another HSDir, a new
     /// revision with nothing new for us, or a period already gone).
     Unchanged,
@@ -162,14 +170,31 @@ impl InstanceState {
         self.revisions
             .insert(descriptor.blinded, descriptor.revision);
         let before = self.intro_keys();
-        self.kept
-            .retain(|k| k.descriptor.blinded != descriptor.blinded);
+        let replaced = self
+            .kept
+            .iter()
+            .position(|k| k.descriptor.blinded == descriptor.blinded)
+            .map(|at| self.kept.remove(at));
+        let new_run = replaced.is_some_and(|old| {
+            let old = &old.descriptor.intro_points;
+            !old.is_empty()
+                && !descriptor.intro_points.is_empty()
+                && !descriptor.intro_points.iter().any(|new| {
+                    old.iter()
+                        .any(|o| o.ipt_sid_key().to_bytes() == new.ipt_sid_key().to_bytes())
+                })
+        });
+        if new_run {
+            self.kept.clear();
+        }
         self.kept.push(Kept { descriptor, digest });
         self.kept
             .sort_by_key(|k| std::cmp::Reverse(k.descriptor.period.interval_num()));
         self.kept.truncate(KEPT);
         Ok(if before.is_empty() {
             Accepted::NowUsable
+        } else if new_run {
+            Accepted::NewRun
         } else if before != self.intro_keys() {
             Accepted::IntroPointsChanged
         } else {
@@ -317,13 +342,22 @@ mod test {
             state.offer(&v6.text, &periods, f.now, 50_000),
             Ok(Accepted::Unchanged)
         );
-        let fresh = vec![intro_point(&mut rand::rng(), 1)];
-        let v7 = build_with(&f, 7, &fresh);
+        // One intro point replaced, as a running tor does.
+        let mut one_new = f.intro_points.clone();
+        one_new[0] = intro_point(&mut rand::rng(), 1);
+        let v7 = build_with(&f, 7, &one_new);
         assert_eq!(
             state.offer(&v7.text, &periods, f.now, 50_000),
             Ok(Accepted::IntroPointsChanged)
         );
         assert_eq!(state.descriptor().unwrap().revision, 7);
+        // Every one replaced at once: a new run of its tor.
+        let fresh = vec![intro_point(&mut rand::rng(), 2)];
+        let v8 = build_with(&f, 8, &fresh);
+        assert_eq!(
+            state.offer(&v8.text, &periods, f.now, 50_000),
+            Ok(Accepted::NewRun)
+        );
     }
 
     #[test]
@@ -422,11 +456,12 @@ mod test {
             state.offer(&build(&f, 5).text, &periods, f.now, 50_000),
             Ok(Accepted::Unchanged)
         );
-        // A restarted tor's new intro points for the older period replace
-        // only that period's.
-        let fresh = vec![intro_point(&mut rand::rng(), 1)];
+        // One new intro point for the older period replaces only that
+        // period's.
+        let mut one_new = f.intro_points.clone();
+        one_new[2] = intro_point(&mut rand::rng(), 1);
         assert_eq!(
-            state.offer(&build_with(&f, 6, &fresh).text, &periods, f.now, 50_000),
+            state.offer(&build_with(&f, 6, &one_new).text, &periods, f.now, 50_000),
             Ok(Accepted::IntroPointsChanged)
         );
         let points = state
@@ -434,9 +469,34 @@ mod test {
             .unwrap()
             .unwrap();
         assert_eq!(
-            grouped(&points, &[3, 1]),
-            [keys(&next.intro_points), keys(&fresh)]
+            grouped(&points, &[3, 3]),
+            [keys(&next.intro_points), keys(&one_new)]
         );
+        // A restarted tor's descriptor for the older period, sharing no
+        // intro point with the one it replaces: the newer period's, from
+        // the old run, goes too (its new one comes later).
+        let fresh = vec![intro_point(&mut rand::rng(), 2)];
+        assert_eq!(
+            state.offer(&build_with(&f, 7, &fresh).text, &periods, f.now, 50_000),
+            Ok(Accepted::NewRun)
+        );
+        let points = state
+            .live_intro_points(f.now, &public_rules())
+            .unwrap()
+            .unwrap();
+        assert_eq!(keys(&points), keys(&fresh));
+        // The new run's newer descriptor joins.
+        let next_fresh = vec![intro_point(&mut rand::rng(), 3)];
+        assert_eq!(
+            state.offer(
+                &build_with(&next, 3, &next_fresh).text,
+                &periods,
+                f.now,
+                50_000
+            ),
+            Ok(Accepted::IntroPointsChanged)
+        );
+        assert_eq!(state.intro_point_count(), 2);
     }
 
     #[test]

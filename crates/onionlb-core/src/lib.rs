@@ -19,6 +19,7 @@ pub mod instance;
 mod key;
 pub mod network;
 pub mod period;
+pub mod probe;
 pub mod publish;
 pub mod ratelimit;
 pub mod revision;

@@ -11,6 +11,12 @@
 //!   listen: 127.0.0.1:9852             # remote agents (loopback only) ...
 //!   onion-key: agents-onion.key        # ... reached through this onion service
 //!   heartbeat-timeout: 8               # seconds of agent silence = down
+//! probes:                                              # ours, all optional
+//!   interval: 10             # seconds between probes of an instance; 0: off
+//!   timeout: 15              # seconds a probe may take
+//!   failures: 2              # failed probes in a row = down
+//!   per-second: 10           # probes started per second, at most
+//!   port: 80                 # the virtual port probed
 //! services:
 //! - key: master.key          # relative to this file; tor or PEM format
 //!   instances:
@@ -18,6 +24,7 @@
 //!     name: web1             # optional
 //!     agent-key: <base64>    # ours: the public key of its agent
 //!     agent-client-auth: <base32>  # ours: its agent's onion client key
+//!     probe-port: 443        # ours: the virtual port its probes use
 //! ```
 //!
 //! Every error names the file, the line and the key, so an operator can go
@@ -51,6 +58,12 @@ pub const MAX_USEFUL_INSTANCES: usize = 120;
 const FETCH_INTERVAL_RANGE: (u64, u64) = (1, 10_800);
 const CONTROL_TIMEOUT_RANGE: (u64, u64) = (1, 3_600);
 const HEARTBEAT_TIMEOUT_RANGE: (u64, u64) = (1, 3_600);
+const PROBE_INTERVAL_RANGE: (u64, u64) = (0, 3_600);
+const PROBE_TIMEOUT_RANGE: (u64, u64) = (1, 600);
+const PROBE_FAILURES_RANGE: (u64, u64) = (1, 100);
+const PROBE_RATE_RANGE: (u64, u64) = (1, 1_000);
+/// The virtual port probed unless configured: the web's.
+pub const DEFAULT_PROBE_PORT: u16 = 80;
 
 /// A loaded configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +82,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where and how agents reach the manager.
     pub agents: AgentsConfig,
+    /// How instances without an agent are probed through Tor.
+    pub probes: ProbesConfig,
     /// Keys we did not recognise, with their lines, for a warning.
     pub unknown_keys: Vec<(usize, String)>,
     /// Settings that work but are unlikely to do what was meant.
@@ -112,6 +127,25 @@ impl Default for AgentsConfig {
     }
 }
 
+/// Probing instances without an agent through the management tor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbesConfig {
+    /// The schedule and thresholds; `None` when probing is off
+    /// (`interval: 0`).
+    pub policy: Option<onionlb_core::probe::Policy>,
+    /// The virtual port probed unless an instance names its own.
+    pub port: u16,
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        ProbesConfig {
+            policy: Some(onionlb_core::probe::Policy::default()),
+            port: DEFAULT_PROBE_PORT,
+        }
+    }
+}
+
 /// One balanced service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
@@ -137,6 +171,8 @@ pub struct InstanceConfig {
     /// Its agent's client authorization key for the onion channel
     /// (x25519, base32).
     pub agent_client_auth: Option<String>,
+    /// The virtual port its probes use, if not `probes.port`.
+    pub probe_port: Option<u16>,
 }
 
 impl InstanceConfig {
@@ -201,6 +237,7 @@ impl Config {
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
             metrics_listen: None,
             agents: AgentsConfig::default(),
+            probes: ProbesConfig::default(),
             unknown_keys: Vec::new(),
             warnings: Vec::new(),
         };
@@ -233,6 +270,9 @@ impl Config {
                 }
                 "agents" => {
                     config.agents = reader.agents(value, &key, base, &mut config.unknown_keys)?;
+                }
+                "probes" => {
+                    config.probes = reader.probes(value, &key, &mut config.unknown_keys)?;
                 }
                 _ => config.unknown_keys.push((line(value), key)),
             }
@@ -312,6 +352,31 @@ impl Reader<'_> {
             ));
         }
         Ok(agents)
+    }
+
+    fn probes(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<ProbesConfig, ConfigError> {
+        let mut policy = onionlb_core::probe::Policy::default();
+        let mut port = DEFAULT_PROBE_PORT;
+        for (key, value) in self.mapping(node, at)? {
+            let path = format!("{at}.{key}");
+            match key.as_str() {
+                "interval" => policy.interval = self.seconds(value, &path, PROBE_INTERVAL_RANGE)?,
+                "timeout" => policy.timeout = self.seconds(value, &path, PROBE_TIMEOUT_RANGE)?,
+                "failures" => policy.failures = self.count(value, &path, PROBE_FAILURES_RANGE)?,
+                "per-second" => policy.per_second = self.count(value, &path, PROBE_RATE_RANGE)?,
+                "port" => port = self.port(value, &path)?,
+                _ => unknown.push((line(value), path)),
+            }
+        }
+        Ok(ProbesConfig {
+            policy: (!policy.interval.is_zero()).then_some(policy),
+            port,
+        })
     }
 
     fn service(
@@ -399,6 +464,7 @@ impl Reader<'_> {
         let mut name = None;
         let mut agent_key = None;
         let mut agent_client_auth = None;
+        let mut probe_port = None;
         for (key, value) in self.mapping(node, at)? {
             let path = format!("{at}.{key}");
             match key.as_str() {
@@ -432,6 +498,7 @@ impl Reader<'_> {
                     }
                     agent_client_auth = Some(text.to_ascii_uppercase());
                 }
+                "probe-port" => probe_port = Some(self.port(value, &path)?),
                 _ => unknown.push((line(value), path)),
             }
         }
@@ -448,6 +515,7 @@ impl Reader<'_> {
             name,
             agent_key,
             agent_client_auth,
+            probe_port,
         })
     }
 
@@ -493,6 +561,37 @@ impl Reader<'_> {
             return Err(self.error(line(node), at, "expected a non-empty text value"));
         }
         Ok(text)
+    }
+
+    /// A whole number within `(min, max)`.
+    fn count(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        (min, max): (u64, u64),
+    ) -> Result<u32, ConfigError> {
+        match &node.data {
+            YamlData::Value(Scalar::Integer(n))
+                if u64::try_from(*n).is_ok_and(|n| (min..=max).contains(&n)) =>
+            {
+                u32::try_from(*n).map_err(|_| self.error(line(node), at, "out of range"))
+            }
+            _ => Err(self.error(
+                line(node),
+                at,
+                &format!("expected a whole number from {min} to {max}"),
+            )),
+        }
+    }
+
+    /// A TCP port, 1 to 65535.
+    fn port(&self, node: &MarkedYaml<'_>, at: &str) -> Result<u16, ConfigError> {
+        match &node.data {
+            YamlData::Value(Scalar::Integer(n)) if (1..=65_535).contains(n) => {
+                u16::try_from(*n).map_err(|_| self.error(line(node), at, "out of range"))
+            }
+            _ => Err(self.error(line(node), at, "expected a port number from 1 to 65535")),
+        }
     }
 
     /// A whole number of seconds within `(min, max)`.
@@ -618,6 +717,41 @@ mod test {
 
         assert_eq!(parse("").unwrap_err().key, "services");
         assert_eq!(parse("other: 1\n").unwrap_err().key, "services");
+    }
+
+    #[test]
+    fn probes_are_on_by_default_tunable_and_off_with_a_zero_interval() {
+        let service = format!("services:\n- key: a.key\n  instances:\n  - address: {A}\n");
+        let config = parse(&service).unwrap();
+        assert_eq!(config.probes, ProbesConfig::default());
+        assert!(config.probes.policy.is_some());
+        let text = format!(
+            "probes:\n  interval: 30\n  timeout: 5\n  failures: 3\n  per-second: 2\n  port: 8080\n{service}    probe-port: 443\n"
+        );
+        let config = parse(&text).unwrap();
+        let policy = config.probes.policy.unwrap();
+        assert_eq!(policy.interval, Duration::from_secs(30));
+        assert_eq!(policy.timeout, Duration::from_secs(5));
+        assert_eq!((policy.failures, policy.per_second), (3, 2));
+        assert_eq!(config.probes.port, 8080);
+        assert_eq!(config.services[0].instances[0].probe_port, Some(443));
+        let off = parse(&format!("probes:\n  interval: 0\n{service}")).unwrap();
+        assert_eq!(off.probes.policy, None);
+        for (body, line, key) in [
+            ("probes:\n  failures: 0\n", 2, "probes.failures"),
+            ("probes:\n  per-second: 5000\n", 2, "probes.per-second"),
+            ("probes:\n  port: 70000\n", 2, "probes.port"),
+            ("probes:\n  timeout: 0\n", 2, "probes.timeout"),
+            ("probes: 10\n", 1, "probes"),
+        ] {
+            let err = parse(&format!("{body}{service}")).unwrap_err();
+            assert_eq!((err.line, err.key.as_str()), (line, key), "{err}");
+        }
+        let err = parse(&format!("{service}    probe-port: http\n")).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (5, "services[0].instances[0].probe-port")
+        );
     }
 
     #[test]

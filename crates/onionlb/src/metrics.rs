@@ -35,6 +35,7 @@ pub struct Metrics {
     disconnects: Family<Labels, Counter>,
     publications: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
+    probes: Family<Labels, Counter>,
 }
 
 /// One service's gauges, set together.
@@ -68,6 +69,7 @@ impl Default for Metrics {
             disconnects: Family::default(),
             publications: Family::default(),
             reloads: Family::default(),
+            probes: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -130,6 +132,11 @@ impl Default for Metrics {
             "Configuration reloads (SIGHUP), by result: applied, refused (the running configuration stays)",
             metrics.reloads.clone(),
         );
+        r.register(
+            "probes",
+            "Probes of instances without an agent through the management tor, by result: passed, refused, timeout, unreachable (the SOCKS port failed)",
+            metrics.probes.clone(),
+        );
         metrics
     }
 }
@@ -178,6 +185,13 @@ impl Metrics {
     /// A configuration reload was applied or refused (`result`).
     pub fn reloaded(&self, result: &'static str) {
         self.reloads
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    /// A probe ended with `result`.
+    pub fn probed(&self, result: &'static str) {
+        self.probes
             .get_or_create(&vec![("result", result.to_owned())])
             .inc();
     }

@@ -58,7 +58,9 @@ pub async fn get(
         let mut stream = TcpStream::connect(socks)
             .await
             .map_err(|e| format!("cannot reach SOCKS port {socks}: {e}"))?;
-        torctl::socks::connect(&mut stream, &host, port, isolation).await?;
+        torctl::socks::connect(&mut stream, &host, port, isolation)
+            .await
+            .map_err(|e| e.to_string())?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream
             .write_all(request.as_bytes())

@@ -15,6 +15,7 @@ use crate::health::{self, Health, Verdict};
 use crate::instance::InstanceState;
 use crate::network::NetworkView;
 use crate::period::PeriodRules;
+use crate::probe;
 use crate::OnionAddress;
 
 /// One backend instance.
@@ -29,6 +30,9 @@ pub struct Instance {
     /// epoch.
     fetch_dirs: Option<(u64, Vec<RsaId>)>,
     health: Health,
+    probe: probe::Schedule,
+    /// The virtual port its probes connect to.
+    probe_port: u16,
     verdict: Verdict,
     /// Why it is unusable, as last said (so it is said once).
     problem: Option<Problem>,
@@ -55,6 +59,7 @@ impl Instance {
     pub(super) fn new(
         address: OnionAddress,
         label: String,
+        probe_port: u16,
         interval: Duration,
         policy: health::Policy,
         now: Instant,
@@ -66,6 +71,8 @@ impl Instance {
             fetch: FetchSchedule::new(interval, now),
             fetch_dirs: None,
             health: Health::new(policy, now),
+            probe: probe::Schedule::new(now),
+            probe_port,
             verdict: Verdict::Up,
             problem: None,
             received: None,
@@ -84,11 +91,13 @@ impl Instance {
     pub(super) fn reconfigure(
         &mut self,
         label: String,
+        probe_port: u16,
         interval: Duration,
         policy: health::Policy,
         now: Instant,
     ) {
         self.label = label;
+        self.probe_port = probe_port;
         self.fetch.set_interval(interval, now);
         self.health.set_policy(policy);
         self.unjudged = true;
@@ -143,6 +152,20 @@ impl Instance {
                 .state
                 .descriptor()
                 .is_some_and(|d| d.valid_until.is_none_or(|end| end > now))
+    }
+
+    /// When it is probed, and how the last probe went.
+    pub fn probe(&self) -> &probe::Schedule {
+        &self.probe
+    }
+
+    /// The virtual port its probes connect to.
+    pub fn probe_port(&self) -> u16 {
+        self.probe_port
+    }
+
+    pub(super) fn probe_mut(&mut self) -> &mut probe::Schedule {
+        &mut self.probe
     }
 
     pub(super) fn fetch(&self) -> &FetchSchedule {
@@ -260,17 +283,27 @@ impl Instance {
         notice
     }
 
-    /// Its intro points, if it is healthy and has a descriptor still valid
-    /// and not rotated out by its tor at `now`; says once why the last
-    /// descriptor went, and fetches at once when it did (its tor has a
-    /// newer one on the HSDirs the manager may not have asked yet).
+    /// Whether it is held out by failed probes alone.
+    pub(super) fn down_by_probes(&self) -> bool {
+        matches!(
+            self.verdict,
+            Verdict::Down(health::Down::ProbesFailing { .. })
+        )
+    }
+
+    /// Its intro points, if it is healthy (or `despite_probes`, held out
+    /// by failed probes alone) and has a descriptor still valid and not
+    /// rotated out by its tor at `now`; says once why the last descriptor
+    /// went, and fetches at once when it did (its tor has a newer one on
+    /// the HSDirs the manager may not have asked yet).
     pub(super) fn live_intro_points(
         &mut self,
         now: super::Now,
         rules: &PeriodRules,
+        despite_probes: bool,
         notices: &mut Vec<Notice>,
     ) -> Option<Vec<IntroPointDesc>> {
-        if self.verdict != Verdict::Up {
+        if self.verdict != Verdict::Up && !(despite_probes && self.down_by_probes()) {
             return None;
         }
         let live = self.state.live_intro_points(now.wall, rules);

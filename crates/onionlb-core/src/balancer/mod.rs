@@ -50,6 +50,8 @@ use crate::health;
 use crate::instance::{Accepted, Rejected};
 use crate::network::NetworkView;
 use crate::period::DescriptorSlot;
+use crate::probe;
+use crate::ratelimit::TokenBucket;
 use crate::{MasterKey, OnionAddress};
 
 /// The most fetches started in one tick. tor answers each with the
@@ -58,6 +60,10 @@ use crate::{MasterKey, OnionAddress};
 /// once left a gigabyte of descriptors queued. The longest overdue go
 /// first; 5000 instances are all asked within 40 s.
 pub const MAX_FETCHES_PER_TICK: usize = 128;
+
+/// The most probes in flight at once: each holds a SOCKS connection to
+/// the management tor and, until it ends, circuits.
+pub const MAX_PROBES_IN_FLIGHT: usize = 256;
 
 /// The time of an event, on both clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +94,9 @@ pub struct Configuration {
     pub fetch_interval: Duration,
     /// The health knobs.
     pub health: health::Policy,
+    /// How instances without an agent are probed through Tor; `None` if
+    /// they are not.
+    pub probe: Option<probe::Policy>,
 }
 
 /// One configured service.
@@ -105,6 +114,8 @@ pub struct InstanceSpec {
     pub address: OnionAddress,
     /// The operator's name for it.
     pub name: Option<String>,
+    /// The virtual port its probes connect to.
+    pub probe_port: u16,
 }
 
 impl std::fmt::Debug for ServiceSpec {
@@ -142,6 +153,16 @@ pub enum Input<'a> {
     ControlDown,
     /// Time passed: do what is due.
     Tick,
+    /// Whether probes can be made: the management tor has a SOCKS port
+    /// (asked at each connection).
+    CanProbe(bool),
+    /// A probe of an instance ended.
+    Probed {
+        /// The instance.
+        instance: OnionAddress,
+        /// Whether it reached the instance's application.
+        outcome: Result<(), probe::Failure>,
+    },
     /// An HSDir delivered an instance's descriptor that was fetched.
     Fetched {
         /// The instance.
@@ -225,6 +246,17 @@ pub enum Action {
         /// The answer.
         answer: ToAgent,
     },
+    /// Probe an instance: open a stream to `instance`'s `port` through
+    /// the management tor's SOCKS port, within `timeout`, and report the
+    /// outcome as [`Input::Probed`].
+    Probe {
+        /// The instance.
+        instance: OnionAddress,
+        /// The virtual port.
+        port: u16,
+        /// Time it may take.
+        timeout: Duration,
+    },
     /// Tell the operator.
     Notice(Notice),
 }
@@ -265,6 +297,14 @@ pub struct Balancer<R> {
     rng: R,
     fetch_interval: Duration,
     policy: health::Policy,
+    probe: Option<probe::Policy>,
+    /// Whether the shell can probe (the management tor has a SOCKS port).
+    can_probe: bool,
+    /// Spreads probes: [`probe::Policy::per_second`] at most.
+    probe_budget: TokenBucket,
+    probes_in_flight: usize,
+    /// Whether the last probe found the SOCKS port unusable (said once).
+    socks_unusable: bool,
     view: Option<NetworkView>,
     /// Bumped at each new view; cached placements carry the epoch they
     /// were made under.
@@ -309,6 +349,11 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             rng,
             fetch_interval: config.fetch_interval,
             policy: config.health,
+            probe: None,
+            can_probe: false,
+            probe_budget: TokenBucket::new(1, Duration::from_secs(1), now.mono),
+            probes_in_flight: 0,
+            socks_unusable: false,
             view: None,
             epoch: 0,
             control_up: false,
@@ -342,6 +387,8 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                 }
             }
             Input::Tick => self.tick(now),
+            Input::CanProbe(can) => self.can_probe = can,
+            Input::Probed { instance, outcome } => self.probed(instance, outcome, now),
             Input::Fetched { instance, text } => {
                 self.offer(instance, text, Source::Fetched, now);
             }
@@ -381,6 +428,14 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
     fn configure(&mut self, config: Configuration, now: Now, announce: bool) {
         self.fetch_interval = config.fetch_interval;
         self.policy = config.health;
+        if let Some(probe) = config.probe {
+            self.policy.probe_failures = probe.failures;
+            if self.probe.map(|p| p.per_second) != Some(probe.per_second) {
+                let every = Duration::from_secs(1) / probe.per_second.max(1);
+                self.probe_budget = TokenBucket::new(probe.per_second.max(1), every, now.mono);
+            }
+        }
+        self.probe = config.probe;
         let mut old_services: HashMap<OnionAddress, Service> =
             self.services.drain(..).map(|s| (s.address(), s)).collect();
         let mut old_instances = std::mem::take(&mut self.instances);
@@ -399,12 +454,19 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                 let label = member.label();
                 let instance = match old_instances.remove(&member.address) {
                     Some(mut kept) => {
-                        kept.reconfigure(label, self.fetch_interval, self.policy, now.mono);
+                        kept.reconfigure(
+                            label,
+                            member.probe_port,
+                            self.fetch_interval,
+                            self.policy,
+                            now.mono,
+                        );
                         kept
                     }
                     None => match Instance::new(
                         member.address,
                         label,
+                        member.probe_port,
                         self.fetch_interval,
                         self.policy,
                         now.mono,
@@ -474,6 +536,9 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
     /// Does what is due at `now`: fetches, health verdicts, expiries,
     /// publications and retries.
     fn tick(&mut self, now: Now) {
+        if self.control_up {
+            self.start_probes(now);
+        }
         let Some(view) = &self.view else {
             return;
         };
@@ -530,6 +595,96 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                 service.look(&mut self.instances, &mut pass);
             }
             service.retry_due(now.mono, pass.actions);
+        }
+    }
+
+    /// Starts the probes due at `now`, longest due first, within the
+    /// budget. Instances whose agent is connected are not probed: the
+    /// agent's word decides.
+    fn start_probes(&mut self, now: Now) {
+        let Some(policy) = self.probe.filter(|_| self.can_probe) else {
+            return;
+        };
+        let mut due: Vec<(Instant, usize)> = self
+            .instances
+            .values()
+            .filter(|i| i.agent().is_none() && !i.probe().in_flight())
+            .map(|i| (i.probe().next(&policy), i.position))
+            .filter(|(next, _)| *next <= now.mono)
+            .collect();
+        due.sort_unstable();
+        for (_, position) in due {
+            if self.probes_in_flight >= MAX_PROBES_IN_FLIGHT || !self.probe_budget.take(now.mono) {
+                break;
+            }
+            let Some(instance) = self
+                .order
+                .get(position)
+                .and_then(|address| self.instances.get_mut(address))
+            else {
+                continue;
+            };
+            instance.probe_mut().start(now.mono);
+            self.probes_in_flight += 1;
+            self.actions.push(Action::Probe {
+                instance: instance.address(),
+                port: instance.probe_port(),
+                timeout: policy.timeout,
+            });
+        }
+    }
+
+    /// A probe of `address` ended with `outcome`: evidence of its health,
+    /// unless the control connection is down (the management tor is away,
+    /// and with it the probes' way out) or it reports on itself (the SOCKS
+    /// port failing, said once). A change of verdict publishes, and fetches
+    /// the instance's descriptor at once: a tor that came back has new
+    /// intro points.
+    fn probed(&mut self, address: OnionAddress, outcome: Result<(), probe::Failure>, now: Now) {
+        let Some(policy) = self.probe else {
+            return;
+        };
+        let Some(instance) = self.instances.get_mut(&address) else {
+            return;
+        };
+        if instance.probe().in_flight() {
+            self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
+        }
+        let unusable = outcome == Err(probe::Failure::Unreachable);
+        if unusable && !self.socks_unusable {
+            self.notices.push(Notice::CannotProbe);
+        }
+        self.socks_unusable = unusable;
+        if !self.control_up || unusable || instance.agent().is_some() {
+            let down = instance.down_by_probes();
+            instance
+                .probe_mut()
+                .finish(outcome, down, now.mono, &policy);
+            return;
+        }
+        match outcome {
+            Ok(()) => instance.health_mut().probe_passed(),
+            Err(failure) => {
+                instance.health_mut().probe_failed(failure);
+                // The first failure asks the HSDirs too: a tor that
+                // restarted has uploaded new intro points, or soon will.
+                if instance.health_mut().probe_failures() == 1 {
+                    instance.fetch_mut().due_now(now.mono);
+                }
+            }
+        }
+        let notice = instance.judge(now.mono);
+        let down = instance.down_by_probes();
+        instance
+            .probe_mut()
+            .finish(outcome, down, now.mono, &policy);
+        let Some(notice) = notice else {
+            return;
+        };
+        self.notices.push(notice);
+        instance.fetch_mut().due_now(now.mono);
+        for &index in &instance.services {
+            self.services[index].changed(now.mono);
         }
     }
 
@@ -646,6 +801,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                     ToAgent::Accepted("new intro points".into())
                 }
                 Some(Ok(Accepted::Unchanged)) => ToAgent::Accepted("nothing new".into()),
+                Some(Ok(Accepted::NewRun)) => ToAgent::Accepted("a new run of tor".into()),
                 Some(Err(rejected)) => ToAgent::Rejected(rejected.to_string()),
                 None if self.view.is_none() => {
                     ToAgent::Rejected("the manager has no consensus yet".into())

@@ -109,6 +109,16 @@ pub enum Notice {
         /// The service.
         service: OnionAddress,
     },
+    /// Every instance of a service is held out by failed probes alone:
+    /// more likely the management tor's trouble than all of theirs, so
+    /// their intro points are published as without probes.
+    ProbesFailEverywhere {
+        /// The service.
+        service: OnionAddress,
+    },
+    /// A probe could not use the management tor's SOCKS port (said when
+    /// it starts failing): probes say nothing until it works again.
+    CannotProbe,
     /// A master descriptor is being published.
     Publishing {
         /// The service.
@@ -202,7 +212,9 @@ impl Notice {
             | Notice::TorRestarted { .. }
             | Notice::Leaving { .. }
             | Notice::UploadFailed { .. }
-            | Notice::ServiceRemoved { .. } => Level::Warn,
+            | Notice::ServiceRemoved { .. }
+            | Notice::CannotProbe
+            | Notice::ProbesFailEverywhere { .. } => Level::Warn,
             Notice::NoUsableInstance { .. } | Notice::BuildFailed { .. } => Level::Error,
         }
     }
@@ -220,10 +232,11 @@ impl fmt::Display for Notice {
             } => write!(
                 f,
                 "{instance}: {}, {intro_points} intro point(s), revision {revision}{}",
-                if *change == Accepted::NowUsable {
-                    "usable"
-                } else {
-                    "new intro points"
+                match change {
+                    Accepted::NowUsable => "usable",
+                    Accepted::NewRun =>
+                        "a new run of its tor (every intro point new): its old run's other descriptor dropped",
+                    _ => "new intro points",
                 },
                 if *pushed { " (pushed by its agent)" } else { "" }
             ),
@@ -253,6 +266,14 @@ impl fmt::Display for Notice {
             Notice::NoUsableInstance { service } => write!(
                 f,
                 "{service}: no instance is usable; keeping the last published descriptors"
+            ),
+            Notice::ProbesFailEverywhere { service } => write!(
+                f,
+                "{service}: probes fail for every instance (is the management tor cut off?); publishing their intro points as if they passed"
+            ),
+            Notice::CannotProbe => write!(
+                f,
+                "probes cannot use the management tor's SOCKS port; instances without an agent are judged by fetches alone until they can"
             ),
             Notice::Publishing {
                 service,

@@ -51,6 +51,8 @@ pub struct Service {
     revisions: HashMap<HsBlindId, u64>,
     /// Set once "no usable instance" has been said, until one is back.
     warned_empty: bool,
+    /// Whether it was said that probes fail for every instance.
+    warned_probes: bool,
     /// Instance changes not yet published.
     changes: Coalescer,
     /// Something other than an instance change may alter what to publish
@@ -106,6 +108,7 @@ impl Service {
             published: [None, None],
             revisions: HashMap::new(),
             warned_empty: false,
+            warned_probes: false,
             changes: Coalescer::default(),
             stale: true,
             placements: [None, None],
@@ -178,17 +181,27 @@ impl Service {
     {
         self.stale = false;
         self.changes.clear();
-        let live: Vec<Vec<_>> = self
-            .members
-            .iter()
-            .filter_map(|member| {
-                instances.get_mut(&member.address)?.live_intro_points(
-                    pass.now,
-                    &pass.view.rules,
-                    pass.notices,
-                )
-            })
-            .collect();
+        let mut live = self.live(instances, false, pass);
+        // Probes failing for every instance at once are more likely the
+        // management tor's trouble than all of theirs: publish as without
+        // probes rather than take the service down.
+        let probes_only = live.iter().all(Vec::is_empty)
+            && self.members.iter().any(|m| {
+                instances
+                    .get(&m.address)
+                    .is_some_and(Instance::down_by_probes)
+            });
+        if probes_only {
+            live = self.live(instances, true, pass);
+            if !self.warned_probes {
+                pass.notices.push(Notice::ProbesFailEverywhere {
+                    service: self.address,
+                });
+                self.warned_probes = true;
+            }
+        } else {
+            self.warned_probes = false;
+        }
         if live.iter().all(Vec::is_empty) {
             if !self.warned_empty && self.published.iter().any(Option::is_some) {
                 pass.notices.push(Notice::NoUsableInstance {
@@ -207,6 +220,27 @@ impl Service {
         for (index, slot) in SLOTS.into_iter().enumerate() {
             self.publish_if_due(index, slot, &live, pass);
         }
+    }
+
+    /// The intro points of each member on offer (see
+    /// [`Instance::live_intro_points`]).
+    fn live<R>(
+        &self,
+        instances: &mut HashMap<OnionAddress, Instance>,
+        despite_probes: bool,
+        pass: &mut Pass<'_, R>,
+    ) -> Vec<Vec<IntroPointDesc>> {
+        self.members
+            .iter()
+            .filter_map(|member| {
+                instances.get_mut(&member.address)?.live_intro_points(
+                    pass.now,
+                    &pass.view.rules,
+                    despite_probes,
+                    pass.notices,
+                )
+            })
+            .collect()
     }
 
     /// Builds and uploads the descriptor for `slot` if anything calls for

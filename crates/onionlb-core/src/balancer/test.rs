@@ -88,6 +88,9 @@ struct Sim {
     address: OnionAddress,
     index: usize,
     alive: bool,
+    /// Whether its application accepts streams (its tor may be up
+    /// without it).
+    app_up: bool,
     /// Which run of its tor this is; each has new intro points.
     run: u8,
     /// Its descriptors, by period.
@@ -104,6 +107,7 @@ impl Sim {
             key,
             index,
             alive: true,
+            app_up: true,
             run: 0,
             descriptors: HashMap::new(),
             minute: (index as u64 * 7) % 60,
@@ -193,7 +197,17 @@ enum Delivery {
         hsdir: RsaId,
         failed: Option<&'static str>,
     },
+    Probed {
+        instance: OnionAddress,
+        outcome: Result<(), crate::probe::Failure>,
+    },
 }
+
+/// How long a probe takes in the simulation: a passing one over the
+/// rendezvous circuit kept from the last, a failing one over the
+/// introductions tried at a dead instance's intro points.
+const PROBE_PASSES_IN: Duration = Duration::from_secs(1);
+const PROBE_FAILS_IN: Duration = Duration::from_secs(4);
 
 /// The simulated world around one balancer.
 struct World {
@@ -224,6 +238,12 @@ struct World {
     fetches: HashMap<OnionAddress, usize>,
     /// The HSDirs each instance's fetches asked, in order.
     asked: HashMap<OnionAddress, Vec<RsaId>>,
+    /// When each probe started, per instance.
+    probes: HashMap<OnionAddress, Vec<Instant>>,
+    /// The run of each instance's tor that its last probe met: the
+    /// management tor fetches a descriptor anew (and the balancer sees it)
+    /// when its cached one's intro points fail.
+    probed_run: HashMap<OnionAddress, u8>,
 }
 
 impl World {
@@ -231,6 +251,15 @@ impl World {
     /// the instances at the given indexes; control connection up and a
     /// first view given, at 01:00 UTC.
     fn new(instances: usize, services: &[Vec<usize>]) -> Self {
+        Self::probing(instances, services, Some(crate::probe::Policy::default()))
+    }
+
+    /// [`World::new`], with instances probed under `probe` (or not).
+    fn probing(
+        instances: usize,
+        services: &[Vec<usize>],
+        probe: Option<crate::probe::Policy>,
+    ) -> Self {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let dirs = (0..40u8)
             .map(|i| {
@@ -259,12 +288,14 @@ impl World {
                         .map(|&i| InstanceSpec {
                             address: sims[i].address,
                             name: Some(format!("i{i}")),
+                            probe_port: 80,
                         })
                         .collect(),
                 })
                 .collect(),
             fetch_interval: Duration::from_secs(300),
             health: health::Policy::default(),
+            probe,
         };
         let now = Now {
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(MIDNIGHT) + HOUR,
@@ -289,11 +320,14 @@ impl World {
             posts: HashMap::new(),
             fetches: HashMap::new(),
             asked: HashMap::new(),
+            probes: HashMap::new(),
+            probed_run: HashMap::new(),
         };
         world.consensus();
         for index in 0..world.sims.len() {
             world.republish(index);
         }
+        world.input(Input::CanProbe(true));
         world.input(Input::ControlUp);
         world
     }
@@ -417,6 +451,47 @@ impl World {
                         ));
                     }
                 }
+                Action::Probe {
+                    instance,
+                    port,
+                    timeout,
+                } => {
+                    assert_eq!(port, 80);
+                    self.probes.entry(instance).or_default().push(self.now.mono);
+                    let sim = self.sims.iter().find(|s| s.address == instance).unwrap();
+                    let (outcome, took) = match (sim.alive, sim.app_up) {
+                        (true, true) => (Ok(()), PROBE_PASSES_IN),
+                        (true, false) => (
+                            Err(crate::probe::Failure::Refused {
+                                code: 5,
+                                meaning: "connection refused",
+                            }),
+                            PROBE_PASSES_IN,
+                        ),
+                        (false, _) => (
+                            Err(crate::probe::Failure::Refused {
+                                code: 0xF2,
+                                meaning: "onion service introduction failed",
+                            }),
+                            PROBE_FAILS_IN.min(timeout),
+                        ),
+                    };
+                    let run = sim.run;
+                    if self
+                        .probed_run
+                        .insert(instance, run)
+                        .is_some_and(|r| r != run)
+                    {
+                        let period = self.balancer.view().unwrap().fetch_period().interval_num();
+                        if let Some(text) = self.instance_store.get(&(instance, period)) {
+                            let text = Arc::clone(text);
+                            self.pending
+                                .push((self.now.mono + took, Delivery::Fetched { instance, text }));
+                        }
+                    }
+                    self.pending
+                        .push((self.now.mono + took, Delivery::Probed { instance, outcome }));
+                }
                 Action::Answer { instance, answer } => self.answers.push((instance, answer)),
                 Action::Notice(notice) => {
                     assert!(notice.level() < Level::Error, "{notice}");
@@ -469,6 +544,9 @@ impl World {
                         Some(reason) => HsDirAnswer::Failed(Some(reason)),
                     },
                 }),
+                Delivery::Probed { instance, outcome } => {
+                    self.input(Input::Probed { instance, outcome });
+                }
             }
         }
         self.input(Input::Tick);
@@ -914,4 +992,167 @@ fn a_thousand_services_sharing_instances_fetch_and_check_each_instance_once() {
     for sim in &world.sims {
         assert!((2..=4).contains(&world.fetches[&sim.address]));
     }
+}
+
+/// The intro points of instance `index`'s descriptors now, both periods.
+fn run_keys(world: &World, index: usize) -> HashSet<[u8; 32]> {
+    world.sims[index].intro_keys()
+}
+
+/// Whether every client of service 0 sees intro points of exactly the
+/// instances in `expected`, and none of `gone`.
+fn clients_see_only(world: &World, expected: &[usize], gone: &HashSet<[u8; 32]>) -> bool {
+    let seen: HashSet<[u8; 32]> = world.client_sees(0).into_iter().flatten().collect();
+    let of = |i: usize| !run_keys(world, i).is_disjoint(&seen);
+    world.all_accepted()
+        && seen.is_disjoint(gone)
+        && (0..world.sims.len()).all(|i| of(i) == expected.contains(&i))
+}
+
+#[test]
+fn without_an_agent_failed_probes_take_a_dead_instance_out_and_its_new_run_comes_back() {
+    let mut world = World::new(3, &[vec![0, 1, 2]]);
+    world.run_until(MINUTE, World::all_accepted);
+    let dead = world.sims[0].address;
+    let old = run_keys(&world, 0);
+
+    // Its tor dies. HSDirs keep serving its descriptors; the probes fail
+    // (two in a row), and clients are moved off within the interval, the
+    // failed probes, the batching delay and the uploads.
+    world.sims[0].alive = false;
+    let out = world.run_until(MINUTE, |w| clients_see_only(w, &[1, 2], &old));
+    assert!(out <= 25 * SECOND, "out after {out:?}");
+    assert_eq!(
+        world.count(|n| matches!(
+            n,
+            Notice::Leaving {
+                why: health::Down::ProbesFailing { failures: 2, .. },
+                ..
+            }
+        )),
+        1
+    );
+    // It is still probed, at the interval (down already, its failures
+    // need no confirming), not dropped for good.
+    let probed = world.probes[&dead].len();
+    world.run_for(MINUTE);
+    let more = world.probes[&dead].len() - probed;
+    assert!((4..=5).contains(&more), "{more} probes in a minute");
+
+    // It comes back as a new run of its tor: the first probe that passes
+    // brings it back with the new run's intro points, and none of the
+    // old run's (of either period).
+    world.sims[0].restart();
+    world.sims[0].alive = true;
+    world.republish(0);
+    let back = world.run_until(MINUTE, |w| clients_see_only(w, &[0, 1, 2], &old));
+    assert!(back <= 20 * SECOND, "back after {back:?}");
+    assert_eq!(world.count(|n| matches!(n, Notice::HealthyAgain { .. })), 1);
+}
+
+#[test]
+fn without_an_agent_an_application_that_refuses_streams_takes_its_instance_out() {
+    let mut world = World::new(3, &[vec![0, 1, 2]]);
+    world.run_until(MINUTE, World::all_accepted);
+    world.sims[1].app_up = false;
+    let none = HashSet::new();
+    let out = world.run_until(MINUTE, |w| clients_see_only(w, &[0, 2], &none));
+    assert!(out <= 20 * SECOND, "out after {out:?}");
+    world.sims[1].app_up = true;
+    let back = world.run_until(MINUTE, |w| clients_see_only(w, &[0, 1, 2], &none));
+    assert!(back <= 15 * SECOND, "back after {back:?}");
+}
+
+#[test]
+fn probes_failing_for_every_instance_leave_the_service_as_without_probes() {
+    let mut world = World::new(2, &[vec![0, 1]]);
+    world.run_until(MINUTE, World::all_accepted);
+    let revision = |w: &World| {
+        w.balancer.services()[0].published()[0]
+            .as_ref()
+            .unwrap()
+            .revision
+    };
+    for sim in &mut world.sims {
+        sim.app_up = false;
+    }
+    world.run_until(MINUTE, |w| {
+        w.count(|n| matches!(n, Notice::ProbesFailEverywhere { .. })) == 1
+    });
+    let none = HashSet::new();
+    assert!(clients_see_only(&world, &[0, 1], &none));
+    // One instance back: it alone is published, the other held out.
+    world.sims[0].app_up = true;
+    world.run_until(MINUTE, |w| clients_see_only(w, &[0], &none));
+    let settled = revision(&world);
+    world.run_for(MINUTE);
+    assert_eq!(revision(&world), settled, "no republication while stable");
+}
+
+#[test]
+fn probes_of_many_instances_are_spread_within_the_rate_and_skip_agents() {
+    let policy = crate::probe::Policy {
+        per_second: 5,
+        ..crate::probe::Policy::default()
+    };
+    let members: Vec<usize> = (0..40).collect();
+    let mut world = World::probing(40, &[members], Some(policy));
+    let agent = world.sims[0].address;
+    world.input(Input::Agent {
+        instance: agent,
+        report: AgentReport::Connected {
+            peer: "the agent socket".into(),
+        },
+    });
+    let start = world.now.mono;
+    world.run_for(2 * MINUTE);
+    let mut per_second: HashMap<u64, usize> = HashMap::new();
+    for at in world.probes.values().flatten() {
+        *per_second.entry((*at - start).as_secs()).or_default() += 1;
+    }
+    let busiest = per_second.values().max().copied().unwrap_or(0);
+    assert!(busiest <= 5, "{busiest} probes in one second");
+    assert!(
+        !world.probes.contains_key(&agent),
+        "an agent's instance was probed"
+    );
+    // 39 instances at 5 a second: every one is probed every ~10 s.
+    for sim in &world.sims[1..] {
+        let probes = world.probes[&sim.address].len();
+        assert!((8..=13).contains(&probes), "{probes} probes in 2 minutes");
+    }
+}
+
+#[test]
+fn a_tor_restart_without_an_agent_drops_the_old_run_s_other_descriptor() {
+    let mut world = World::new(3, &[vec![0, 1, 2]]);
+    world.run_until(MINUTE, World::all_accepted);
+    // Past noon: clients fetch the next period's descriptors, and the
+    // balancer keeps the instances' descriptors of both periods.
+    world.run_for(12 * HOUR);
+    let kept = world
+        .balancer
+        .instance(&world.sims[1].address)
+        .unwrap()
+        .state()
+        .intro_point_count();
+    assert_eq!(kept, 6, "both periods' descriptors kept");
+    let old = run_keys(&world, 1);
+    // A quick restart: no probe fails, but the next one meets the new run
+    // (its cached descriptor's intro points fail, and the management tor
+    // fetches the new one).
+    world.sims[1].restart();
+    world.republish(1);
+    let took = world.run_until(MINUTE, |w| clients_see_only(w, &[0, 1, 2], &old));
+    assert!(took <= 20 * SECOND, "old run gone after {took:?}");
+    assert_eq!(
+        world.count(|n| matches!(
+            n,
+            Notice::InstanceChanged {
+                change: Accepted::NewRun,
+                ..
+            }
+        )),
+        1
+    );
 }

@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::manager::agent_onion::AgentOnion;
 use crate::manager::agents::{AgentEvent, AgentKeys, AgentServer};
 use crate::manager::network::{load_view, ViewError};
+use crate::manager::probe::{self, SocksListener};
 use crate::manager::snapshot::{self, ControlHealth, Reloads};
 use crate::manager::ConfigSource;
 use crate::metrics::Metrics;
@@ -83,6 +84,9 @@ pub struct Daemon {
     loading_view: Option<bool>,
     /// The agent push being answered.
     push_reply: Option<(OnionAddress, oneshot::Sender<ToAgent>)>,
+    /// Where probes go: the management tor's SOCKS port, as it said at
+    /// the last connection.
+    socks: Option<Arc<SocksListener>>,
 }
 
 /// The control connection.
@@ -100,6 +104,7 @@ struct Reconnected {
     connector: Connector,
     control: ControlClient,
     view: NetworkView,
+    socks: Option<SocksListener>,
 }
 
 /// Work on a connection that finished.
@@ -114,6 +119,10 @@ enum Done {
         result: Result<NetworkView, ViewError>,
     },
     AgentOnion(anyhow::Result<()>),
+    Probe {
+        instance: OnionAddress,
+        outcome: Result<(), onionlb_core::probe::Failure>,
+    },
 }
 
 /// What woke the loop.
@@ -167,6 +176,16 @@ impl Daemon {
             );
         }
         let view = wait_for_view(&control, testing_network).await?;
+        let socks = probe::socks_listener(&control).await;
+        match (&socks, config.probes.policy.is_some()) {
+            (Some(socks), true) => tracing::info!(
+                "probing instances without an agent through the management tor's SOCKS port {socks}"
+            ),
+            (None, true) => tracing::warn!(
+                "the management tor has no SOCKS port on loopback or a Unix socket: instances without an agent cannot be probed, and a dead one stays in the master descriptors until its descriptor expires; add `SocksPort 127.0.0.1:9050` (or set probes.interval: 0 to say this is meant)"
+            ),
+            (_, false) => {}
+        }
         let now = clock();
         let mut balancer = Balancer::new(
             configuration(&config, keys),
@@ -174,6 +193,7 @@ impl Daemon {
             now,
         );
         balancer.handle(now, Input::Network(view));
+        balancer.handle(now, Input::CanProbe(socks.is_some()));
         balancer.handle(now, Input::ControlUp);
         let (agent_keys, keys_seen) = watch::channel(agent_keys(&config));
         let (events_in, agent_events) = mpsc::channel(256);
@@ -225,6 +245,7 @@ impl Daemon {
             backlog: VecDeque::new(),
             loading_view: None,
             push_reply: None,
+            socks: socks.map(Arc::new),
         })
     }
 
@@ -389,6 +410,7 @@ impl Daemon {
             mut connector,
             control,
             view,
+            socks,
         } = *back;
         connector.set_options(torctl::Options {
             command_timeout: self.config.control_timeout,
@@ -414,6 +436,8 @@ impl Daemon {
         self.metrics.set_control_connected(true);
         tracing::info!("reconnected to the management tor; fetching instance descriptors");
         self.balancer.handle(now, Input::Network(view));
+        self.balancer.handle(now, Input::CanProbe(socks.is_some()));
+        self.socks = socks.map(Arc::new);
         self.balancer.handle(now, Input::ControlUp);
         self.publish_agent_onion();
     }
@@ -478,6 +502,14 @@ impl Daemon {
             }
             Done::AgentOnion(Err(e)) => tracing::error!("{e:#}"),
             Done::AgentOnion(Ok(())) => {}
+            Done::Probe { instance, outcome } => {
+                self.metrics.probed(match &outcome {
+                    Ok(()) => "passed",
+                    Err(failure) => failure.kind(),
+                });
+                self.balancer
+                    .handle(now, Input::Probed { instance, outcome });
+            }
         }
     }
 
@@ -547,11 +579,29 @@ impl Daemon {
                     }
                     other => self.push_reply = other,
                 },
+                Action::Probe {
+                    instance,
+                    port,
+                    timeout,
+                } => self.probe(instance, port, timeout),
                 Action::Notice(notice) => self.tell(&notice),
                 _ => {}
             }
         }
         self.send_backlog();
+    }
+
+    /// Probes `instance`'s `port` in a task (the balancer bounds how many
+    /// are in flight); without a SOCKS port, the probe fails at once.
+    fn probe(&mut self, instance: OnionAddress, port: u16, timeout: Duration) {
+        let socks = self.socks.clone();
+        self.work.spawn(async move {
+            let outcome = match socks {
+                Some(socks) => probe::probe(&socks, instance, port, timeout).await,
+                None => Err(onionlb_core::probe::Failure::Unreachable),
+            };
+            Done::Probe { instance, outcome }
+        });
     }
 
     /// Sends commands from the backlog while there is room in flight.
@@ -730,11 +780,13 @@ async fn reconnect(mut connector: Connector, testing_network: bool) -> Box<Recon
             .await;
         match wait_for_view(&control, testing_network).await {
             Ok(view) => {
+                let socks = probe::socks_listener(&control).await;
                 return Box::new(Reconnected {
                     connector,
                     control,
                     view,
-                })
+                    socks,
+                });
             }
             // Lost again: the next round reconnects.
             Err(e) => tracing::warn!("{e:#}"),
@@ -757,6 +809,7 @@ fn configuration(config: &Config, keys: Vec<MasterKey>) -> Configuration {
                     .map(|i| InstanceSpec {
                         address: i.address,
                         name: i.name.clone(),
+                        probe_port: i.probe_port.unwrap_or(config.probes.port),
                     })
                     .collect(),
             })
@@ -766,6 +819,7 @@ fn configuration(config: &Config, keys: Vec<MasterKey>) -> Configuration {
             heartbeat_timeout: config.agents.heartbeat_timeout,
             ..health::Policy::default()
         },
+        probe: config.probes.policy,
     }
 }
 

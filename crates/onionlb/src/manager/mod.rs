@@ -5,6 +5,7 @@ mod agents;
 mod daemon;
 mod keyfile;
 mod network;
+mod probe;
 mod snapshot;
 
 use std::collections::HashMap;

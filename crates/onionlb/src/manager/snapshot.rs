@@ -11,7 +11,7 @@ use onionlb_core::upload::UploadState;
 use onionlb_core::OnionAddress;
 
 use crate::metrics::ServiceGauges;
-use crate::status::report::{
+use crate::status::report::{ProbeStatus, 
     timestamp, DescriptorStatus, InstanceStatus, ManagerStatus, ServiceStatus, StatusReport,
     UploadStatus,
 };
@@ -165,6 +165,7 @@ fn service_status<R>(
                     member.label(),
                     agents.contains_key(&member.address),
                     now,
+                    wall,
                 ))
             })
             .collect(),
@@ -180,6 +181,7 @@ fn instance_status(
     name: String,
     has_agent: bool,
     now: SystemTime,
+    wall: &dyn Fn(Instant) -> SystemTime,
 ) -> InstanceStatus {
     let descriptor = instance.state().descriptor();
     InstanceStatus {
@@ -199,6 +201,13 @@ fn instance_status(
         agent: has_agent.then(|| match instance.agent() {
             Some(peer) => format!("connected ({peer})"),
             None => "not connected".to_owned(),
+        }),
+        probe: instance.probe().last().map(|(at, outcome)| ProbeStatus {
+            at: timestamp(wall(at)),
+            result: match outcome {
+                Ok(()) => "passed".to_owned(),
+                Err(failure) => failure.to_string(),
+            },
         }),
     }
 }

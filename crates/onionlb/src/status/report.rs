@@ -102,6 +102,19 @@ pub struct InstanceStatus {
     /// (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The last probe through Tor, if it was probed (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeStatus>,
+}
+
+/// How an instance's last probe through Tor went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeStatus {
+    /// When it ended.
+    pub at: String,
+    /// `passed`, or how it failed.
+    pub result: String,
 }
 
 /// One of a service's two descriptors.
@@ -290,6 +303,7 @@ mod test {
                         revision: Some(7),
                         valid_until: Some("2020-06-16 22:59:28".into()),
                         agent: Some("connected (the agent socket)".into()),
+                        probe: None,
                     },
                     InstanceStatus {
                         onion_address: "b.onion".into(),
@@ -303,6 +317,10 @@ mod test {
                         revision: None,
                         valid_until: None,
                         agent: None,
+                        probe: Some(ProbeStatus {
+                            at: "2020-06-16 20:00:01".into(),
+                            result: "SOCKS reply 0x05 (connection refused)".into(),
+                        }),
                     },
                 ],
                 publish_attempt_first_descriptor: Some("2020-06-16 20:00:12".into()),
