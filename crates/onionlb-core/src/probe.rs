@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 /// A failed probe is tried again after this fraction of the interval, so
 /// that [`Policy::failures`] failures in a row take out a dead instance
 /// within about one interval of the first.
-pub const RETRY_DIVISOR: u32 = 4;
+pub const RETRY_DIVISOR: u32 = 10;
 
 /// The probing knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +49,16 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            // With 2 failures, the second 2.5 s after the first: a dead
-            // instance is out within about 10 + 2 x (time a failed probe
-            // takes) + 2.5 s, and its descriptors are uploaded after.
+            // A dead instance is out after two failures: the first when
+            // its end tears down the rendezvous circuit (or the next
+            // probe, within the interval, fails), the second a retry
+            // later. A failed probe takes up to the timeout: an intro
+            // point can acknowledge an introduction for a service that
+            // just died, and the rendezvous then never comes. A live
+            // instance answers over the kept rendezvous circuit in well
+            // under a second, and with fresh circuits in a few seconds.
             interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
             failures: 2,
             per_second: 10,
         }
@@ -84,6 +89,11 @@ pub enum Failure {
     /// No answer within [`Policy::timeout`].
     #[error("no answer within the probe timeout")]
     TimedOut,
+    /// The far end tore down the rendezvous circuit a passed probe left
+    /// open: the instance's tor (or a relay on the way) went away. It
+    /// counts as a failure, and the instance is probed again at once.
+    #[error("the instance's end tore down the rendezvous circuit")]
+    RendezvousLost,
     /// The management tor's SOCKS port could not be used (not reached,
     /// not SOCKS5): the manager's problem, which says nothing of the
     /// instance.
@@ -98,11 +108,13 @@ impl Failure {
         !matches!(self, Failure::Unreachable)
     }
 
-    /// A short name for counters: `refused`, `timeout` or `unreachable`.
+    /// A short name for counters: `refused`, `timeout`, `rendezvous_lost`
+    /// or `unreachable`.
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Refused { .. } => "refused",
             Failure::TimedOut => "timeout",
+            Failure::RendezvousLost => "rendezvous_lost",
             Failure::Unreachable => "unreachable",
         }
     }
@@ -198,7 +210,7 @@ mod test {
         schedule.start(t1 + policy.interval);
         let t2 = t1 + policy.interval + Duration::from_secs(3);
         schedule.finish(Err(Failure::TimedOut), false, t2, &policy);
-        assert_eq!(schedule.next(&policy), t2 + Duration::from_millis(2500));
+        assert_eq!(schedule.next(&policy), t2 + Duration::from_secs(1));
         assert_eq!(schedule.last(), Some((t2, Err(Failure::TimedOut))));
         // Down already: failures need no confirming.
         schedule.start(t2);

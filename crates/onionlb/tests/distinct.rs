@@ -8,47 +8,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use common::{manager_port, testnet_config, tmp_dir, Manager};
-use onionlb_core::descriptor::{intro_point_relay, validate_instance_descriptor};
+use common::{intro_points, manager_port, relay_fingerprints, testnet_config, tmp_dir, Manager};
 use onionlb_core::MasterKey;
 use testnet::app::served_by;
-use testnet::layout::Role;
-use testnet::torrc::VOTING_INTERVAL_SECS;
 use testnet::Testnet;
 use tor_hscrypto::pk::HsIdKey;
-use tor_hscrypto::time::TimePeriod;
 use torctl::{Command, ControlClient, Credentials, Event};
 
 const INSTANCES: usize = 12;
-
-/// The time periods a testing network may be publishing for now.
-fn periods_now() -> Vec<TimePeriod> {
-    let run = Duration::from_secs(u64::from(VOTING_INTERVAL_SECS) * 24);
-    let current = TimePeriod::new(run, SystemTime::now(), run / 2).unwrap();
-    vec![current.prev().unwrap(), current, current.next().unwrap()]
-}
-
-/// A descriptor's intro points, decrypted with `identity`: each one's
-/// service key and the relay it is on.
-fn intro_points(text: &str, identity: &HsIdKey) -> Option<BTreeMap<[u8; 32], Option<[u8; 20]>>> {
-    let text = if text.ends_with('\n') {
-        text.to_owned()
-    } else {
-        format!("{text}\n")
-    };
-    let descriptor =
-        validate_instance_descriptor(&text, identity, &periods_now(), SystemTime::now(), 50_000)
-            .ok()?;
-    Some(
-        descriptor
-            .intro_points
-            .iter()
-            .map(|ip| (ip.ipt_sid_key().to_bytes(), intro_point_relay(ip)))
-            .collect(),
-    )
-}
 
 type Keys = BTreeMap<[u8; 32], Option<[u8; 20]>>;
 
@@ -203,16 +172,7 @@ async fn each_hsdir_gets_its_own_descriptor_and_every_instance_answers() {
         .request(&Command::setevents(["HS_DESC_CONTENT"]))
         .await
         .unwrap();
-    let relays: Vec<String> = net
-        .layout()
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.role, Role::Authority | Role::Relay))
-        .map(|n| {
-            let text = std::fs::read_to_string(n.data_dir.join("fingerprint")).unwrap();
-            text.split_whitespace().nth(1).unwrap().to_owned()
-        })
-        .collect();
+    let relays = relay_fingerprints(&net);
     // The descriptors clients fetch now: each instance's (from one HSDir)
     // and the master's from every HSDir.
     let names: Vec<String> = net.layout().instances().map(|n| n.name.clone()).collect();

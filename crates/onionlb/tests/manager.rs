@@ -1,13 +1,14 @@
 //! The manager end to end on a private Tor network: real C tor instances,
 //! HSDirs and client; onionlb run as an operator runs it, with a Python
-//! Onionbalance style config, through an instance's death and the
-//! management tor's restart.
+//! Onionbalance style config, without agents: through an instance's death,
+//! an application's, an instance tor's restart and the management tor's
+//! restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -188,25 +189,100 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         );
     }
 
-    // (b) After one instance is killed, 10 requests in a row succeed, each
-    // answered by a live instance. Without an agent the manager cannot
-    // know it died: its intro points stay, and clients must try others.
+    // (b) No agents: the manager probes every instance through its tor's
+    // SOCKS port. instance0's tor is killed: within 30 s a master
+    // descriptor without it is on every HSDir, and 10 requests in a row
+    // succeed, each answered by a live instance.
+    let out_of_both = |gone: usize, live: usize| {
+        move |s: &serde_json::Value| {
+            let service = &s["services"][0];
+            service["instances"][gone]["live"] == false
+                && common::both_descriptors_carry(service, live)
+                && common::every_upload_accepted(service)
+        }
+    };
     let killed = Instant::now();
     net.stop_instance(0).unwrap();
-    // Let the relays tear down the dead instance's intro circuits. Until
-    // they do, an intro point may still accept an introduction for it and
-    // leave that one client waiting for a rendezvous that never comes: a
-    // race inside C tor that no balancer can prevent. 5 s was not always
-    // enough: one CI run saw an intro point still acknowledge an
-    // introduction for the dead instance 5 s after it exited, another 15 s
-    // after (so a failed request starts the count again).
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    let status = manager.wait_for_status(Duration::from_secs(60), out_of_both(0, 2));
+    let out = killed.elapsed();
+    println!(
+        "without an agent, killed tor: out of every HSDir's descriptor {:.1} s after the kill",
+        out.as_secs_f64()
+    );
+    assert!(out <= Duration::from_secs(30), "out after {out:?}");
+    let problem = status["services"][0]["instances"][0]["problem"].to_string();
+    assert!(problem.contains("probe"), "{status}");
     let ten_ok =
-        ten_requests_in_a_row(&net, &url, &instances[0], killed, Duration::from_secs(240)).await;
+        ten_requests_in_a_row(&net, &url, &instances[0], killed, Duration::from_secs(120)).await;
     println!(
         "without an agent: 10 requests in a row succeeded {:.1} s after the kill",
         ten_ok.as_secs_f64()
     );
+    let metrics = scrape(metrics_port);
+    assert!(
+        metrics.contains("onionlb_probes_total{result=\"passed\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("onionlb_probes_total{result=\"refused\"}")
+            || metrics.contains("onionlb_probes_total{result=\"timeout\"}"),
+        "{metrics}"
+    );
+
+    // (c) Only instance2's application stops (its tor stays up): its
+    // probes' streams are refused, and it is out as quickly.
+    let stopped = Instant::now();
+    net.stop_app(2).unwrap();
+    manager.wait_for_status(Duration::from_secs(60), out_of_both(2, 1));
+    let out = stopped.elapsed();
+    println!(
+        "without an agent, stopped app: out {:.1} s after",
+        out.as_secs_f64()
+    );
+    assert!(out <= Duration::from_secs(30), "out after {out:?}");
+    ten_requests_in_a_row(&net, &url, &instances[2], stopped, Duration::from_secs(120)).await;
+
+    // (d) instance1, the one live instance left, has its tor restarted:
+    // within 60 s no HSDir's master descriptor carries an intro point of
+    // its old run (all that the master descriptors hold now), and it
+    // serves clients again.
+    let before = common::master_keys_on_hsdirs(&net, &key, Duration::from_secs(60)).await;
+    let old_run: BTreeSet<[u8; 32]> = before.values().flatten().copied().collect();
+    assert!(!old_run.is_empty(), "no HSDir holds a master descriptor");
+    let restarted = Instant::now();
+    net.stop_instance(1).unwrap();
+    net.start_instance(1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let deadline = restarted + Duration::from_secs(120);
+    loop {
+        let held = common::master_keys_on_hsdirs(&net, &key, Duration::from_secs(30)).await;
+        let stale = held
+            .values()
+            .flatten()
+            .filter(|k| old_run.contains(*k))
+            .count();
+        if stale == 0 && !held.is_empty() && held.values().all(|k| !k.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stale} intro point(s) of instance1's old run still on HSDirs {:?}",
+            restarted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let gone = restarted.elapsed();
+    println!("without an agent, restarted tor: old run's intro points gone from every HSDir {:.1} s after", gone.as_secs_f64());
+    assert!(
+        gone <= Duration::from_secs(60),
+        "old run gone after {gone:?}"
+    );
+    fetch_until_served(&net, &url, Some(&instances[1]), Duration::from_secs(120)).await;
+    net.start_app(2).unwrap();
+    manager.wait_for_status(Duration::from_secs(60), |s| {
+        s["services"][0]["instances"][2]["live"] == true
+    });
 
     // The management tor restarts while the dead instance comes back with
     // new intro points: onionlb reconnects, subscribes to its events again,

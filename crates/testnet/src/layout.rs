@@ -158,7 +158,8 @@ impl Layout {
                         ports.node(index, PortKind::Dir),
                     )
                 }),
-                socks_port: matches!(role, Role::Client | Role::Instance)
+                // The manager's probes instances through its SOCKS port.
+                socks_port: matches!(role, Role::Client | Role::Instance | Role::Manager)
                     .then(|| ports.node(index, PortKind::Socks)),
                 app_port,
             });
@@ -245,7 +246,7 @@ mod test {
         let client = layout.client();
         assert_eq!(client.socks_port, Some(30000 + 8 * 4 + 3));
         assert_eq!(client.relay_ports, None);
-        assert_eq!(layout.manager().socks_port, None);
+        assert!(layout.manager().socks_port.is_some());
 
         let apps: Vec<_> = layout.instances().map(|n| n.app_port.unwrap()).collect();
         assert_eq!(apps, [30036, 30037]);

@@ -10,6 +10,8 @@ pub enum Event {
     HsDesc(HsDescEvent),
     /// `HS_DESC_CONTENT`: a fetched descriptor.
     HsDescContent(HsDescContent),
+    /// `CIRC`: a circuit changed status.
+    Circ(CircEvent),
     /// `STATUS_CLIENT`, e.g. `CONSENSUS_ARRIVED`.
     StatusClient {
         /// The status action.
@@ -70,6 +72,42 @@ pub struct HsDescEvent {
     pub reason: Option<String>,
 }
 
+/// A `CIRC` event (control-spec section 4.1.1), as far as onionlb reads
+/// it: what the circuit was for and, once it ended, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircEvent {
+    /// `LAUNCHED`, `BUILT`, `EXTENDED`, `FAILED`, `CLOSED`, ...
+    pub status: String,
+    /// `PURPOSE=`, e.g. `HS_CLIENT_REND`.
+    pub purpose: Option<String>,
+    /// `HS_STATE=`, e.g. `HSCR_JOINED` (a rendezvous circuit joined to
+    /// the service's).
+    pub hs_state: Option<String>,
+    /// `REND_QUERY=`: the onion address (without `.onion`) an onion
+    /// service circuit is for.
+    pub rend_query: Option<String>,
+    /// `REASON=`, for a circuit that ended: `DESTROYED` when the far end
+    /// tore it down.
+    pub reason: Option<String>,
+    /// `REMOTE_REASON=`: the far end's reason, when it tore it down.
+    pub remote_reason: Option<String>,
+}
+
+impl CircEvent {
+    /// The onion address (without `.onion`) whose service's end tore down
+    /// this client's rendezvous circuit to it, if that is what this event
+    /// says: a joined `HS_CLIENT_REND` circuit `CLOSED` because it was
+    /// `DESTROYED` from the far end (the client's own closing, at
+    /// `MaxCircuitDirtiness` say, gives another reason).
+    pub fn rendezvous_torn_down(&self) -> Option<&str> {
+        let torn_down = self.status == "CLOSED"
+            && self.purpose.as_deref() == Some("HS_CLIENT_REND")
+            && self.hs_state.as_deref() == Some("HSCR_JOINED")
+            && self.reason.as_deref() == Some("DESTROYED");
+        self.rend_query.as_deref().filter(|_| torn_down)
+    }
+}
+
 /// An `HS_DESC_CONTENT` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HsDescContent {
@@ -105,6 +143,22 @@ impl Event {
                 hsdir: fingerprint(fields[2]),
                 descriptor: first.data.clone().unwrap_or_default(),
             }),
+            "CIRC" if fields.len() >= 2 => {
+                let keyed = |key: &str| {
+                    fields
+                        .iter()
+                        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                        .map(str::to_owned)
+                };
+                Event::Circ(CircEvent {
+                    status: fields[1].to_owned(),
+                    purpose: keyed("PURPOSE"),
+                    hs_state: keyed("HS_STATE"),
+                    rend_query: keyed("REND_QUERY"),
+                    reason: keyed("REASON"),
+                    remote_reason: keyed("REMOTE_REASON"),
+                })
+            }
             "STATUS_CLIENT" if fields.len() >= 2 => Event::StatusClient {
                 action: fields[1].to_owned(),
             },
@@ -161,6 +215,34 @@ mod test {
     }
 
     #[test]
+    fn circ() {
+        let closed = event(&format!("650 CIRC 127 CLOSED ${FP}~relay1,${FP}~relay2 BUILD_FLAGS=IS_INTERNAL,NEED_CAPACITY PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_JOINED REND_QUERY=abc TIME_CREATED=2026-12-01T19:35:44.000000 REASON=DESTROYED REMOTE_REASON=CHANNEL_CLOSED SOCKS_USERNAME=\"onionlb-probe\"\r\n"));
+        assert_eq!(
+            closed,
+            Event::Circ(CircEvent {
+                status: "CLOSED".into(),
+                purpose: Some("HS_CLIENT_REND".into()),
+                hs_state: Some("HSCR_JOINED".into()),
+                rend_query: Some("abc".into()),
+                reason: Some("DESTROYED".into()),
+                remote_reason: Some("CHANNEL_CLOSED".into()),
+            })
+        );
+        let Event::Circ(torn_down) = &closed else {
+            panic!()
+        };
+        assert_eq!(torn_down.rendezvous_torn_down(), Some("abc"));
+        let finished = event("650 CIRC 9 CLOSED PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_JOINED REND_QUERY=abc REASON=FINISHED\r\n");
+        let Event::Circ(finished) = finished else {
+            panic!()
+        };
+        assert_eq!(finished.rendezvous_torn_down(), None);
+        let built = event("650 CIRC 1 BUILT $AAAA~x PURPOSE=GENERAL\r\n");
+        let Event::Circ(built) = built else { panic!() };
+        assert_eq!((built.status.as_str(), built.rend_query), ("BUILT", None));
+    }
+
+    #[test]
     fn hs_desc_content_and_status() {
         let e = event(&format!("650+HS_DESC_CONTENT abc descid ${FP}~auth0\r\nhs-descriptor 3\r\nmore\r\n.\r\n650 OK\r\n"));
         assert_eq!(
@@ -177,7 +259,7 @@ mod test {
                 action: "CONSENSUS_ARRIVED".into()
             }
         );
-        assert!(matches!(event("650 CIRC 1 BUILT\r\n"), Event::Other(_)));
+        assert!(matches!(event("650 CIRC\r\n"), Event::Other(_)));
         assert!(matches!(event("650 HS_DESC short\r\n"), Event::Other(_)));
     }
 }

@@ -17,7 +17,7 @@ pub use client::{ControlAddr, ControlClient, Events, Options};
 pub use command::{quote, unquote, Command, CommandError};
 pub use connector::Connector;
 pub use error::Error;
-pub use events::{Event, HsDescAction, HsDescContent, HsDescEvent};
+pub use events::{CircEvent, Event, HsDescAction, HsDescContent, HsDescEvent};
 pub use reply::{
     Limits, ProtocolError, Reply, ReplyLine, ReplyParser, EVENT_STATUS, LINE_OVERHEAD,
 };

@@ -156,6 +156,12 @@ pub enum Input<'a> {
     /// Whether probes can be made: the management tor has a SOCKS port
     /// (asked at each connection).
     CanProbe(bool),
+    /// The management tor's rendezvous circuit to an instance (left open
+    /// by a passed probe) was torn down from the instance's end.
+    RendezvousLost {
+        /// The instance.
+        instance: OnionAddress,
+    },
     /// A probe of an instance ended.
     Probed {
         /// The instance.
@@ -389,6 +395,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             Input::Tick => self.tick(now),
             Input::CanProbe(can) => self.can_probe = can,
             Input::Probed { instance, outcome } => self.probed(instance, outcome, now),
+            Input::RendezvousLost { instance } => self.rendezvous_lost(instance, now),
             Input::Fetched { instance, text } => {
                 self.offer(instance, text, Source::Fetched, now);
             }
@@ -637,9 +644,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
     /// A probe of `address` ended with `outcome`: evidence of its health,
     /// unless the control connection is down (the management tor is away,
     /// and with it the probes' way out) or it reports on itself (the SOCKS
-    /// port failing, said once). A change of verdict publishes, and fetches
-    /// the instance's descriptor at once: a tor that came back has new
-    /// intro points.
+    /// port failing, said once).
     fn probed(&mut self, address: OnionAddress, outcome: Result<(), probe::Failure>, now: Now) {
         let Some(policy) = self.probe else {
             return;
@@ -655,30 +660,53 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             self.notices.push(Notice::CannotProbe);
         }
         self.socks_unusable = unusable;
-        if !self.control_up || unusable || instance.agent().is_some() {
+        if self.control_up && !unusable && instance.agent().is_none() {
+            self.weigh_probe(address, outcome, now);
+        }
+        if let Some(instance) = self.instances.get_mut(&address) {
             let down = instance.down_by_probes();
             instance
                 .probe_mut()
                 .finish(outcome, down, now.mono, &policy);
+        }
+    }
+
+    /// The rendezvous circuit to `address` was torn down from its end: a
+    /// failure, and a probe at once to confirm it.
+    fn rendezvous_lost(&mut self, address: OnionAddress, now: Now) {
+        let Some(instance) = self.instances.get_mut(&address) else {
+            return;
+        };
+        if self.probe.is_none() || !self.control_up || instance.agent().is_some() {
             return;
         }
+        instance.probe_mut().due_now(now.mono);
+        self.weigh_probe(address, Err(probe::Failure::RendezvousLost), now);
+    }
+
+    /// Takes `outcome` as evidence of `address`'s health. The first
+    /// failure asks the HSDirs too (a tor that restarted has uploaded new
+    /// intro points, or soon will); a change of verdict publishes, and
+    /// fetches the instance's descriptor at once.
+    fn weigh_probe(
+        &mut self,
+        address: OnionAddress,
+        outcome: Result<(), probe::Failure>,
+        now: Now,
+    ) {
+        let Some(instance) = self.instances.get_mut(&address) else {
+            return;
+        };
         match outcome {
             Ok(()) => instance.health_mut().probe_passed(),
             Err(failure) => {
                 instance.health_mut().probe_failed(failure);
-                // The first failure asks the HSDirs too: a tor that
-                // restarted has uploaded new intro points, or soon will.
                 if instance.health_mut().probe_failures() == 1 {
                     instance.fetch_mut().due_now(now.mono);
                 }
             }
         }
-        let notice = instance.judge(now.mono);
-        let down = instance.down_by_probes();
-        instance
-            .probe_mut()
-            .finish(outcome, down, now.mono, &policy);
-        let Some(notice) = notice else {
+        let Some(notice) = instance.judge(now.mono) else {
             return;
         };
         self.notices.push(notice);

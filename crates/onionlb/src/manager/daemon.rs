@@ -39,8 +39,9 @@ use crate::manager::ConfigSource;
 use crate::metrics::Metrics;
 
 /// The events the manager follows: fetched descriptors, upload results,
-/// new consensuses.
-pub const EVENTS: [&str; 3] = ["HS_DESC", "HS_DESC_CONTENT", "STATUS_CLIENT"];
+/// new consensuses, and circuits (a probe's rendezvous circuit torn down
+/// by the instance's end).
+pub const EVENTS: [&str; 4] = ["HS_DESC", "HS_DESC_CONTENT", "STATUS_CLIENT", "CIRC"];
 /// How often the balancer hears that time passed.
 const TICK: Duration = Duration::from_secs(1);
 /// How long to wait for a consensus before asking again.
@@ -348,6 +349,12 @@ impl Daemon {
                         answer,
                     },
                 );
+            }
+            Event::Circ(circ) => {
+                if let Some(Ok(instance)) = circ.rendezvous_torn_down().map(str::parse) {
+                    self.balancer
+                        .handle(now, Input::RendezvousLost { instance });
+                }
             }
             Event::StatusClient { action } if action == "CONSENSUS_ARRIVED" => self.load_view(),
             _ => {}

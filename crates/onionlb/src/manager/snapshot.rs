@@ -11,9 +11,9 @@ use onionlb_core::upload::UploadState;
 use onionlb_core::OnionAddress;
 
 use crate::metrics::ServiceGauges;
-use crate::status::report::{ProbeStatus, 
-    timestamp, DescriptorStatus, InstanceStatus, ManagerStatus, ServiceStatus, StatusReport,
-    UploadStatus,
+use crate::status::report::{
+    timestamp, DescriptorStatus, InstanceStatus, ManagerStatus, ProbeStatus, ServiceStatus,
+    StatusReport, UploadStatus,
 };
 
 /// Whether each instance has an agent configured, by address.

@@ -375,3 +375,125 @@ pub fn assert_no_secret(haystack: &[u8], secret: &[u8], what: &str) {
         );
     }
 }
+
+/// Whether every upload of both of `service`'s descriptors (in a status
+/// report) was accepted by its HSDir.
+pub fn every_upload_accepted(service: &serde_json::Value) -> bool {
+    service["descriptors"]
+        .as_array()
+        .is_some_and(|descriptors| {
+            descriptors.len() == 2
+                && descriptors.iter().all(|d| {
+                    d["hsdirs"].as_array().is_some_and(|h| {
+                        !h.is_empty() && h.iter().all(|u| u["state"] == "accepted")
+                    })
+                })
+        })
+}
+
+/// The fingerprints of the network's relays and authorities: its HSDirs.
+pub fn relay_fingerprints(net: &Testnet) -> Vec<String> {
+    use testnet::layout::Role;
+    net.layout()
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.role, Role::Authority | Role::Relay))
+        .map(|n| {
+            let text = std::fs::read_to_string(n.data_dir.join("fingerprint")).unwrap();
+            text.split_whitespace().nth(1).unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// The time periods a testing network may be publishing for now.
+pub fn periods_now() -> Vec<tor_hscrypto::time::TimePeriod> {
+    use tor_hscrypto::time::TimePeriod;
+    let run = Duration::from_secs(u64::from(testnet::torrc::VOTING_INTERVAL_SECS) * 24);
+    let current = TimePeriod::new(run, std::time::SystemTime::now(), run / 2).unwrap();
+    vec![current.prev().unwrap(), current, current.next().unwrap()]
+}
+
+/// The intro points of a descriptor of `identity`, decrypted: each one's
+/// service key and the relay it is on.
+pub fn intro_points(
+    text: &str,
+    identity: &tor_hscrypto::pk::HsIdKey,
+) -> Option<std::collections::BTreeMap<[u8; 32], Option<[u8; 20]>>> {
+    use onionlb_core::descriptor::{intro_point_relay, validate_instance_descriptor};
+    let text = if text.ends_with('\n') {
+        text.to_owned()
+    } else {
+        format!("{text}\n")
+    };
+    let descriptor = validate_instance_descriptor(
+        &text,
+        identity,
+        &periods_now(),
+        std::time::SystemTime::now(),
+        50_000,
+    )
+    .ok()?;
+    Some(
+        descriptor
+            .intro_points
+            .iter()
+            .map(|ip| (ip.ipt_sid_key().to_bytes(), intro_point_relay(ip)))
+            .collect(),
+    )
+}
+
+/// What the network's client gets of `master`'s descriptor from every
+/// HSDir that has one: each one's intro point keys, by HSDir. Asks every
+/// relay and waits up to `bound` for their answers.
+pub async fn master_keys_on_hsdirs(
+    net: &Testnet,
+    master: &onionlb_core::MasterKey,
+    bound: Duration,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<[u8; 32]>> {
+    use torctl::{Command as Ctl, ControlClient, Credentials, Event, HsDescAction};
+    let node = net.layout().client();
+    let client = ControlClient::connect_authenticated(
+        &node.control_addr(),
+        &Credentials::CookieFile(node.cookie_path()),
+    )
+    .await
+    .unwrap();
+    let mut events = client.take_events().unwrap();
+    client
+        .request(&Ctl::setevents(["HS_DESC", "HS_DESC_CONTENT"]))
+        .await
+        .unwrap();
+    let relays = relay_fingerprints(net);
+    let address = master.address();
+    let fetch = Ctl::new("HSFETCH")
+        .arg(address.without_suffix())
+        .args(relays.iter().map(|fp| format!("SERVER=${fp}")));
+    client.request(&fetch).await.unwrap();
+    let identity = tor_hscrypto::pk::HsIdKey::from(master.keypair());
+    let mut held = std::collections::BTreeMap::new();
+    let mut answered = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + bound;
+    while answered.len() < relays.len() && Instant::now() < deadline {
+        let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await
+        else {
+            continue;
+        };
+        match Event::parse(&reply) {
+            Event::HsDescContent(content) if content.address == address.without_suffix() => {
+                if let (Some(hsdir), Some(points)) =
+                    (content.hsdir, intro_points(&content.descriptor, &identity))
+                {
+                    answered.insert(hsdir.clone());
+                    held.insert(hsdir, points.into_keys().collect());
+                }
+            }
+            Event::HsDesc(event) if event.action == HsDescAction::Failed => {
+                if let Some(hsdir) = event.hsdir {
+                    answered.insert(hsdir);
+                }
+            }
+            _ => {}
+        }
+    }
+    held
+}
