@@ -296,7 +296,7 @@ impl InstanceState {
     }
 
     /// The service keys of the intro points on offer, sorted.
-    fn intro_keys(&self) -> Vec<[u8; 32]> {
+    pub fn intro_keys(&self) -> Vec<[u8; 32]> {
         let mut keys: Vec<[u8; 32]> = self
             .kept
             .iter()

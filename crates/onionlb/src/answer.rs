@@ -53,6 +53,8 @@ pub enum Question {
     Status(oneshot::Sender<Arc<StatusReport>>),
     /// Set the metrics' gauges from the current state.
     Gauges(oneshot::Sender<()>),
+    /// An admin socket's request (drain).
+    Admin(crate::admin::Request, oneshot::Sender<crate::admin::Answer>),
 }
 
 /// Questions the daemon takes at once; more wait (each client holds a
@@ -80,6 +82,12 @@ impl Asker {
     /// [`ANSWER_TIMEOUT`].
     pub async fn refresh_gauges(&self) -> bool {
         self.ask(Question::Gauges).await.is_some()
+    }
+
+    /// The daemon's answer to an admin request; `None` if it did not
+    /// answer within [`ANSWER_TIMEOUT`].
+    pub async fn admin(&self, request: crate::admin::Request) -> Option<crate::admin::Answer> {
+        self.ask(|reply| Question::Admin(request, reply)).await
     }
 
     async fn ask<T>(&self, question: impl FnOnce(oneshot::Sender<T>) -> Question) -> Option<T> {

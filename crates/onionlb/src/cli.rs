@@ -81,6 +81,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Shows what the running manager is doing, from its status socket.
     Status(StatusArgs),
+    /// Takes an instance out of new master descriptors and waits until
+    /// every HSDir has one without it: then it is safe to stop.
+    Drain(DrainArgs),
+    /// Lets a drained instance back into the master descriptors.
+    Undrain(DrainArgs),
     /// Writes a master key, config.yaml, and each instance's keys, torrc
     /// lines and ob_config. Asks questions unless --no-interactive.
     Config(ConfigArgs),
@@ -184,6 +189,32 @@ pub struct StatusArgs {
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `onionlb drain` and `onionlb undrain`
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The instance: its `name:` in the configuration, or its onion
+    /// address.
+    pub instance: String,
+    /// The configuration whose admin socket to use.
+    #[arg(
+        short,
+        long,
+        env = "ONIONBALANCE_CONFIG",
+        default_value = "config.yaml"
+    )]
+    pub config: PathBuf,
+    /// The manager's admin socket (instead of the configuration's).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Return once the manager has taken it out, without waiting for the
+    /// HSDirs.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for every HSDir.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 /// `onionlb config`

@@ -3,6 +3,7 @@
 //!
 //! ```yaml
 //! status-socket-location: /run/onionbalance/control   # optional
+//! admin-socket-location: /run/onionlb/admin            # ours; default: the status socket's path + .admin
 //! fetch-interval: 300                                  # ours, seconds
 //! control-timeout: 30                                  # ours, seconds
 //! metrics-listen: 127.0.0.1:9851                       # ours, loopback only
@@ -74,6 +75,9 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Where to serve the status socket, if anywhere.
     pub status_socket: Option<PathBuf>,
+    /// Where to serve the admin socket (drain), if not next to the
+    /// status socket.
+    pub admin_socket: Option<PathBuf>,
     /// Time between scheduled fetches of instance descriptors.
     pub fetch_interval: Duration,
     /// Time the management tor has to answer a control command.
@@ -233,6 +237,7 @@ impl Config {
             path: path.to_owned(),
             services: Vec::new(),
             status_socket: None,
+            admin_socket: None,
             fetch_interval: DEFAULT_FETCH_INTERVAL,
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
             metrics_listen: None,
@@ -258,6 +263,9 @@ impl Config {
                 }
                 "status-socket-location" => {
                     config.status_socket = Some(PathBuf::from(reader.string(value, &key)?));
+                }
+                "admin-socket-location" => {
+                    config.admin_socket = Some(PathBuf::from(reader.string(value, &key)?));
                 }
                 "fetch-interval" => {
                     config.fetch_interval = reader.seconds(value, &key, FETCH_INTERVAL_RANGE)?;

@@ -4,6 +4,7 @@
 //! This binary is the thin shell: command line, logging, and wiring of the
 //! library crates. Protocol rules live in `onionlb-core` and `torctl`.
 
+mod admin;
 mod agent;
 mod answer;
 mod channel;
@@ -71,6 +72,8 @@ fn main() -> ExitCode {
                         let config = args.config.clone();
                         status::run(args, &config).await
                     }
+                    Some(Command::Drain(args)) => admin::run(args, true).await,
+                    Some(Command::Undrain(args)) => admin::run(args, false).await,
                     Some(Command::Config(args)) => generate::run(args),
                     Some(Command::Agent(command)) => agent::run(command).await,
                     None => manager::run(cli.run).await,

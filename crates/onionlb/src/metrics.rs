@@ -24,6 +24,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Registry,
     live_instances: Family<Labels, Gauge>,
+    drained_instances: Family<Labels, Gauge>,
     intro_points: Family<Labels, Gauge>,
     master_age: Family<Labels, Gauge>,
     instance_age: Family<Labels, Gauge>,
@@ -45,6 +46,8 @@ pub struct ServiceGauges {
     pub service: String,
     /// Instances whose intro points are published.
     pub live_instances: i64,
+    /// Instances drained on purpose.
+    pub drained_instances: i64,
     /// Intro points published per slot (first, second).
     pub intro_points: [Option<i64>; 2],
     /// Seconds since each slot's descriptor was published.
@@ -58,6 +61,7 @@ impl Default for Metrics {
         let mut metrics = Metrics {
             registry: Registry::with_prefix("onionlb"),
             live_instances: Family::default(),
+            drained_instances: Family::default(),
             intro_points: Family::default(),
             master_age: Family::default(),
             instance_age: Family::default(),
@@ -76,6 +80,11 @@ impl Default for Metrics {
             "live_instances",
             "Instances whose intro points are in the master descriptors",
             metrics.live_instances.clone(),
+        );
+        r.register(
+            "drained_instances",
+            "Instances drained on purpose (onionlb drain), out of the master descriptors until undrained",
+            metrics.drained_instances.clone(),
         );
         r.register(
             "intro_points_published",
@@ -217,6 +226,7 @@ impl Metrics {
     /// instances that went away vanish from the output.
     pub fn set_gauges(&self, services: &[ServiceGauges]) {
         self.live_instances.clear();
+        self.drained_instances.clear();
         self.intro_points.clear();
         self.master_age.clear();
         self.instance_age.clear();
@@ -225,6 +235,9 @@ impl Metrics {
             self.live_instances
                 .get_or_create(&vec![service()])
                 .set(s.live_instances);
+            self.drained_instances
+                .get_or_create(&vec![service()])
+                .set(s.drained_instances);
             for (slot, name) in ["first", "second"].into_iter().enumerate() {
                 let labels = vec![service(), ("slot", name.to_owned())];
                 if let Some(n) = s.intro_points[slot] {
@@ -333,9 +346,11 @@ mod test {
         metrics.reconnected();
         metrics.published("m.onion", "first", "first");
         metrics.reloaded("refused");
+        metrics.probed("timeout");
         metrics.set_gauges(&[ServiceGauges {
             service: "m.onion".into(),
             live_instances: 2,
+            drained_instances: 1,
             intro_points: [Some(6), None],
             master_age: [Some(30), None],
             instance_age: vec![("web1".into(), 12)],
@@ -343,6 +358,8 @@ mod test {
         let text = metrics.render();
         for line in [
             "onionlb_live_instances{service=\"m.onion\"} 2",
+            "onionlb_drained_instances{service=\"m.onion\"} 1",
+            "onionlb_probes_total{result=\"timeout\"} 1",
             "onionlb_intro_points_published{service=\"m.onion\",slot=\"first\"} 6",
             "onionlb_master_descriptor_age_seconds{service=\"m.onion\",slot=\"first\"} 30",
             "onionlb_instance_descriptor_age_seconds{service=\"m.onion\",instance=\"web1\"} 12",

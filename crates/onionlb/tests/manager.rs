@@ -312,6 +312,81 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
 
     cookies.push(std::fs::read(net.manager_control().cookie).unwrap());
 
+    // (e) Planned maintenance: instance0 is drained, then stopped. First
+    // 20 requests over fresh circuits (the client's cached master
+    // descriptor) give the latencies before; then `onionlb drain` returns
+    // once every HSDir has a master descriptor without instance0, the
+    // client fetches it, and 30 fresh-circuit requests span instance0's
+    // stop: none fails, none is answered by instance0, and none takes
+    // what a detour through a dead intro point costs (a second try: twice
+    // the 95th percentile before, or it plus 2 s). Not "none slower than
+    // the 95th percentile": of 30 requests like those before, one or two
+    // would be, by chance alone.
+    net.newnym().await.unwrap();
+    let mut before = Vec::new();
+    let mut failed = 0;
+    while before.len() < 20 {
+        let started = Instant::now();
+        match net.fetch(&url).await {
+            Ok(_) => before.push(started.elapsed()),
+            Err(_) => failed += 1,
+        }
+        assert!(failed <= 5, "requests fail before the drain");
+    }
+    before.sort();
+    let p95 = before[18];
+    let bound = (2 * p95).max(p95 + Duration::from_secs(2));
+    let drain = std::process::Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["drain", &instances[0], "--timeout", "120", "-c"])
+        .arg(manager.config())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&drain.stdout).into_owned();
+    assert!(
+        drain.status.success(),
+        "onionlb drain failed: {said}{}",
+        String::from_utf8_lossy(&drain.stderr)
+    );
+    assert!(said.contains("safe to stop"), "{said}");
+    let status = manager.wait_for_status(Duration::from_secs(10), |_| true);
+    assert_eq!(
+        status["services"][0]["instances"][0]["drain"], "drained",
+        "{status}"
+    );
+    assert!(scrape(metrics_port).contains(&format!(
+        "onionlb_drained_instances{{service=\"{master}\"}} 1"
+    )));
+    net.newnym().await.unwrap();
+    let mut during = Vec::new();
+    for request in 0..30 {
+        if request == 15 {
+            net.stop_instance(0).unwrap();
+        }
+        let started = Instant::now();
+        let response = net.fetch(&url).await.unwrap_or_else(|e| {
+            panic!("request {request} around the drained instance's stop failed: {e}")
+        });
+        during.push(started.elapsed());
+        let who = served_by(&response.body).unwrap();
+        assert_ne!(
+            who, instances[0],
+            "request {request} reached the drained instance"
+        );
+    }
+    let worst = *during.iter().max().unwrap();
+    let mut sorted = during.clone();
+    sorted.sort();
+    println!(
+        "drain: before, p95 {:.2} s of 20; around the stop, p95 {:.2} s and slowest {:.2} s of 30, none failed",
+        p95.as_secs_f64(),
+        sorted[28].as_secs_f64(),
+        worst.as_secs_f64()
+    );
+    assert!(
+        worst <= bound,
+        "{worst:?} around the stop; p95 before {p95:?}"
+    );
+
     // The management tor hangs (SIGSTOP; its port still accepts): the next
     // command passes the control timeout, and the manager drops the
     // connection, says why in status and metrics, and keeps trying.

@@ -47,6 +47,8 @@ pub struct Instance {
     expires_at: Option<SystemTime>,
     /// New evidence of its health came since it was last judged.
     unjudged: bool,
+    /// Taken out on purpose (drained) at this time, until undrained.
+    drained: Option<SystemTime>,
     /// Its place in configuration order (fetches go in that order).
     pub(super) position: usize,
     /// The services that list it (indexes into the balancer's list).
@@ -81,6 +83,7 @@ impl Instance {
             tor: None,
             expires_at: None,
             unjudged: true,
+            drained: None,
             position: 0,
             services: Vec::new(),
         })
@@ -144,10 +147,11 @@ impl Instance {
         self.agent.as_deref()
     }
 
-    /// Whether its intro points are published at `now`: it is healthy
-    /// and its newest descriptor still valid.
+    /// Whether its intro points are published at `now`: it is healthy,
+    /// not drained, and its newest descriptor still valid.
     pub fn is_live(&self, now: SystemTime) -> bool {
         self.verdict == Verdict::Up
+            && self.drained.is_none()
             && self
                 .state
                 .descriptor()
@@ -283,6 +287,15 @@ impl Instance {
         notice
     }
 
+    /// When it was drained, if it is.
+    pub fn drained(&self) -> Option<SystemTime> {
+        self.drained
+    }
+
+    pub(super) fn set_drained(&mut self, drained: Option<SystemTime>) {
+        self.drained = drained;
+    }
+
     /// Whether it is held out by failed probes alone.
     pub(super) fn down_by_probes(&self) -> bool {
         matches!(
@@ -303,7 +316,9 @@ impl Instance {
         despite_probes: bool,
         notices: &mut Vec<Notice>,
     ) -> Option<Vec<IntroPointDesc>> {
-        if self.verdict != Verdict::Up && !(despite_probes && self.down_by_probes()) {
+        if self.drained.is_some()
+            || (self.verdict != Verdict::Up && !(despite_probes && self.down_by_probes()))
+        {
             return None;
         }
         let live = self.state.live_intro_points(now.wall, rules);

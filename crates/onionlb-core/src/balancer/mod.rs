@@ -291,6 +291,40 @@ pub enum Request {
     },
 }
 
+/// How far taking an instance out on purpose ([`Balancer::drain`]) has
+/// come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainState {
+    /// Out of the master descriptors being made; not every HSDir has
+    /// acknowledged one without it yet.
+    Draining,
+    /// Every HSDir of every service that lists it acknowledged master
+    /// descriptors without it: new clients will not be sent to it. Clients
+    /// that fetched a master descriptor before may still try its intro
+    /// points until `until` (their cache keeps a descriptor until the next
+    /// time period, within its lifetime); they try others when it is gone.
+    Drained {
+        /// When the last client copy with its intro points lapses.
+        until: SystemTime,
+    },
+}
+
+/// Why an instance was not drained.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DrainRefused {
+    /// No configured service lists it.
+    #[error("no configured service lists this instance")]
+    NotConfigured,
+    /// It is the last live instance of a service, which draining it would
+    /// leave with none (the master descriptors would keep it).
+    #[error("it is the last live instance of {service}")]
+    LastInstance {
+        /// The service.
+        service: OnionAddress,
+    },
+}
+
 /// Where a descriptor came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -345,9 +379,98 @@ impl<R> Balancer<R> {
     pub fn control_up(&self) -> bool {
         self.control_up
     }
+
+    /// How far the drain of the instance at `address` has come at `now`,
+    /// if it is drained: drained once every service that lists it has
+    /// both its descriptors published since, without its intro points,
+    /// and acknowledged by every HSDir.
+    pub fn drain_state(&self, address: &OnionAddress, now: SystemTime) -> Option<DrainState> {
+        let instance = self.instances.get(address)?;
+        let since = instance.drained()?;
+        let keys = instance.state().intro_keys();
+        let done = instance.services.iter().all(|&index| {
+            let service = &self.services[index];
+            !service.has_pending_change()
+                && service.published().iter().all(|slot| {
+                    slot.as_ref().is_some_and(|p| {
+                        p.at >= since
+                            && p.layout.descriptors.iter().all(|d| {
+                                d.intro_keys.iter().all(|k| keys.binary_search(k).is_err())
+                            })
+                            && p.uploads.iter().all(|(_, s)| {
+                                matches!(s, crate::upload::UploadState::Accepted { .. })
+                            })
+                    })
+                })
+        });
+        if !done {
+            return Some(DrainState::Draining);
+        }
+        let view = self.view.as_ref()?;
+        let next_period = view
+            .rules
+            .period_at(now)
+            .and_then(|p| p.next())
+            .and_then(|p| p.range().ok())
+            .map(|r| r.start);
+        let lifetime =
+            now + Duration::from_secs(u64::from(crate::descriptor::MASTER_LIFETIME_MINUTES) * 60);
+        Some(DrainState::Drained {
+            until: next_period.map_or(lifetime, |start| start.min(lifetime)),
+        })
+    }
 }
 
 impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
+    /// Takes the instance at `address` out of new master descriptors
+    /// (`drain`) or lets it back in, at `now`: every service that lists it
+    /// publishes anew. Refused for an instance no service lists, or the
+    /// last live instance of a service.
+    pub fn drain(
+        &mut self,
+        address: OnionAddress,
+        drain: bool,
+        now: Now,
+    ) -> Result<(), DrainRefused> {
+        let Some(instance) = self.instances.get(&address) else {
+            return Err(DrainRefused::NotConfigured);
+        };
+        if drain == instance.drained().is_some() {
+            return Ok(());
+        }
+        if drain {
+            for &index in &instance.services {
+                let service = &self.services[index];
+                let others_live = service.members().iter().any(|m| {
+                    m.address != address
+                        && self
+                            .instances
+                            .get(&m.address)
+                            .is_some_and(|i| i.is_live(now.wall))
+                });
+                if !others_live {
+                    return Err(DrainRefused::LastInstance {
+                        service: service.address(),
+                    });
+                }
+            }
+        }
+        let Some(instance) = self.instances.get_mut(&address) else {
+            return Err(DrainRefused::NotConfigured);
+        };
+        instance.set_drained(drain.then_some(now.wall));
+        self.notices.push(Notice::Drain {
+            instance: instance.label().to_owned(),
+            drained: drain,
+        });
+        for &index in &instance.services {
+            self.services[index].changed(now.mono);
+        }
+        let notices = std::mem::take(&mut self.notices);
+        self.actions.extend(notices.into_iter().map(Action::Notice));
+        Ok(())
+    }
+
     /// A balancer for `config`, with no network view yet and the control
     /// connection down; `rng` makes descriptor keys.
     pub fn new(config: Configuration, rng: R, now: Now) -> Self {

@@ -163,6 +163,14 @@ pub enum Notice {
         /// When it is tried again.
         retry_in: Duration,
     },
+    /// An instance was drained (taken out of new master descriptors on
+    /// purpose) or let back in.
+    Drain {
+        /// The instance's name.
+        instance: String,
+        /// Drained, or back.
+        drained: bool,
+    },
     /// A service appeared in a reloaded configuration.
     ServiceAdded {
         /// The service.
@@ -206,6 +214,7 @@ impl Notice {
             | Notice::OlderDescriptorServed { .. }
             | Notice::HealthyAgain { .. }
             | Notice::Publishing { .. }
+            | Notice::Drain { .. }
             | Notice::ServiceAdded { .. } => Level::Info,
             Notice::InstanceProblem { .. }
             | Notice::PushRefused { .. }
@@ -307,6 +316,17 @@ impl fmt::Display for Notice {
                 f,
                 "{service}: upload to HSDir {hsdir} failed ({reason}); retrying in {retry_in:?}"
             ),
+            Notice::Drain {
+                instance,
+                drained: true,
+            } => write!(
+                f,
+                "{instance}: drained: leaving the master descriptors until undrained"
+            ),
+            Notice::Drain {
+                instance,
+                drained: false,
+            } => write!(f, "{instance}: undrained: back in the master descriptors"),
             Notice::ServiceAdded { service } => write!(f, "{service}: added"),
             Notice::ServiceRemoved { service } => write!(
                 f,

@@ -150,6 +150,11 @@ impl Service {
         self.changes.changed(now);
     }
 
+    /// Whether a change waits to be published.
+    pub(super) fn has_pending_change(&self) -> bool {
+        self.changes.is_pending()
+    }
+
     /// Marks it for a look at the next tick.
     pub(super) fn mark_stale(&mut self) {
         self.stale = true;

@@ -1155,3 +1155,58 @@ fn a_tor_restart_without_an_agent_drops_the_old_run_s_other_descriptor() {
         1
     );
 }
+
+#[test]
+fn a_drained_instance_leaves_every_hsdir_s_descriptor_before_it_is_called_drained() {
+    let mut world = World::new(3, &[vec![0, 1, 2], vec![0, 2]]);
+    world.run_until(MINUTE, World::all_accepted);
+    let first = world.sims[0].address;
+    let none = HashSet::new();
+    world.balancer.drain(first, true, world.now).unwrap();
+    world.carry_out();
+    assert_eq!(
+        world.balancer.drain_state(&first, world.now.wall),
+        Some(DrainState::Draining)
+    );
+    // Drained only once both services' HSDirs acknowledged descriptors
+    // without it, and then clients see none of its intro points.
+    let took = world.run_until(MINUTE, |w| {
+        matches!(
+            w.balancer.drain_state(&first, w.now.wall),
+            Some(DrainState::Drained { .. })
+        )
+    });
+    assert!(took <= 10 * SECOND, "drained after {took:?}");
+    assert!(clients_see_only(&world, &[1, 2], &none));
+    let Some(DrainState::Drained { until }) = world.balancer.drain_state(&first, world.now.wall)
+    else {
+        unreachable!()
+    };
+    assert!(until > world.now.wall && until <= world.now.wall + 3 * HOUR);
+    assert!(!world
+        .balancer
+        .instance(&first)
+        .unwrap()
+        .is_live(world.now.wall));
+    // Healthy and drained, it stays out.
+    world.run_for(10 * MINUTE);
+    assert!(clients_see_only(&world, &[1, 2], &none));
+
+    // The second service's last live instance cannot be drained.
+    let third = world.sims[2].address;
+    let master = world.masters[1].address();
+    assert_eq!(
+        world.balancer.drain(third, true, world.now),
+        Err(DrainRefused::LastInstance { service: master })
+    );
+    let unknown = MasterKey::generate(&mut rand::rng()).unwrap().0.address();
+    assert_eq!(
+        world.balancer.drain(unknown, true, world.now),
+        Err(DrainRefused::NotConfigured)
+    );
+
+    world.balancer.drain(first, false, world.now).unwrap();
+    world.carry_out();
+    assert_eq!(world.balancer.drain_state(&first, world.now.wall), None);
+    world.run_until(MINUTE, |w| clients_see_only(w, &[0, 1, 2], &none));
+}

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use onionlb_core::agent::ToAgent;
 use onionlb_core::balancer::{
-    Action, AgentReport, Balancer, Configuration, HsDirAnswer, Input, InstanceSpec, Level, Notice,
-    Now, Request, ServiceSpec,
+    Action, AgentReport, Balancer, Configuration, DrainState, HsDirAnswer, Input, InstanceSpec,
+    Level, Notice, Now, Request, ServiceSpec,
 };
 use onionlb_core::consensus::RsaId;
 use onionlb_core::network::NetworkView;
@@ -541,8 +541,55 @@ impl Daemon {
         self.balancer.handle(now, Input::Agent { instance, report });
     }
 
-    /// Answers a status or metrics client from the balancer's state.
-    fn answer(&self, question: Question, now: Now) {
+    /// Carries out an admin request (drain, undrain, how far a drain has
+    /// come) and says how the instance stands.
+    fn admin(&mut self, request: crate::admin::Request, now: Now) -> crate::admin::Answer {
+        use crate::admin::{Answer, Request};
+        let name = match &request {
+            Request::Drain { instance, .. } | Request::State { instance } => instance.clone(),
+        };
+        let Some((address, label)) = self.resolve(&name) else {
+            return Answer {
+                instance: name.clone(),
+                error: Some(format!("no instance named {name} is configured")),
+                ..Answer::default()
+            };
+        };
+        let mut answer = Answer {
+            instance: label,
+            ..Answer::default()
+        };
+        if let Request::Drain { drain, .. } = request {
+            if let Err(refused) = self.balancer.drain(address, drain, now) {
+                answer.error = Some(refused.to_string());
+            }
+        }
+        answer.state = match self.balancer.drain_state(&address, now.wall) {
+            None => "serving".into(),
+            Some(DrainState::Draining) => "draining".into(),
+            Some(DrainState::Drained { until }) => {
+                answer.clients_may_try_until = Some(crate::status::report::timestamp(until));
+                "drained".into()
+            }
+        };
+        answer
+    }
+
+    /// The address and name of the instance configured as `name` (its
+    /// `name:` or its address).
+    fn resolve(&self, name: &str) -> Option<(OnionAddress, String)> {
+        let by_address = name.parse::<OnionAddress>().ok();
+        self.config
+            .services
+            .iter()
+            .flat_map(|s| &s.instances)
+            .find(|i| i.name.as_deref() == Some(name) || Some(i.address) == by_address)
+            .map(|i| (i.address, i.label()))
+    }
+
+    /// Answers a status, metrics or admin client from the balancer's
+    /// state (an admin request may change it).
+    fn answer(&mut self, question: Question, now: Now) {
         match question {
             Question::Status(reply) => {
                 let report = snapshot::report(
@@ -560,6 +607,9 @@ impl Daemon {
                     .set_gauges(&snapshot::gauges(&self.balancer, now.wall));
                 self.metrics.set_control_connected(self.control.connected);
                 let _ = reply.send(());
+            }
+            Question::Admin(request, reply) => {
+                let _ = reply.send(self.admin(request, now));
             }
         }
     }

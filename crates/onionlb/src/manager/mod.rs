@@ -32,6 +32,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let socket = crate::status::socket_location(&config);
+    let admin_socket = crate::admin::socket_location(&config);
     let metrics_listen = config.metrics_listen;
     let connector = connector(&args, config.control_timeout)?;
     // From here on a stop signal is honoured at once, and a SIGHUP waits
@@ -46,6 +47,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Held until the daemon stops; dropping it removes the socket.
     let _status = match socket {
         Some(path) => Some(crate::status::StatusServer::start(&path, daemon.asker()).await?),
+        None => None,
+    };
+    let _admin = match admin_socket {
+        Some(path) => Some(crate::admin::AdminServer::start(&path, daemon.asker()).await?),
         None => None,
     };
     let _metrics = match metrics_listen {

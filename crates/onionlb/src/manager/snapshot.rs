@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
-use onionlb_core::balancer::{Balancer, Instance, Published, Service};
+use onionlb_core::balancer::{Balancer, DrainState, Instance, Published, Service};
 use onionlb_core::health::Verdict;
 use onionlb_core::publish::REPUBLISH_AFTER;
 use onionlb_core::upload::UploadState;
@@ -38,6 +38,11 @@ pub fn gauges<R>(balancer: &Balancer<R>, now: SystemTime) -> Vec<ServiceGauges> 
                 service: service.address().to_string(),
                 live_instances: members()
                     .filter(|(_, i)| i.is_live(now))
+                    .count()
+                    .try_into()
+                    .unwrap_or(i64::MAX),
+                drained_instances: members()
+                    .filter(|(_, i)| i.drained().is_some())
                     .count()
                     .try_into()
                     .unwrap_or(i64::MAX),
@@ -160,10 +165,12 @@ fn service_status<R>(
             .iter()
             .filter_map(|member| {
                 let instance = balancer.instance(&member.address)?;
+                let drain = balancer.drain_state(&member.address, now);
                 Some(instance_status(
                     instance,
                     member.label(),
                     agents.contains_key(&member.address),
+                    drain,
                     now,
                     wall,
                 ))
@@ -180,6 +187,7 @@ fn instance_status(
     instance: &Instance,
     name: String,
     has_agent: bool,
+    drain: Option<DrainState>,
     now: SystemTime,
     wall: &dyn Fn(Instant) -> SystemTime,
 ) -> InstanceStatus {
@@ -201,6 +209,10 @@ fn instance_status(
         agent: has_agent.then(|| match instance.agent() {
             Some(peer) => format!("connected ({peer})"),
             None => "not connected".to_owned(),
+        }),
+        drain: drain.map(|d| match d {
+            DrainState::Draining => "draining".to_owned(),
+            DrainState::Drained { .. } => "drained".to_owned(),
         }),
         probe: instance.probe().last().map(|(at, outcome)| ProbeStatus {
             at: timestamp(wall(at)),

@@ -102,6 +102,9 @@ pub struct InstanceStatus {
     /// (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// `draining` or `drained` if it was drained (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<String>,
     /// The last probe through Tor, if it was probed (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeStatus>,
@@ -219,7 +222,10 @@ impl StatusReport {
                         .as_deref()
                         .or(instance.received.as_deref())
                         .unwrap_or("never"),
-                    instance.problem.as_deref().unwrap_or("")
+                    match (&instance.drain, &instance.problem) {
+                        (Some(drain), _) => format!("{drain} (onionlb undrain brings it back)"),
+                        (None, problem) => problem.clone().unwrap_or_default(),
+                    }
                 );
             }
             if service.descriptors.is_empty() {
@@ -303,6 +309,7 @@ mod test {
                         revision: Some(7),
                         valid_until: Some("2020-06-16 22:59:28".into()),
                         agent: Some("connected (the agent socket)".into()),
+                        drain: None,
                         probe: None,
                     },
                     InstanceStatus {
@@ -317,6 +324,7 @@ mod test {
                         revision: None,
                         valid_until: None,
                         agent: None,
+                        drain: Some("drained".into()),
                         probe: Some(ProbeStatus {
                             at: "2020-06-16 20:00:01".into(),
                             result: "SOCKS reply 0x05 (connection refused)".into(),
@@ -401,7 +409,7 @@ mod test {
         );
         assert!(table.contains("web2"), "{table}");
         assert!(
-            table.contains("rejected a descriptor: bad signature"),
+            table.contains("drained (onionlb undrain brings it back)"),
             "{table}"
         );
         assert!(table.contains("1 of 2 HSDirs accepted"), "{table}");
