@@ -60,6 +60,35 @@ def ratio(theirs, ours):
     return f"{theirs / ours:.1f}x"
 
 
+NETWORK_TOOLS = [
+    ("onionlb", "#2a7ab0", "onionlb (with agents)"),
+    ("onionlb-no-agents", "#7fb3d5", "onionlb (no agents: probes)"),
+    ("onionbalance", "#c0504d", "Python Onionbalance 0.2.4 (--is-testnet)"),
+]
+
+
+def spread_section(tools):
+    """The client spread table: one row per tool and instance count."""
+    lines = [
+        "| instances | tool | answers per instance | failed | chi-square | p | every share within 25 % of 1/N |",
+        "|---:|---|---|---:|---:|---:|---|",
+    ]
+    for tool, _, label in NETWORK_TOOLS:
+        for spread in tools.get(tool, {}).get('spread', []):
+            share = spread['share']
+            total = sum(share.values())
+            n = spread['instances']
+            even = total > 0 and all(abs(c / total - 1 / n) <= 0.25 / n for c in share.values())
+            chi = spread.get('chi_square')
+            p = spread.get('p_value')
+            settled = "" if spread.get('settled') else " (not settled)"
+            lines.append(
+                f"| {n} | {label}{settled} | {' / '.join(str(share[k]) for k in sorted(share))} "
+                f"| {spread['failures']} | {'-' if chi is None else f'{chi:.2f}'} "
+                f"| {'-' if p is None else f'{p:.3f}'} | {'yes' if even else 'no'} |")
+    return lines
+
+
 def by_tool(network):
     return {t['tool']: t for t in network['tools']}
 
@@ -137,15 +166,15 @@ def write_chart(network, path):
     tools = by_tool(network)
     bound = network['bound_s']
     labels = [label.split(' -> ')[1][:48] for _, label in NETWORK_ROWS]
-    fig, ax = plt.subplots(figsize=(10, 5.5))
-    width = 0.38
-    for i, (tool, color) in enumerate((("onionlb", "#2a7ab0"), ("onionbalance", "#c0504d"))):
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    series = [(tool, color, label) for tool, color, label in NETWORK_TOOLS if tool in tools]
+    width = 0.8 / max(len(series), 1)
+    for i, (tool, color, label) in enumerate(series):
         figures = tools.get(tool, {})
         values = [figures.get(key) for key, _ in NETWORK_ROWS]
-        xs = [j + (i - 0.5) * width for j in range(len(values))]
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(values))]
         heights = [bound if v is None else v for v in values]
-        bars = ax.barh(xs, heights, width, color=color,
-                       label="onionlb (with agents)" if tool == "onionlb" else "Python Onionbalance 0.2.4 (--is-testnet)")
+        bars = ax.barh(xs, heights, width, color=color, label=label)
         for bar, v in zip(bars, values):
             text = f"> {bound:.0f} s" if v is None else f"{v:.1f} s"
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + text, va='center', fontsize=8)
@@ -155,7 +184,7 @@ def write_chart(network, path):
     ax.set_xscale('log')
     ax.set_xlabel("seconds (log scale; less is better)")
     ax.set_title("Private Tor network: reaction times seen by clients and HSDirs")
-    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -218,6 +247,7 @@ def main():
 
     tools = by_tool(network)
     ours, theirs = tools.get('onionlb', {}), tools.get('onionbalance', {})
+    plain = tools.get('onionlb-no-agents', {})
     bound = network['bound_s']
     lines += [
         "",
@@ -265,40 +295,42 @@ def main():
         "",
         "## Network: a private Tor network on loopback",
         "",
-        f"One network (3 authorities, 6 relays, {network['instances']} instances, a client);",
-        "each tool in turn publishes its own master address over the same",
-        "instances. onionlb runs with an agent beside each instance (Unix",
-        "socket); Python Onionbalance runs with `--is-testnet`, its fastest",
-        "settings (fetch every 20 s, publish check every 10 s; 10 and 5 minutes",
-        "on the real network). Times are taken from what clients see: pages",
-        "fetched over the master address, and the master descriptor every HSDir",
-        "serves (fetched with `HSFETCH` from each and decoded), never from a",
-        "tool's log. Instance0's tor is killed; once every HSDir serves a",
-        "master descriptor without it (or the bound passes), it is restarted",
-        "with new intro points.",
+        f"One network (3 authorities, 6 relays, {network.get('network_instances', network['instances'])} instances, a client without",
+        "guards); each tool in turn publishes its own master address over the",
+        f"same first {network['instances']} instances. onionlb runs twice: with an agent beside",
+        "each instance (Unix socket), and without agents at its default",
+        "settings, as a new operator starts it (the manager probes each instance",
+        "through its tor's SOCKS port); Python Onionbalance runs with",
+        "`--is-testnet`, its fastest settings (fetch every 20 s, publish check",
+        "every 10 s; 10 and 5 minutes on the real network). Times are taken",
+        "from what clients see: pages fetched over the master address, and the",
+        "master descriptor every HSDir serves (fetched with `HSFETCH` from each",
+        "and decoded), never from a tool's log. Instance0's tor is killed; once",
+        "every HSDir serves a master descriptor without it (or the bound",
+        "passes), it is restarted with new intro points.",
         "",
-        "| event | onionlb | Python Onionbalance | ratio |",
-        "|---|---:|---:|---:|",
+        "| event | onionlb, agents | onionlb, no agents | Python Onionbalance | Python / onionlb, no agents |",
+        "|---|---:|---:|---:|---:|",
     ]
     for key, label in NETWORK_ROWS:
-        ratio_cell = ratio(theirs.get(key), ours.get(key))
-        if theirs and theirs.get(key) is None and ours.get(key):
-            ratio_cell = f"> {bound / ours[key]:.1f}x"
-        lines.append(f"| {label} | {network_cell(ours, key, bound)} | {network_cell(theirs, key, bound)} | {ratio_cell} |")
+        ratio_cell = ratio(theirs.get(key), plain.get(key))
+        if theirs and theirs.get(key) is None and plain.get(key):
+            ratio_cell = f"> {bound / plain[key]:.1f}x"
+        lines.append(f"| {label} | {network_cell(ours, key, bound)} | {network_cell(plain, key, bound)} | {network_cell(theirs, key, bound)} | {ratio_cell} |")
     lines.append("| every HSDir served all instances before the kill | "
-                 + " | ".join("yes" if f.get('all_in_before_kill') else "no" for f in (ours, theirs)) + " | |")
-    lines.append(f"| requests that failed before those 10 in a row | {ours.get('failed_requests_after_kill', '-')} | {theirs.get('failed_requests_after_kill', '-')} | |")
+                 + " | ".join("yes" if f.get('all_in_before_kill') else "no" for f in (ours, plain, theirs)) + " | |")
+    lines.append(f"| requests that failed before those 10 in a row | {ours.get('failed_requests_after_kill', '-')} | {plain.get('failed_requests_after_kill', '-')} | {theirs.get('failed_requests_after_kill', '-')} | |")
     lines += [
         "",
-        "Client share: which instance answered, over fresh circuits (one",
-        "request each), after the restart:",
+        "Client spread: for 2, 3 and 6 instances, each tool alone over the",
+        "network's first N; every client fetches the master descriptor anew",
+        "(`HSFETCH` without a server: tor picks the HSDir, as for any client)",
+        "and connects over fresh circuits. p is the chi-square test's chance of",
+        "a split at least this uneven if clients spread evenly (above 0.01:",
+        "no evidence against an even split).",
         "",
-        "| tool | " + " | ".join(sorted(ours.get('share', {}))) + " | failed |",
-        "|---|" + "---:|" * (len(ours.get('share', {})) + 1),
     ]
-    for name, figures in (("onionlb", ours), ("Python Onionbalance", theirs)):
-        share = figures.get('share', {})
-        lines.append(f"| {name} | " + " | ".join(str(share[k]) for k in sorted(share)) + f" | {figures.get('share_failures', '-')} |")
+    lines += spread_section(tools)
     lines += [
         "",
         f"![network timings]({os.path.relpath(args.chart, os.path.dirname(os.path.abspath(args.out)) or '.')})",

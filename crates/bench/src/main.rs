@@ -4,6 +4,7 @@
 mod network;
 mod observe;
 mod scale;
+mod stats;
 mod tool;
 
 use std::path::{Path, PathBuf};
@@ -70,9 +71,13 @@ struct NetworkArgs {
     /// Bound on every wait, in seconds.
     #[arg(long, default_value_t = 600)]
     bound: u64,
-    /// Requests over fresh circuits for the client share.
-    #[arg(long, default_value_t = 60)]
-    share_requests: usize,
+    /// Requests for each client spread (each after a fresh descriptor
+    /// fetch, over fresh circuits).
+    #[arg(long, default_value_t = 120)]
+    spread_requests: usize,
+    /// Instance counts whose client spread is measured.
+    #[arg(long, value_delimiter = ',', default_value = "2,3,6")]
+    spread_instances: Vec<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,7 +140,8 @@ async fn main() -> anyhow::Result<()> {
                 programs: args.run.programs(),
                 dir: absolute_dir(&args.run.dir)?,
                 bound: Duration::from_secs(args.bound),
-                share_requests: args.share_requests,
+                spread_requests: args.spread_requests,
+                spread_instances: args.spread_instances,
             };
             let report = until_signalled(network::run(&plan)).await?;
             write_json(&report, &args.run.out)

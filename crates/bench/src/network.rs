@@ -1,8 +1,10 @@
-//! The network benchmark: both balancers, one after the other, on one
-//! private Tor network, each with its own master key over the same three
-//! instances. Every time is taken from what a client sees (a page fetched
-//! over the master address, or the descriptor the HSDirs serve), never
-//! from a balancer's own log.
+//! The network benchmark: the balancers, one after the other, on one
+//! private Tor network, each with its own master key over the same
+//! instances: first three of them, for the timings of an instance's death
+//! and return; then 2, 3 and 6, for how evenly clients spread. Every time
+//! and share is taken from what a client sees (a page fetched over the
+//! master address, or the descriptor the HSDirs serve), never from a
+//! balancer's own log.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -22,6 +24,8 @@ use crate::tool::{self, InstanceSpec, Programs, Tool};
 /// How long a tool has to get every instance onto every HSDir before the
 /// kill.
 const SETTLE_BOUND: Duration = Duration::from_secs(180);
+/// Instances behind the master address for the kill and the restart.
+const KILL_INSTANCES: usize = 3;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -34,8 +38,11 @@ pub struct Plan {
     pub dir: PathBuf,
     /// Bound on every wait.
     pub bound: Duration,
-    /// Requests over fresh circuits for the client share.
-    pub share_requests: usize,
+    /// Requests for each client spread, each over fresh circuits after a
+    /// fresh descriptor fetch.
+    pub spread_requests: usize,
+    /// Instance counts whose client spread is measured.
+    pub spread_instances: Vec<usize>,
 }
 
 /// One tool's figures; `None` where the event did not happen within the
@@ -64,10 +71,30 @@ pub struct Figures {
     pub upload_to_first_hsdir_with_s: Option<f64>,
     /// ... to every HSDir serving one with them.
     pub upload_to_all_hsdirs_with_s: Option<f64>,
-    /// Which instance answered, over many fresh circuits.
+    /// How clients spread over 2, 3, 6 instances (not measured for
+    /// `onionlb-no-agents`: agents change nothing in it).
+    pub spread: Vec<Spread>,
+}
+
+/// Which instance answered clients, each of which fetched the master
+/// descriptor anew (from the HSDir tor picks, as a client does) and
+/// connected over fresh circuits.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    /// Instances behind the master address.
+    pub instances: usize,
+    /// Whether every HSDir served a master descriptor of exactly these
+    /// instances before the requests (within the settle bound).
+    pub settled: bool,
+    /// Answers per instance.
     pub share: BTreeMap<String, usize>,
-    /// Requests of the share that failed.
-    pub share_failures: usize,
+    /// Requests that failed.
+    pub failures: usize,
+    /// Pearson's chi-square statistic against an even split.
+    pub chi_square: Option<f64>,
+    /// Its p-value: the chance of a split at least this uneven if clients
+    /// spread evenly.
+    pub p_value: Option<f64>,
 }
 
 /// The whole run.
@@ -75,8 +102,11 @@ pub struct Figures {
 pub struct Report {
     /// Bound on every wait, in seconds.
     pub bound_s: f64,
-    /// Instances behind each master address.
+    /// Instances behind each master address for the kill and the
+    /// restart.
     pub instances: usize,
+    /// Instances in the network.
+    pub network_instances: usize,
     /// The figures, per tool.
     pub tools: Vec<Figures>,
 }
@@ -95,12 +125,23 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     ];
     let mut config = testnet::Config::new(plan.dir.join("net"), app);
     config.masters = keys.iter().map(|(key, _)| key.address()).collect();
+    config.instances = plan
+        .spread_instances
+        .iter()
+        .copied()
+        .chain([KILL_INSTANCES])
+        .max()
+        .unwrap_or(KILL_INSTANCES);
+    // A client's one guard rules out every intro point on it, which
+    // skews the spread for that client alone; without guards, each
+    // circuit may use any relay.
+    config.client_guards = false;
     eprintln!("starting the private network in {}", config.dir.display());
+    let network_instances = config.instances;
     let mut net = Testnet::start(config)
         .await
         .context("starting the private network")?;
 
-    let instances = net.instance_addresses().len();
     let mut figures = Vec::new();
     for (tool, (key, pem)) in plan.tools.iter().zip(&keys) {
         eprintln!("== {tool:?}, master {}", key.address());
@@ -119,7 +160,8 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     net.stop();
     Ok(Report {
         bound_s: plan.bound.as_secs_f64(),
-        instances,
+        instances: KILL_INSTANCES,
+        network_instances,
         tools: figures,
     })
 }
@@ -131,7 +173,7 @@ async fn measure(
     master: OnionAddress,
     pem: &str,
 ) -> anyhow::Result<Figures> {
-    let instances: Vec<InstanceSpec> = net
+    let all: Vec<InstanceSpec> = net
         .layout()
         .instances()
         .zip(net.instance_addresses())
@@ -144,6 +186,7 @@ async fn measure(
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    let instances = &all[..KILL_INSTANCES.min(all.len())];
     let control_port = match net.manager_control().addr {
         ControlAddr::Tcp(addr) => addr.port(),
         other => anyhow::bail!("the management tor listens on {other}, not TCP"),
@@ -156,7 +199,7 @@ async fn measure(
 
     // Start, and wait for the master address to answer.
     let started = Instant::now();
-    let running = tool::start(tool, &plan.programs, &dir, pem, &instances, control_port)?;
+    let running = tool::start(tool, &plan.programs, &dir, pem, instances, control_port)?;
     let reachable = first_success(net, &url, started + bound).await;
     let start_to_reachable_s = reachable.map(|at| secs(at - started));
     eprintln!("reachable after {start_to_reachable_s:?} s");
@@ -165,7 +208,7 @@ async fn measure(
     // kill, so the kill is the only change measured.
     let nodes: Vec<_> = net.layout().instances().cloned().collect();
     let mut all_ids = Vec::new();
-    for (node, instance) in nodes.iter().zip(&instances) {
+    for (node, instance) in nodes.iter().zip(instances) {
         all_ids.push(intro_points_of(&mut view, node, instance.address).await?);
     }
     let all_in = poll(&mut view, master, Instant::now() + SETTLE_BOUND, |served| {
@@ -253,21 +296,19 @@ async fn measure(
         "restart: first HSDir with new intro points after {upload_to_first_hsdir_with_s:?} s, all after {upload_to_all_hsdirs_with_s:?} s"
     );
 
-    // Client share over fresh circuits.
-    let mut share: BTreeMap<String, usize> =
-        instances.iter().map(|i| (i.name.clone(), 0)).collect();
-    let mut share_failures = 0;
-    for _ in 0..plan.share_requests {
-        match net.fetch(&url).await {
-            Ok(response) => match served_by(&response.body) {
-                Some(who) => *share.entry(who.to_owned()).or_default() += 1,
-                None => share_failures += 1,
-            },
-            Err(_) => share_failures += 1,
+    running.stop();
+
+    let mut spread = Vec::new();
+    if tool != Tool::OnionlbNoAgents {
+        for &n in &plan.spread_instances {
+            let dir = plan.dir.join(format!("{tool:?}-spread-{n}").to_lowercase());
+            let measured = measure_spread(net, &mut view, plan, tool, master, pem, &all[..n], &dir)
+                .await
+                .with_context(|| format!("the spread over {n} instances"))?;
+            eprintln!("spread over {n}: {measured:?}");
+            spread.push(measured);
         }
     }
-    eprintln!("share: {share:?}, {share_failures} failed");
-    running.stop();
 
     Ok(Figures {
         tool,
@@ -279,8 +320,82 @@ async fn measure(
         failed_requests_after_kill: ten.failures,
         upload_to_first_hsdir_with_s,
         upload_to_all_hsdirs_with_s,
+        spread,
+    })
+}
+
+/// Runs `tool` over `instances` (the network's first n) and sends
+/// [`Plan::spread_requests`] clients to the master address: once every
+/// HSDir serves a master descriptor with no other instance, and every one
+/// of these on some HSDir, each client fetches the master descriptor
+/// anew (tor picks the HSDir, as for any client) and connects over fresh
+/// circuits.
+#[allow(clippy::too_many_arguments)]
+async fn measure_spread(
+    net: &Testnet,
+    view: &mut HsdirView,
+    plan: &Plan,
+    tool: Tool,
+    master: OnionAddress,
+    pem: &str,
+    instances: &[InstanceSpec],
+    dir: &std::path::Path,
+) -> anyhow::Result<Spread> {
+    let control_port = match net.manager_control().addr {
+        ControlAddr::Tcp(addr) => addr.port(),
+        other => anyhow::bail!("the management tor listens on {other}, not TCP"),
+    };
+    let nodes: Vec<_> = net.layout().instances().cloned().collect();
+    let mut inside = HashSet::new();
+    let mut each = Vec::new();
+    for (node, instance) in nodes.iter().zip(instances) {
+        let ids = intro_points_of(view, node, instance.address).await?;
+        inside.extend(ids.iter().copied());
+        each.push(ids);
+    }
+    let mut outside = HashSet::new();
+    for (node, address) in nodes
+        .iter()
+        .zip(net.instance_addresses())
+        .skip(instances.len())
+    {
+        outside.extend(intro_points_of(view, node, *address).await?);
+    }
+    let running = tool::start(tool, &plan.programs, dir, pem, instances, control_port)?;
+    let settled = poll(view, master, Instant::now() + SETTLE_BOUND, |served| {
+        let union = served.union();
+        served.all_without(&outside) && each.iter().all(|ids| !ids.is_disjoint(&union))
+    })
+    .await?
+    .all
+    .is_some();
+    let url = format!("http://{master}/");
+    let mut share: BTreeMap<String, usize> =
+        instances.iter().map(|i| (i.name.clone(), 0)).collect();
+    let mut failures = 0;
+    for _ in 0..plan.spread_requests {
+        if !view.fetch_as_client(master).await? {
+            failures += 1;
+            continue;
+        }
+        match net.fetch(&url).await {
+            Ok(response) => match served_by(&response.body) {
+                Some(who) => *share.entry(who.to_owned()).or_default() += 1,
+                None => failures += 1,
+            },
+            Err(_) => failures += 1,
+        }
+    }
+    running.stop();
+    let counts: Vec<usize> = share.values().copied().collect();
+    let test = crate::stats::chi_square_even(&counts);
+    Ok(Spread {
+        instances: instances.len(),
+        settled,
         share,
-        share_failures,
+        failures,
+        chi_square: test.map(|(statistic, _)| statistic),
+        p_value: test.map(|(_, p)| p),
     })
 }
 

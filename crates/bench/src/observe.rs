@@ -155,6 +155,34 @@ impl HsdirView {
         Ok(served)
     }
 
+    /// Has the client fetch `address`'s descriptor as it would before
+    /// connecting (`HSFETCH` without a server: tor picks one of the HSDirs
+    /// clients fetch from), replacing the one it has cached; whether one
+    /// came.
+    pub async fn fetch_as_client(&mut self, address: OnionAddress) -> anyhow::Result<bool> {
+        while self.events.try_recv().is_some() {}
+        let bare = address.without_suffix();
+        self.control
+            .request(&Command::new("HSFETCH").arg(bare.clone()))
+            .await
+            .context("HSFETCH")?;
+        let deadline = Instant::now() + ROUND_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(reply)) = tokio::time::timeout(left, self.events.recv()).await else {
+                return Ok(false);
+            };
+            match Event::parse(&reply) {
+                Event::HsDesc(event) if event.address == bare => match event.action {
+                    torctl::HsDescAction::Received => return Ok(true),
+                    torctl::HsDescAction::Failed => return Ok(false),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+
     /// The intro points of `text`, a descriptor of `identity`'s for a
     /// period around now.
     fn decode(&self, text: &str, identity: &HsIdKey) -> anyhow::Result<HashSet<IntroId>> {

@@ -16,6 +16,11 @@ use serde::Serialize;
 pub enum Tool {
     /// This project (with an agent beside each instance in the network run).
     Onionlb,
+    /// This project without agents, as a new operator starts it: the
+    /// manager probes the instances through its tor (the network run; the
+    /// same as `onionlb` against the simulator).
+    #[serde(rename = "onionlb-no-agents")]
+    OnionlbNoAgents,
     /// Python Onionbalance (0.2.4 from PyPI).
     Onionbalance,
 }
@@ -118,7 +123,8 @@ pub fn start_plain(
 
 /// Starts `tool` in `dir` against the management tor's control port, at
 /// its most verbose useful level: Python Onionbalance with
-/// `--is-testnet`, onionlb with an agent beside each instance.
+/// `--is-testnet`, onionlb with an agent beside each instance (or, as
+/// `onionlb-no-agents`, without).
 pub fn start(
     tool: Tool,
     programs: &Programs,
@@ -133,6 +139,15 @@ pub fn start(
         let options = ["--is-testnet", "-v", "info"];
         let (name, child, log) =
             spawn_balancer(tool, programs, dir, &config, control_port, &options)?;
+        return Ok(Running {
+            children: vec![(name, child)],
+            log,
+        });
+    }
+    if tool == Tool::OnionlbNoAgents {
+        let config = write_config(dir, &service, "", |_, _| String::new())?;
+        let (name, child, log) =
+            spawn_balancer(tool, programs, dir, &config, control_port, &["-v", "debug"])?;
         return Ok(Running {
             children: vec![(name, child)],
             log,
@@ -189,7 +204,7 @@ fn spawn_balancer(
     let port = control_port.to_string();
     let (name, program, address): (&str, _, &[&str]) = match tool {
         Tool::Onionbalance => ("onionbalance", &programs.onionbalance, &["-i", "127.0.0.1"]),
-        Tool::Onionlb => ("onionlb", &programs.onionlb, &[]),
+        Tool::Onionlb | Tool::OnionlbNoAgents => ("onionlb", &programs.onionlb, &[]),
     };
     let log = dir.join(format!("{name}.log"));
     let child = spawn_logged(

@@ -315,13 +315,14 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     // (e) Planned maintenance: instance0 is drained, then stopped. First
     // 20 requests over fresh circuits (the client's cached master
     // descriptor) give the latencies before; then `onionlb drain` returns
-    // once every HSDir has a master descriptor without instance0, the
+    // once every HSDir has a master descriptor without instance0 (checked
+    // against every intro point of it the HSDirs and its tor show), the
     // client fetches it, and 30 fresh-circuit requests span instance0's
-    // stop: none fails, none is answered by instance0, and none takes
-    // what a detour through a dead intro point costs (a second try: twice
-    // the 95th percentile before, or it plus 2 s). Not "none slower than
-    // the 95th percentile": of 30 requests like those before, one or two
-    // would be, by chance alone.
+    // stop: none fails, none is answered by instance0, and none is slower
+    // than the slowest before by more than 2 s. (Not "none slower than
+    // the 95th percentile before": these latencies run from 0.15 s to
+    // 3.6 s here, and of 30 requests one or two pass the 95th percentile
+    // of 20 by chance alone.)
     net.newnym().await.unwrap();
     let mut before = Vec::new();
     let mut failed = 0;
@@ -333,9 +334,11 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         }
         assert!(failed <= 5, "requests fail before the drain");
     }
+    let drained_keys = common::instance_keys(&net, 0).await;
+    assert!(!drained_keys.is_empty());
     before.sort();
     let p95 = before[18];
-    let bound = (2 * p95).max(p95 + Duration::from_secs(2));
+    let bound = before[19] + Duration::from_secs(2);
     let drain = std::process::Command::new(env!("CARGO_BIN_EXE_onionlb"))
         .args(["drain", &instances[0], "--timeout", "120", "-c"])
         .arg(manager.config())
@@ -348,6 +351,14 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
         String::from_utf8_lossy(&drain.stderr)
     );
     assert!(said.contains("safe to stop"), "{said}");
+    let held = common::master_keys_on_hsdirs(&net, &key, Duration::from_secs(60)).await;
+    assert!(!held.is_empty());
+    for (hsdir, keys) in &held {
+        assert!(
+            keys.is_disjoint(&drained_keys) && !keys.is_empty(),
+            "HSDir {hsdir} still has instance0's intro points when drain says drained"
+        );
+    }
     let status = manager.wait_for_status(Duration::from_secs(10), |_| true);
     assert_eq!(
         status["services"][0]["instances"][0]["drain"], "drained",
@@ -384,7 +395,7 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     );
     assert!(
         worst <= bound,
-        "{worst:?} around the stop; p95 before {p95:?}"
+        "{worst:?} around the stop; before: {before:.2?}; around: {during:.2?}"
     );
 
     // The management tor hangs (SIGSTOP; its port still accepts): the next

@@ -450,6 +450,51 @@ pub async fn master_keys_on_hsdirs(
     master: &onionlb_core::MasterKey,
     bound: Duration,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<[u8; 32]>> {
+    let identity = tor_hscrypto::pk::HsIdKey::from(master.keypair());
+    keys_on_hsdirs(net, master.address(), &identity, bound).await
+}
+
+/// Every intro point key of instance `index` that a master descriptor
+/// may carry: those of the descriptor its tor has now (the only one it
+/// shows) and of those the HSDirs serve.
+pub async fn instance_keys(net: &Testnet, index: usize) -> std::collections::BTreeSet<[u8; 32]> {
+    use torctl::{ControlClient, Credentials};
+    let address = net.instance_addresses()[index];
+    let identity = tor_hscrypto::pk::HsIdKey::try_from(address.hs_id()).unwrap();
+    let mut keys: std::collections::BTreeSet<[u8; 32]> =
+        keys_on_hsdirs(net, address, &identity, Duration::from_secs(60))
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+    let node = net.layout().instances().nth(index).unwrap();
+    let control = ControlClient::connect_authenticated(
+        &node.control_addr(),
+        &Credentials::CookieFile(node.cookie_path()),
+    )
+    .await
+    .unwrap();
+    let own = control
+        .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
+        .await
+        .unwrap();
+    keys.extend(
+        intro_points(&own, &identity)
+            .unwrap_or_default()
+            .into_keys(),
+    );
+    keys
+}
+
+/// What the network's client gets of `address`'s descriptor (decrypted
+/// with `identity`) from every HSDir that has one: each one's intro point
+/// keys, by HSDir.
+async fn keys_on_hsdirs(
+    net: &Testnet,
+    address: onionlb_core::OnionAddress,
+    identity: &tor_hscrypto::pk::HsIdKey,
+    bound: Duration,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<[u8; 32]>> {
     use torctl::{Command as Ctl, ControlClient, Credentials, Event, HsDescAction};
     let node = net.layout().client();
     let client = ControlClient::connect_authenticated(
@@ -464,12 +509,10 @@ pub async fn master_keys_on_hsdirs(
         .await
         .unwrap();
     let relays = relay_fingerprints(net);
-    let address = master.address();
     let fetch = Ctl::new("HSFETCH")
         .arg(address.without_suffix())
         .args(relays.iter().map(|fp| format!("SERVER=${fp}")));
     client.request(&fetch).await.unwrap();
-    let identity = tor_hscrypto::pk::HsIdKey::from(master.keypair());
     let mut held = std::collections::BTreeMap::new();
     let mut answered = std::collections::BTreeSet::new();
     let deadline = Instant::now() + bound;
@@ -481,7 +524,7 @@ pub async fn master_keys_on_hsdirs(
         match Event::parse(&reply) {
             Event::HsDescContent(content) if content.address == address.without_suffix() => {
                 if let (Some(hsdir), Some(points)) =
-                    (content.hsdir, intro_points(&content.descriptor, &identity))
+                    (content.hsdir, intro_points(&content.descriptor, identity))
                 {
                     answered.insert(hsdir.clone());
                     held.insert(hsdir, points.into_keys().collect());
