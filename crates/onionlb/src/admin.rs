@@ -23,11 +23,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::UnixListener;
 
 use crate::answer::Asker;
 use crate::cli::DrainArgs;
 use crate::config::Config;
+use crate::unix_socket::Server;
 
 /// Mode of the socket: only the manager's user and group may drain.
 const SOCKET_MODE: u32 = 0o660;
@@ -112,69 +112,37 @@ pub fn socket_location(config: &Config) -> Option<PathBuf> {
     Some(path.into())
 }
 
-/// A running admin socket; removed when dropped.
-#[derive(Debug)]
-pub struct AdminServer {
-    _file: crate::unix_socket::SocketFile,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl AdminServer {
-    /// Listens at `path`, handing each request to the daemon.
-    pub async fn start(path: &Path, daemon: Asker) -> anyhow::Result<Self> {
-        let (listener, file) = crate::unix_socket::bind(path, SOCKET_MODE, "admin socket").await?;
-        tracing::info!("admin socket (drain, undrain) at {}", path.display());
-        let task = tokio::spawn(serve(listener, daemon));
-        Ok(AdminServer { _file: file, task })
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(listener: UnixListener, daemon: Asker) {
-    let places = crate::answer::Places::default();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!("admin socket: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(place) = places.take() else {
-            continue;
-        };
+/// Listens at `path`, handing each request to the daemon.
+pub async fn serve(path: &Path, daemon: Asker) -> anyhow::Result<Server> {
+    let server = Server::start(path, SOCKET_MODE, "admin socket", move |stream| {
         let daemon = daemon.clone();
-        tokio::spawn(async move {
-            let _place = place;
+        async move {
             let (read, write) = stream.into_split();
             let mut line = String::new();
             let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
-            let answer =
-                match tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await {
-                    Ok(Ok(_)) => match Request::parse(&line) {
-                        Ok(request) => daemon.admin(request).await.unwrap_or_else(|| Answer {
-                            error: Some("the manager did not answer in time".into()),
-                            ..Answer::default()
-                        }),
-                        Err(e) => Answer {
-                            error: Some(e),
-                            ..Answer::default()
-                        },
-                    },
-                    _ => return,
-                };
+            let read = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await;
+            if !matches!(read, Ok(Ok(_))) {
+                return;
+            }
+            let answer = match Request::parse(&line) {
+                Ok(request) => daemon.admin(request).await.unwrap_or_else(|| Answer {
+                    error: Some("the manager did not answer in time".into()),
+                    ..Answer::default()
+                }),
+                Err(e) => Answer {
+                    error: Some(e),
+                    ..Answer::default()
+                },
+            };
             let Ok(json) = serde_json::to_vec(&answer) else {
                 return;
             };
             crate::answer::send_and_close(write, &[&json, b"\n"]).await;
-        });
-    }
+        }
+    })
+    .await?;
+    tracing::info!("admin socket (drain, undrain) at {}", path.display());
+    Ok(server)
 }
 
 /// `onionlb drain` (`drain`) and `onionlb undrain`.

@@ -571,35 +571,44 @@ impl Reader<'_> {
         Ok(text)
     }
 
-    /// A whole number within `(min, max)`.
-    fn count(
+    /// A whole number within `(min, max)`; `unit` names what it counts in
+    /// the error ("" for plain numbers).
+    fn whole(
         &self,
         node: &MarkedYaml<'_>,
         at: &str,
         (min, max): (u64, u64),
-    ) -> Result<u32, ConfigError> {
+        unit: &str,
+    ) -> Result<u64, ConfigError> {
         match &node.data {
-            YamlData::Value(Scalar::Integer(n))
-                if u64::try_from(*n).is_ok_and(|n| (min..=max).contains(&n)) =>
-            {
-                u32::try_from(*n).map_err(|_| self.error(line(node), at, "out of range"))
-            }
-            _ => Err(self.error(
+            YamlData::Value(Scalar::Integer(n)) => u64::try_from(*n).ok(),
+            _ => None,
+        }
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            self.error(
                 line(node),
                 at,
-                &format!("expected a whole number from {min} to {max}"),
-            )),
-        }
+                &format!("expected a whole number{unit} from {min} to {max}"),
+            )
+        })
+    }
+
+    /// A whole number within `(min, max)` (at most `u32::MAX`).
+    fn count(
+        &self,
+        node: &MarkedYaml<'_>,
+        at: &str,
+        range: (u64, u64),
+    ) -> Result<u32, ConfigError> {
+        let n = self.whole(node, at, range, "")?;
+        u32::try_from(n).map_err(|_| self.error(line(node), at, "out of range"))
     }
 
     /// A TCP port, 1 to 65535.
     fn port(&self, node: &MarkedYaml<'_>, at: &str) -> Result<u16, ConfigError> {
-        match &node.data {
-            YamlData::Value(Scalar::Integer(n)) if (1..=65_535).contains(n) => {
-                u16::try_from(*n).map_err(|_| self.error(line(node), at, "out of range"))
-            }
-            _ => Err(self.error(line(node), at, "expected a port number from 1 to 65535")),
-        }
+        let n = self.whole(node, at, (1, 65_535), " (a port)")?;
+        u16::try_from(n).map_err(|_| self.error(line(node), at, "out of range"))
     }
 
     /// A whole number of seconds within `(min, max)`.
@@ -607,20 +616,10 @@ impl Reader<'_> {
         &self,
         node: &MarkedYaml<'_>,
         at: &str,
-        (min, max): (u64, u64),
+        range: (u64, u64),
     ) -> Result<Duration, ConfigError> {
-        match &node.data {
-            YamlData::Value(Scalar::Integer(n))
-                if u64::try_from(*n).is_ok_and(|n| (min..=max).contains(&n)) =>
-            {
-                Ok(Duration::from_secs(n.unsigned_abs()))
-            }
-            _ => Err(self.error(
-                line(node),
-                at,
-                &format!("expected a whole number of seconds from {min} to {max}"),
-            )),
-        }
+        self.whole(node, at, range, " of seconds")
+            .map(Duration::from_secs)
     }
 }
 

@@ -52,3 +52,62 @@ pub async fn bind(
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok((listener, file))
 }
+
+/// A Unix socket being served: a task accepts clients and hands each to
+/// its own task, at most [`crate::answer::MAX_CLIENTS`] at once (more are
+/// closed unanswered). Stops, and removes the socket, when dropped.
+#[derive(Debug)]
+pub struct Server {
+    _file: SocketFile,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Listens at `path` (see [`bind`]) and runs `handle` for each client.
+    pub async fn start<F, Fut>(
+        path: &Path,
+        mode: u32,
+        purpose: &'static str,
+        handle: F,
+    ) -> anyhow::Result<Self>
+    where
+        F: Fn(tokio::net::UnixStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (listener, file) = bind(path, mode, purpose).await?;
+        let task = tokio::spawn(accept(listener, purpose, handle));
+        Ok(Server { _file: file, task })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept<F, Fut>(listener: UnixListener, purpose: &'static str, handle: F)
+where
+    F: Fn(tokio::net::UnixStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let places = crate::answer::Places::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("{purpose}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(place) = places.take() else {
+            continue;
+        };
+        let served = handle(stream);
+        tokio::spawn(async move {
+            let _place = place;
+            served.await;
+        });
+    }
+}

@@ -46,11 +46,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let daemon = daemon?;
     // Held until the daemon stops; dropping it removes the socket.
     let _status = match socket {
-        Some(path) => Some(crate::status::StatusServer::start(&path, daemon.asker()).await?),
+        Some(path) => Some(crate::status::serve(&path, daemon.asker()).await?),
         None => None,
     };
     let _admin = match admin_socket {
-        Some(path) => Some(crate::admin::AdminServer::start(&path, daemon.asker()).await?),
+        Some(path) => Some(crate::admin::serve(&path, daemon.asker()).await?),
         None => None,
     };
     let _metrics = match metrics_listen {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tokio::io::AsyncReadExt as _;
 
-pub use server::StatusServer;
+pub use server::start as serve;
 
 use crate::cli::StatusArgs;
 use crate::config::Config;
