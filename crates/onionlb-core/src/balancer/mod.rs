@@ -808,8 +808,11 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
     }
 
     /// Takes `outcome` as evidence of `address`'s health. The first
-    /// failure asks the HSDirs too (a tor that restarted has uploaded new
-    /// intro points, or soon will); a change of verdict publishes, and
+    /// failure, and every one while it is down, asks the HSDirs too: a tor
+    /// that restarted has uploaded new intro points, or soon will, and
+    /// the fetch also gives the management tor's client the new
+    /// descriptor (its cached one's intro points failed, and it would not
+    /// try them again for minutes). A change of verdict publishes, and
     /// fetches the instance's descriptor at once.
     fn weigh_probe(
         &mut self,
@@ -824,7 +827,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             Ok(()) => instance.health_mut().probe_passed(),
             Err(failure) => {
                 instance.health_mut().probe_failed(failure);
-                if instance.health_mut().probe_failures() == 1 {
+                if instance.health_mut().probe_failures() == 1 || instance.down_by_probes() {
                     instance.fetch_mut().due_now(now.mono);
                 }
             }
@@ -879,6 +882,10 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             Ok(Accepted::Unchanged) => {}
             Ok(change) => {
                 instance.intro_points_changed(now.wall);
+                // Its new intro points may be what its probes lacked.
+                if instance.down_by_probes() {
+                    instance.probe_mut().due_now(now.mono);
+                }
                 let revision = instance.state().descriptor().map_or(0, |d| d.revision);
                 self.notices.push(Notice::InstanceChanged {
                     instance: instance.label().to_owned(),

@@ -240,10 +240,12 @@ struct World {
     asked: HashMap<OnionAddress, Vec<RsaId>>,
     /// When each probe started, per instance.
     probes: HashMap<OnionAddress, Vec<Instant>>,
-    /// The run of each instance's tor that its last probe met: the
-    /// management tor fetches a descriptor anew (and the balancer sees it)
-    /// when its cached one's intro points fail.
-    probed_run: HashMap<OnionAddress, u8>,
+    /// Which run of each instance's tor the descriptor in the management
+    /// tor's client cache comes from: a probe reaches only that run's
+    /// intro points, and (as C tor, whose failed intro points stay
+    /// failed for minutes) does not fetch anew by itself; the balancer's
+    /// fetches fill the cache.
+    client_cache: HashMap<OnionAddress, u8>,
 }
 
 impl World {
@@ -321,7 +323,7 @@ impl World {
             fetches: HashMap::new(),
             asked: HashMap::new(),
             probes: HashMap::new(),
-            probed_run: HashMap::new(),
+            client_cache: HashMap::new(),
         };
         world.consensus();
         for index in 0..world.sims.len() {
@@ -405,6 +407,12 @@ impl World {
                     self.asked.entry(instance).or_default().extend(&hsdirs);
                     let period = self.balancer.view().unwrap().fetch_period().interval_num();
                     let text = self.instance_store.get(&(instance, period)).cloned();
+                    if text.is_some() {
+                        let sim = self.sims.iter().find(|s| s.address == instance).unwrap();
+                        if sim.alive {
+                            self.client_cache.insert(instance, sim.run);
+                        }
+                    }
                     for hsdir in hsdirs {
                         let delivery = match &text {
                             Some(text) => Delivery::Fetched {
@@ -459,30 +467,27 @@ impl World {
                     assert_eq!(port, 80);
                     self.probes.entry(instance).or_default().push(self.now.mono);
                     let sim = self.sims.iter().find(|s| s.address == instance).unwrap();
-                    let (outcome, took) = match (sim.alive, sim.app_up) {
-                        (true, true) => (Ok(()), PROBE_PASSES_IN),
-                        (true, false) => (
+                    let cached = self.client_cache.get(&instance).copied().unwrap_or(0);
+                    let (outcome, took) = match (sim.alive, sim.app_up, cached == sim.run) {
+                        (true, true, true) => (Ok(()), PROBE_PASSES_IN),
+                        (true, false, true) => (
                             Err(crate::probe::Failure::Refused {
                                 code: 5,
                                 meaning: "connection refused",
                             }),
                             PROBE_PASSES_IN,
                         ),
-                        (false, _) => (Err(crate::probe::Failure::TimedOut), timeout),
+                        // Its cached descriptor is of an earlier run: its
+                        // intro points refuse the introduction.
+                        (true, _, false) => (
+                            Err(crate::probe::Failure::Refused {
+                                code: 0xF2,
+                                meaning: "onion service introduction failed",
+                            }),
+                            PROBE_PASSES_IN,
+                        ),
+                        (false, _, _) => (Err(crate::probe::Failure::TimedOut), timeout),
                     };
-                    let run = sim.run;
-                    if self
-                        .probed_run
-                        .insert(instance, run)
-                        .is_some_and(|r| r != run)
-                    {
-                        let period = self.balancer.view().unwrap().fetch_period().interval_num();
-                        if let Some(text) = self.instance_store.get(&(instance, period)) {
-                            let text = Arc::clone(text);
-                            self.pending
-                                .push((self.now.mono + took, Delivery::Fetched { instance, text }));
-                        }
-                    }
                     self.pending
                         .push((self.now.mono + took, Delivery::Probed { instance, outcome }));
                 }
