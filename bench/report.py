@@ -295,7 +295,7 @@ def main():
         "",
         "## Network: a private Tor network on loopback",
         "",
-        f"One network (3 authorities, 6 relays, {network.get('network_instances', network['instances'])} instances, a client without",
+        f"One network (3 authorities, {network.get('network_relays', 9) - 3} relays, {network.get('network_instances', network['instances'])} instances, a client without",
         "guards); each tool in turn publishes its own master address over the",
         f"same first {network['instances']} instances. onionlb runs twice: with an agent beside",
         "each instance (Unix socket), and without agents at its default",

@@ -78,6 +78,13 @@ struct NetworkArgs {
     /// Instance counts whose client spread is measured.
     #[arg(long, value_delimiter = ',', default_value = "2,3,6")]
     spread_instances: Vec<usize>,
+    /// Relays besides the three authorities. Each instance's tor puts its
+    /// three intro points on relays of its own choosing, and a master
+    /// descriptor carries at most one intro point per relay (C tor
+    /// clients use only the first), so with six instances on few relays
+    /// some instances' intro points must be left out of descriptors.
+    #[arg(long, default_value_t = 6)]
+    relays: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 bound: Duration::from_secs(args.bound),
                 spread_requests: args.spread_requests,
                 spread_instances: args.spread_instances,
+                relays: args.relays,
             };
             let report = until_signalled(network::run(&plan)).await?;
             write_json(&report, &args.run.out)

@@ -43,6 +43,8 @@ pub struct Plan {
     pub spread_requests: usize,
     /// Instance counts whose client spread is measured.
     pub spread_instances: Vec<usize>,
+    /// Relays besides the three authorities.
+    pub relays: usize,
 }
 
 /// One tool's figures; `None` where the event did not happen within the
@@ -107,6 +109,8 @@ pub struct Report {
     pub instances: usize,
     /// Instances in the network.
     pub network_instances: usize,
+    /// Relays in the network, authorities included.
+    pub network_relays: usize,
     /// The figures, per tool.
     pub tools: Vec<Figures>,
 }
@@ -125,6 +129,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     ];
     let mut config = testnet::Config::new(plan.dir.join("net"), app);
     config.masters = keys.iter().map(|(key, _)| key.address()).collect();
+    config.relays = plan.relays;
     config.instances = plan
         .spread_instances
         .iter()
@@ -162,6 +167,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         bound_s: plan.bound.as_secs_f64(),
         instances: KILL_INSTANCES,
         network_instances,
+        network_relays: plan.relays + 3,
         tools: figures,
     })
 }
