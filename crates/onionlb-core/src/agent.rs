@@ -241,6 +241,11 @@ pub enum ToManager {
     Health(Health),
     /// The instance's newest descriptor, as tor encoded it.
     Descriptor(String),
+    /// Take the instance out of the master descriptors (`true`, planned
+    /// maintenance) or let it back in; the manager answers with how far
+    /// the drain has come (`ACCEPTED serving|draining|drained ...`) or why
+    /// not (`REJECTED ...`). Sent again until drained: it is idempotent.
+    Drain(bool),
 }
 
 /// One run of an instance's tor, as its agent sees it.
@@ -324,6 +329,8 @@ impl ToManager {
                 bytes.extend_from_slice(text.as_bytes());
                 bytes
             }
+            ToManager::Drain(true) => b"DRAIN\n".to_vec(),
+            ToManager::Drain(false) => b"UNDRAIN\n".to_vec(),
         }
     }
 
@@ -355,6 +362,8 @@ impl ToManager {
                 started: started.parse().map_err(|_| malformed())?,
             })),
             (Some("HEALTH"), Some("UP"), None, None) => Ok(ToManager::Health(Health::Up)),
+            (Some("DRAIN"), None, None, None) => Ok(ToManager::Drain(true)),
+            (Some("UNDRAIN"), None, None, None) => Ok(ToManager::Drain(false)),
             (Some("HEALTH"), Some("DOWN"), ..) => {
                 let why = frame.line.splitn(3, ' ').nth(2).unwrap_or("").to_owned();
                 Ok(ToManager::Health(Health::Down(why)))
@@ -539,7 +548,9 @@ mod test {
             ToManager::Health(Health::Up),
             ToManager::Health(Health::Down("HTTP probe: connection refused".into())),
             ToManager::Descriptor("hs-descriptor 3\nDESCRIPTOR 5\n".into()),
+            ToManager::Drain(true),
             ToManager::Health(Health::Up),
+            ToManager::Drain(false),
         ];
         let bytes: Vec<u8> = to_manager.iter().flat_map(ToManager::encode).collect();
         assert_eq!(decode_all::<ToManager>(&bytes), to_manager);

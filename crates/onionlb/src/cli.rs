@@ -161,6 +161,12 @@ pub struct AgentArgs {
     /// Unhealthy heartbeats in a row before --restart-command runs.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub restart_after: u32,
+    /// While this file exists, the instance is drained: the manager takes
+    /// it out of the master descriptors, and the agent logs when every
+    /// HSDir has one without it (safe to stop). Removing the file lets it
+    /// back in.
+    #[arg(long, value_name = "PATH")]
+    pub drain_file: Option<PathBuf>,
 }
 
 /// `onionlb agent keygen`

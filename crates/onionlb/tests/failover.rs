@@ -11,6 +11,8 @@
 //!   uploading its descriptor, a master descriptor carries them;
 //! * a replayed, a foreign and a tampered descriptor pushed through the
 //!   channel are rejected and logged, and change nothing;
+//! * an instance is drained through its agent's drain file: out of every
+//!   HSDir's master descriptor, and back when the file goes;
 //! * an agent dies: within 10 s its instance is out (the heartbeat
 //!   timeout is 8 s).
 //!
@@ -84,6 +86,8 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     let addresses: Vec<OnionAddress> = net.instance_addresses().to_vec();
     let restarted = dir.join("instance1.restarted");
     let _ = std::fs::remove_file(&restarted);
+    let drain_file = dir.join("instance1.drain");
+    let _ = std::fs::remove_file(&drain_file);
     let mut agents = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let key_file = dir.join(format!("{}.agent.key", node.name));
@@ -102,6 +106,8 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
                 format!("touch {}", restarted.display()),
                 "--restart-after".into(),
                 "2".into(),
+                "--drain-file".into(),
+                drain_file.display().to_string(),
             ];
         }
         agents.push(AgentProcess::spawn(
@@ -234,7 +240,31 @@ async fn agents_take_dead_instances_out_and_new_intro_points_in_within_seconds()
     let answer = forger.push(&current0).await;
     assert!(matches!(answer, ToAgent::Accepted(_)), "{answer:?}");
 
-    // 5. instance2's agent dies (SIGKILL, as with its machine): its
+    // 5. instance1's operator drains it through its agent (the drain
+    // file): it leaves both master descriptors, and the status says it is
+    // drained once every HSDir acknowledged them; the file gone, it is
+    // back.
+    std::fs::write(&drain_file, b"").unwrap();
+    let drained = Instant::now();
+    manager.wait_for_status(Duration::from_secs(60), |s| {
+        let service = &s["services"][0];
+        service["instances"][1]["drain"] == "drained"
+            && common::both_descriptors_carry(service, 2)
+            && common::every_upload_accepted(service)
+    });
+    println!(
+        "drained through its agent: every HSDir acknowledged after {:.1} s",
+        drained.elapsed().as_secs_f64()
+    );
+    std::fs::remove_file(&drain_file).unwrap();
+    manager.wait_for_status(Duration::from_secs(30), |s| {
+        let service = &s["services"][0];
+        service["instances"][1]["drain"].is_null()
+            && service["instances"][1]["live"] == true
+            && common::both_descriptors_carry(service, 3)
+    });
+
+    // 6. instance2's agent dies (SIGKILL, as with its machine): its
     // heartbeats stop, and the manager takes instance2 out.
     let silenced = Instant::now();
     agents[2].kill();

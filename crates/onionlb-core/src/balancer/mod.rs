@@ -342,7 +342,6 @@ pub struct Balancer<R> {
     can_probe: bool,
     /// Spreads probes: [`probe::Policy::per_second`] at most.
     probe_budget: TokenBucket,
-    probes_in_flight: usize,
     /// Whether the last probe found the SOCKS port unusable (said once).
     socks_unusable: bool,
     view: Option<NetworkView>,
@@ -481,7 +480,6 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             probe: None,
             can_probe: false,
             probe_budget: TokenBucket::new(1, Duration::from_secs(1), now.mono),
-            probes_in_flight: 0,
             socks_unusable: false,
             view: None,
             epoch: 0,
@@ -735,16 +733,21 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
         let Some(policy) = self.probe.filter(|_| self.can_probe) else {
             return;
         };
-        let mut due: Vec<(Instant, usize)> = self
-            .instances
-            .values()
-            .filter(|i| i.agent().is_none() && !i.probe().in_flight())
-            .map(|i| (i.probe().next(&policy), i.position))
-            .filter(|(next, _)| *next <= now.mono)
-            .collect();
+        // Counted each time, not kept: an instance can leave the
+        // configuration with its probe in flight.
+        let mut in_flight = 0;
+        let mut due: Vec<(Instant, usize)> = Vec::new();
+        for instance in self.instances.values() {
+            let next = instance.probe().next(&policy);
+            if instance.probe().in_flight() && next > now.mono {
+                in_flight += 1;
+            } else if instance.agent().is_none() && next <= now.mono {
+                due.push((next, instance.position));
+            }
+        }
         due.sort_unstable();
         for (_, position) in due {
-            if self.probes_in_flight >= MAX_PROBES_IN_FLIGHT || !self.probe_budget.take(now.mono) {
+            if in_flight >= MAX_PROBES_IN_FLIGHT || !self.probe_budget.take(now.mono) {
                 break;
             }
             let Some(instance) = self
@@ -755,7 +758,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                 continue;
             };
             instance.probe_mut().start(now.mono);
-            self.probes_in_flight += 1;
+            in_flight += 1;
             self.actions.push(Action::Probe {
                 instance: instance.address(),
                 port: instance.probe_port(),
@@ -775,9 +778,6 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
         let Some(instance) = self.instances.get_mut(&address) else {
             return;
         };
-        if instance.probe().in_flight() {
-            self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
-        }
         let unusable = outcome == Err(probe::Failure::Unreachable);
         if unusable && !self.socks_unusable {
             self.notices.push(Notice::CannotProbe);

@@ -139,6 +139,7 @@ struct Agent {
     probe_failures_allowed: u32,
     restart_command: Option<String>,
     restart_after: u32,
+    drain_file: Option<std::path::PathBuf>,
 
     tor: Option<ControlClient>,
     tor_events: Option<torctl::Events>,
@@ -166,6 +167,9 @@ struct Agent {
     retry_rejected_at: Option<Instant>,
     unhealthy_beats: u32,
     last_restart: Option<Instant>,
+    /// How the manager last said the drain stands (`serving`,
+    /// `draining`, `drained until ...`), on this link.
+    drain_state: Option<String>,
 }
 
 impl Agent {
@@ -218,6 +222,7 @@ impl Agent {
             probe_failures_allowed: args.probe_failures.max(1),
             restart_command: args.restart_command,
             restart_after: args.restart_after.max(1),
+            drain_file: args.drain_file,
             tor: None,
             tor_events: None,
             tor_process: None,
@@ -235,6 +240,7 @@ impl Agent {
             retry_rejected_at: None,
             unhealthy_beats: 0,
             last_restart: None,
+            drain_state: None,
         })
     }
 
@@ -281,6 +287,7 @@ impl Agent {
             self.connect_manager().await;
         }
         self.push_descriptor().await;
+        self.follow_drain_file().await;
         let health = self.health();
         self.send(&ToManager::Health(health.clone())).await;
         self.sent_health = Some(health.clone());
@@ -346,6 +353,8 @@ impl Agent {
                 self.link_backoff.reset();
                 self.sent_descriptor = None;
                 self.sent_health = None;
+                // A manager that restarted has forgotten the drain.
+                self.drain_state = None;
                 self.tor_process_sent = false;
             }
             Err(e) => {
@@ -434,6 +443,62 @@ impl Agent {
             }
         }
         self.report_if_changed().await;
+    }
+
+    /// Asks the manager to drain the instance while the drain file exists
+    /// (again each heartbeat until it is drained), and to let it back in
+    /// once the file is gone; says when the manager's answer changes.
+    async fn follow_drain_file(&mut self) {
+        let Some(path) = self.drain_file.clone() else {
+            return;
+        };
+        let wanted = path.exists();
+        let settled = match self.drain_state.as_deref() {
+            Some(state) if wanted => state.starts_with("drained"),
+            Some(state) => state == "serving",
+            // Nothing asked on this link yet: only a drain needs asking.
+            None => !wanted,
+        };
+        if settled {
+            return;
+        }
+        self.send(&ToManager::Drain(wanted)).await;
+        let Some(link) = &mut self.link else {
+            return;
+        };
+        let answer = match tokio::time::timeout(ANSWER_TIMEOUT, link.next()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer to a drain within {ANSWER_TIMEOUT:?}")),
+        };
+        match answer {
+            Ok(ToAgent::Accepted(state)) => {
+                if self.drain_state.as_deref() != Some(state.as_str()) {
+                    if state.starts_with("drained") {
+                        tracing::info!(
+                            "{}: every HSDir has a master descriptor without this instance: safe to stop (clients that fetched one before may still try it, {state})",
+                            path.display()
+                        );
+                    } else {
+                        tracing::info!("{}: the manager says {state}", path.display());
+                    }
+                }
+                self.drain_state = Some(state);
+            }
+            Ok(ToAgent::Rejected(why)) => {
+                if self.drain_state.as_deref() != Some(why.as_str()) {
+                    tracing::warn!("{}: the manager refused to drain: {why}", path.display());
+                }
+                self.drain_state = Some(why);
+            }
+            Ok(other) => {
+                tracing::warn!("unexpected answer to a drain: {other:?}; reconnecting");
+                self.link = None;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; reconnecting");
+                self.link = None;
+            }
+        }
     }
 
     async fn on_tor_event(&mut self, reply: &Reply) {

@@ -69,6 +69,13 @@ pub(super) enum AgentEvent {
         text: String,
         reply: oneshot::Sender<ToAgent>,
     },
+    /// It asks to drain its instance (or undrain it); the daemon answers
+    /// on `reply`.
+    Drain {
+        instance: OnionAddress,
+        drain: bool,
+        reply: oneshot::Sender<ToAgent>,
+    },
     /// Its connection ended.
     Disconnected { instance: OnionAddress },
 }
@@ -288,22 +295,24 @@ impl Shared {
                 ToManager::Tor(process) => AgentEvent::Tor { instance, process },
                 ToManager::Health(health) => AgentEvent::Health { instance, health },
                 ToManager::Descriptor(text) => {
-                    let (reply, answer) = oneshot::channel();
-                    if self
-                        .events
-                        .send(AgentEvent::Descriptor {
+                    let answer = self
+                        .ask(|reply| AgentEvent::Descriptor {
                             instance,
                             text,
                             reply,
                         })
-                        .await
-                        .is_err()
-                    {
-                        return Err("the manager is stopping".into());
-                    }
-                    let answer = answer
-                        .await
-                        .unwrap_or_else(|_| ToAgent::Rejected("the manager is stopping".into()));
+                        .await?;
+                    send(connection, &answer).await?;
+                    continue;
+                }
+                ToManager::Drain(drain) => {
+                    let answer = self
+                        .ask(|reply| AgentEvent::Drain {
+                            instance,
+                            drain,
+                            reply,
+                        })
+                        .await?;
                     send(connection, &answer).await?;
                     continue;
                 }
@@ -312,6 +321,21 @@ impl Shared {
                 return Err("the manager is stopping".into());
             }
         }
+    }
+
+    /// Hands the daemon `event` with a place for its answer, and waits
+    /// for the answer.
+    async fn ask(
+        &self,
+        event: impl FnOnce(oneshot::Sender<ToAgent>) -> AgentEvent,
+    ) -> Result<ToAgent, String> {
+        let (reply, answer) = oneshot::channel();
+        if self.events.send(event(reply)).await.is_err() {
+            return Err("the manager is stopping".into());
+        }
+        Ok(answer
+            .await
+            .unwrap_or_else(|_| ToAgent::Rejected("the manager is stopping".into())))
     }
 
     /// Whether `instance`'s agent may send `message` now, and whether it
@@ -433,6 +457,22 @@ mod test {
         assert_eq!(text, "text");
         reply.send(ToAgent::Rejected("bad".into())).unwrap();
         assert_eq!(agent.next().await, Some(ToAgent::Rejected("bad".into())));
+        // A drain goes to the daemon for its instance, and its answer back.
+        agent.send(&ToManager::Drain(true)).await;
+        let Some(AgentEvent::Drain {
+            instance,
+            drain: true,
+            reply,
+        }) = events.recv().await
+        else {
+            panic!("no drain");
+        };
+        assert_eq!(instance, ADDRESS.parse().unwrap());
+        reply.send(ToAgent::Accepted("draining".into())).unwrap();
+        assert_eq!(
+            agent.next().await,
+            Some(ToAgent::Accepted("draining".into()))
+        );
         // Flooding: over the burst, descriptors are refused without
         // reaching the daemon.
         let mut refused = 0;

@@ -527,6 +527,18 @@ impl Daemon {
             AgentEvent::Disconnected { instance } => (instance, AgentReport::Disconnected),
             AgentEvent::Tor { instance, process } => (instance, AgentReport::Tor(process)),
             AgentEvent::Health { instance, health } => (instance, AgentReport::Health(health)),
+            AgentEvent::Drain {
+                instance,
+                drain,
+                reply,
+            } => {
+                let answer = match self.balancer.drain(instance, drain, now) {
+                    Ok(()) => ToAgent::Accepted(self.drain_word(instance, now)),
+                    Err(refused) => ToAgent::Rejected(refused.to_string()),
+                };
+                let _ = reply.send(answer);
+                return;
+            }
             AgentEvent::Descriptor {
                 instance,
                 text,
@@ -573,6 +585,19 @@ impl Daemon {
             }
         };
         answer
+    }
+
+    /// How `instance`'s drain stands, for its agent: `serving`,
+    /// `draining`, or `drained until TIME` (UTC; see
+    /// [`DrainState::Drained`]).
+    fn drain_word(&self, instance: OnionAddress, now: Now) -> String {
+        match self.balancer.drain_state(&instance, now.wall) {
+            None => "serving".into(),
+            Some(DrainState::Draining) => "draining".into(),
+            Some(DrainState::Drained { until }) => {
+                format!("drained until {}", crate::status::report::timestamp(until))
+            }
+        }
     }
 
     /// The address and name of the instance configured as `name` (its
