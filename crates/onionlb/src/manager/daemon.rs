@@ -576,27 +576,31 @@ impl Daemon {
                 answer.error = Some(refused.to_string());
             }
         }
-        answer.state = match self.balancer.drain_state(&address, now.wall) {
-            None => "serving".into(),
-            Some(DrainState::Draining) => "draining".into(),
-            Some(DrainState::Drained { until }) => {
-                answer.clients_may_try_until = Some(crate::status::report::timestamp(until));
-                "drained".into()
-            }
-        };
+        let (state, until) = self.drain_stand(address, now);
+        answer.state = state.into();
+        answer.clients_may_try_until = until;
         answer
     }
 
-    /// How `instance`'s drain stands, for its agent: `serving`,
-    /// `draining`, or `drained until TIME` (UTC; see
-    /// [`DrainState::Drained`]).
-    fn drain_word(&self, instance: OnionAddress, now: Now) -> String {
+    /// How `instance`'s drain stands: `serving`, `draining` or `drained`,
+    /// and once drained until when older client copies may try it (UTC;
+    /// see [`DrainState::Drained`]).
+    fn drain_stand(&self, instance: OnionAddress, now: Now) -> (&'static str, Option<String>) {
         match self.balancer.drain_state(&instance, now.wall) {
-            None => "serving".into(),
-            Some(DrainState::Draining) => "draining".into(),
+            None => ("serving", None),
+            Some(DrainState::Draining) => ("draining", None),
             Some(DrainState::Drained { until }) => {
-                format!("drained until {}", crate::status::report::timestamp(until))
+                ("drained", Some(crate::status::report::timestamp(until)))
             }
+        }
+    }
+
+    /// [`Daemon::drain_stand`] in words, for an agent: `serving`,
+    /// `draining`, or `drained until TIME`.
+    fn drain_word(&self, instance: OnionAddress, now: Now) -> String {
+        match self.drain_stand(instance, now) {
+            (state, Some(until)) => format!("{state} until {until}"),
+            (state, None) => state.into(),
         }
     }
 
