@@ -70,8 +70,8 @@ NETWORK_TOOLS = [
 def spread_section(tools):
     """The client spread table: one row per tool and instance count."""
     lines = [
-        "| instances | tool | answers per instance | failed | chi-square | p | every share within 25 % of 1/N |",
-        "|---:|---|---|---:|---:|---:|---|",
+        "| instances | tool | answers per instance | expected from the descriptors fetched | failed | chi-square | p | every share within 25 % of 1/N |",
+        "|---:|---|---|---|---:|---:|---:|---|",
     ]
     for tool, _, label in NETWORK_TOOLS:
         for spread in tools.get(tool, {}).get('spread', []):
@@ -82,9 +82,11 @@ def spread_section(tools):
             chi = spread.get('chi_square')
             p = spread.get('p_value')
             settled = "" if spread.get('settled') else " (not settled)"
+            expected = spread.get('expected') or {}
+            expected_cell = ' / '.join(f"{expected[k]:.0f}" for k in sorted(expected)) or '-'
             lines.append(
                 f"| {n} | {label}{settled} | {' / '.join(str(share[k]) for k in sorted(share))} "
-                f"| {spread['failures']} | {'-' if chi is None else f'{chi:.2f}'} "
+                f"| {expected_cell} | {spread['failures']} | {'-' if chi is None else f'{chi:.2f}'} "
                 f"| {'-' if p is None else f'{p:.3f}'} | {'yes' if even else 'no'} |")
     return lines
 
@@ -327,7 +329,11 @@ def main():
         "(`HSFETCH` without a server: tor picks the HSDir, as for any client)",
         "and connects over fresh circuits. p is the chi-square test's chance of",
         "a split at least this uneven if clients spread evenly (above 0.01:",
-        "no evidence against an even split).",
+        "no evidence against an even split). The expected answers add up, for",
+        "each client, each instance's share of the intro points in the master",
+        "descriptor the client had just fetched (read back from its cache):",
+        "answers that stray from them mean the client's choice of intro point",
+        "did; expected answers that stray from even mean the descriptors did.",
         "",
     ]
     lines += spread_section(tools)

@@ -92,6 +92,18 @@ pub struct Spread {
     pub share: BTreeMap<String, usize>,
     /// Requests that failed.
     pub failures: usize,
+    /// Answers per instance expected from the descriptors the client
+    /// held: for each answered request, the instance's share of the
+    /// intro points in the master descriptor the client had just
+    /// fetched. Where `share` strays from this, the client's choice of
+    /// intro point did; where this strays from even, the descriptors did.
+    pub expected: BTreeMap<String, f64>,
+    /// Fetches per HSDir that served them, the intro points per instance
+    /// (in `share`'s order) of what each served, and how many of its
+    /// intro points belong to no instance the harness knows of (an
+    /// instance's next-period intro points, which nothing shows before
+    /// that period, or dead ones).
+    pub fetched_from: BTreeMap<String, (usize, Vec<usize>, usize)>,
     /// Pearson's chi-square statistic against an even split.
     pub chi_square: Option<f64>,
     /// Its p-value: the chance of a split at least this uneven if clients
@@ -117,6 +129,19 @@ pub struct Report {
 
 /// Starts the network, runs every tool on it in turn, stops it.
 pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
+    // The instances' app is a command of a testing build only; without
+    // it every instance would answer with a refused stream.
+    let has_app = std::process::Command::new(&plan.programs.onionlb)
+        .args(["testnet", "app", "--help"])
+        .output()
+        .with_context(|| format!("running {}", plan.programs.onionlb.display()))?
+        .status
+        .success();
+    anyhow::ensure!(
+        has_app,
+        "{} has no `testnet app` command: build it with `--features onionlb/testnet`",
+        plan.programs.onionlb.display()
+    );
     let keys: Vec<(MasterKey, String)> = plan
         .tools
         .iter()
@@ -378,18 +403,38 @@ async fn measure_spread(
     let url = format!("http://{master}/");
     let mut share: BTreeMap<String, usize> =
         instances.iter().map(|i| (i.name.clone(), 0)).collect();
+    let mut expected: BTreeMap<String, f64> =
+        instances.iter().map(|i| (i.name.clone(), 0.0)).collect();
+    let mut fetched_from = BTreeMap::new();
     let mut failures = 0;
     for _ in 0..plan.spread_requests {
-        if !view.fetch_as_client(master).await? {
+        let Some(hsdir) = view.fetch_as_client(master).await? else {
             failures += 1;
             continue;
-        }
-        match net.fetch(&url).await {
-            Ok(response) => match served_by(&response.body) {
-                Some(who) => *share.entry(who.to_owned()).or_default() += 1,
-                None => failures += 1,
-            },
-            Err(_) => failures += 1,
+        };
+        let held = view.client_cached(master).await?;
+        let slots: Vec<usize> = each
+            .iter()
+            .map(|ids| ids.intersection(&held).count())
+            .collect();
+        let entry = fetched_from.entry(hsdir).or_insert((0, Vec::new(), 0));
+        entry.0 += 1;
+        entry.1.clone_from(&slots);
+        entry.2 = held.len() - slots.iter().sum::<usize>();
+        let who = match net.fetch(&url).await {
+            Ok(response) => served_by(&response.body).map(str::to_owned),
+            Err(_) => None,
+        };
+        let Some(who) = who else {
+            failures += 1;
+            continue;
+        };
+        *share.entry(who).or_default() += 1;
+        let total: usize = slots.iter().sum();
+        for (instance, n) in instances.iter().zip(&slots) {
+            if total > 0 {
+                *expected.entry(instance.name.clone()).or_default() += *n as f64 / total as f64;
+            }
         }
     }
     running.stop();
@@ -400,6 +445,8 @@ async fn measure_spread(
         settled,
         share,
         failures,
+        expected,
+        fetched_from,
         chi_square: test.map(|(statistic, _)| statistic),
         p_value: test.map(|(_, p)| p),
     })

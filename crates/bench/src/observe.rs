@@ -157,9 +157,12 @@ impl HsdirView {
 
     /// Has the client fetch `address`'s descriptor as it would before
     /// connecting (`HSFETCH` without a server: tor picks one of the HSDirs
-    /// clients fetch from), replacing the one it has cached; whether one
-    /// came.
-    pub async fn fetch_as_client(&mut self, address: OnionAddress) -> anyhow::Result<bool> {
+    /// clients fetch from), replacing the one it has cached. Returns the
+    /// HSDir that served it, or `None` if the fetch failed.
+    pub async fn fetch_as_client(
+        &mut self,
+        address: OnionAddress,
+    ) -> anyhow::Result<Option<String>> {
         while self.events.try_recv().is_some() {}
         let bare = address.without_suffix();
         self.control
@@ -170,17 +173,31 @@ impl HsdirView {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(Some(reply)) = tokio::time::timeout(left, self.events.recv()).await else {
-                return Ok(false);
+                return Ok(None);
             };
             match Event::parse(&reply) {
                 Event::HsDesc(event) if event.address == bare => match event.action {
-                    torctl::HsDescAction::Received => return Ok(true),
-                    torctl::HsDescAction::Failed => return Ok(false),
+                    torctl::HsDescAction::Received => {
+                        return Ok(Some(event.hsdir.unwrap_or_default()))
+                    }
+                    torctl::HsDescAction::Failed => return Ok(None),
                     _ => {}
                 },
                 _ => {}
             }
         }
+    }
+
+    /// The intro points of the descriptor of `address` the client has
+    /// cached: the one it picks an intro point from.
+    pub async fn client_cached(&self, address: OnionAddress) -> anyhow::Result<HashSet<IntroId>> {
+        let text = self
+            .control
+            .getinfo(&format!("hs/client/desc/id/{}", address.without_suffix()))
+            .await
+            .with_context(|| format!("reading the client's cached descriptor of {address}"))?;
+        self.decode(&text, &identity_of(address)?)
+            .with_context(|| format!("decoding the client's cached descriptor of {address}"))
     }
 
     /// The intro points of `text`, a descriptor of `identity`'s for a
