@@ -655,6 +655,31 @@ mod test {
         assert_eq!(signer.certified.keys().collect::<Vec<_>>(), [&auth(3)]);
     }
 
+    /// The sizes the operator guide gives for `max-intro-points`: the
+    /// encrypted part is padded in steps, so a descriptor is about 14 kB
+    /// up to 8 intro points, 28 kB up to 18, and 41 kB with 19 or 20
+    /// (over the vanguards add-on's 30 kB).
+    #[test]
+    fn descriptor_size_grows_in_padding_steps_of_intro_points() {
+        let f = fixture();
+        let mut rng = rand::rng();
+        let points: Vec<_> = (0..20).map(|i| intro_point(&mut rng, 9100 + i)).collect();
+        let mut signer = PeriodSigner::new(&f.key, f.period, f.now, &mut rng).unwrap();
+        let mut size = |n: usize| {
+            signer
+                .build(&plan_of(&f, &points[..n]), &mut rng)
+                .unwrap()
+                .text
+                .len()
+        };
+        let sizes: Vec<usize> = [1, 8, 9, 18, 19, 20].into_iter().map(&mut size).collect();
+        assert_eq!(sizes[0], sizes[1], "{sizes:?}");
+        assert!(sizes[1] < 15_000, "{sizes:?}");
+        assert!(sizes[2] > sizes[1] && sizes[2] == sizes[3], "{sizes:?}");
+        assert!(sizes[3] < 30_000, "{sizes:?}");
+        assert!(sizes[4] > 30_000 && sizes[4] == sizes[5], "{sizes:?}");
+    }
+
     #[test]
     fn a_signer_signs_only_for_its_period_while_its_certificate_lasts() {
         let f = fixture();

@@ -7,6 +7,7 @@
 //! fetch-interval: 300                                  # ours, seconds
 //! control-timeout: 30                                  # ours, seconds
 //! metrics-listen: 127.0.0.1:9851                       # ours, loopback only
+//! max-intro-points: 20                                 # ours, per descriptor, 1 to 20
 //! agents:                                              # ours, all optional
 //!   socket: /run/onionlb/agents.sock   # agents on this machine
 //!   listen: 127.0.0.1:9852             # remote agents (loopback only) ...
@@ -20,6 +21,7 @@
 //!   port: 80                 # the virtual port probed
 //! services:
 //! - key: master.key          # relative to this file; tor or PEM format
+//!   max-intro-points: 12     # ours: this service's own limit
 //!   instances:
 //!   - address: 2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion
 //!     name: web1             # optional
@@ -49,11 +51,14 @@ pub const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the configuration file: ten thousand services of five
 /// instances each take about 4 MB.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
-/// The most intro points clients can get of one service: 20 in each
-/// descriptor, and different descriptors on the `hsdir_spread_fetch` (3)
-/// HSDirs of each of the `hsdir_n_replicas` (2) replicas, with the
-/// consensus defaults. An instance beyond that many never gets a share.
-pub const MAX_USEFUL_INSTANCES: usize = 120;
+/// HSDirs a client may fetch a descriptor from (`hsdir_spread_fetch`, 3,
+/// for each of the `hsdir_n_replicas`, 2, with the consensus defaults):
+/// each can hold a different descriptor, so clients can get at most this
+/// many times a descriptor's intro points of one service, and an
+/// instance beyond that many never gets a share.
+const FETCHABLE_HSDIRS: usize = 6;
+/// Tor's limit on intro points in one descriptor, and the default.
+pub const MAX_INTRO_POINTS: usize = onionlb_core::descriptor::MAX_INTRO_POINTS;
 
 /// The allowed range of each duration setting, in seconds.
 const FETCH_INTERVAL_RANGE: (u64, u64) = (1, 10_800);
@@ -88,6 +93,9 @@ pub struct Config {
     pub agents: AgentsConfig,
     /// How instances without an agent are probed through Tor.
     pub probes: ProbesConfig,
+    /// The most intro points in one master descriptor, for services that
+    /// do not set their own.
+    pub max_intro_points: usize,
     /// Keys we did not recognise, with their lines, for a warning.
     pub unknown_keys: Vec<(usize, String)>,
     /// Settings that work but are unlikely to do what was meant.
@@ -159,6 +167,17 @@ pub struct ServiceConfig {
     pub key_line: usize,
     /// Its instances, in file order.
     pub instances: Vec<InstanceConfig>,
+    /// The line of its `instances:` entry.
+    pub instances_line: usize,
+    /// Its own limit on intro points per descriptor, if it sets one.
+    pub max_intro_points: Option<usize>,
+}
+
+impl ServiceConfig {
+    /// The most intro points in one of its descriptors under `config`.
+    pub fn intro_point_limit(&self, config: &Config) -> usize {
+        self.max_intro_points.unwrap_or(config.max_intro_points)
+    }
 }
 
 /// One backend instance of a service.
@@ -243,6 +262,7 @@ impl Config {
             metrics_listen: None,
             agents: AgentsConfig::default(),
             probes: ProbesConfig::default(),
+            max_intro_points: MAX_INTRO_POINTS,
             unknown_keys: Vec::new(),
             warnings: Vec::new(),
         };
@@ -257,7 +277,6 @@ impl Config {
                             &format!("services[{i}]"),
                             base,
                             &mut config.unknown_keys,
-                            &mut config.warnings,
                         )?);
                     }
                 }
@@ -282,13 +301,39 @@ impl Config {
                 "probes" => {
                     config.probes = reader.probes(value, &key, &mut config.unknown_keys)?;
                 }
+                "max-intro-points" => config.max_intro_points = reader.intro_points(value, &key)?,
                 _ => config.unknown_keys.push((line(value), key)),
             }
         }
         if !saw_services || config.services.is_empty() {
             return Err(reader.error(line(root), "services", "needs at least one service"));
         }
+        config.warn_of_unreachable_instances();
         Ok(config)
+    }
+}
+
+impl Config {
+    /// Warns of every service with more instances than its clients can
+    /// reach: intro points per descriptor times the six HSDirs clients
+    /// fetch from.
+    fn warn_of_unreachable_instances(&mut self) {
+        for (i, service) in self.services.iter().enumerate() {
+            let limit = service.intro_point_limit(self);
+            let reachable = FETCHABLE_HSDIRS * limit;
+            let listed = service.instances.len();
+            if listed <= reachable {
+                continue;
+            }
+            self.warnings.push(ConfigWarning {
+                line: service.instances_line,
+                key: format!("services[{i}].instances"),
+                problem: format!(
+                    "{listed} instances, but clients can get at most {reachable} intro points of one service ({limit} per descriptor, {FETCHABLE_HSDIRS} HSDirs); at least {} instance(s) will get no clients",
+                    listed - reachable
+                ),
+            });
+        }
     }
 }
 
@@ -393,10 +438,11 @@ impl Reader<'_> {
         at: &str,
         base: &Path,
         unknown: &mut Vec<(usize, String)>,
-        warnings: &mut Vec<ConfigWarning>,
     ) -> Result<ServiceConfig, ConfigError> {
         let mut key = None;
         let mut instances = None;
+        let mut instances_line = line(node);
+        let mut max_intro_points = None;
         for (name, value) in self.mapping(node, at)? {
             let path = format!("{at}.{name}");
             match name.as_str() {
@@ -424,19 +470,10 @@ impl Reader<'_> {
                     if list.is_empty() {
                         return Err(self.error(line(value), &path, "needs at least one instance"));
                     }
-                    if list.len() > MAX_USEFUL_INSTANCES {
-                        warnings.push(ConfigWarning {
-                            line: line(value),
-                            key: path.clone(),
-                            problem: format!(
-                                "{} instances, but clients can get at most {MAX_USEFUL_INSTANCES} intro points of one service (20 per descriptor, 6 HSDirs); at least {} instance(s) will get no clients",
-                                list.len(),
-                                list.len() - MAX_USEFUL_INSTANCES
-                            ),
-                        });
-                    }
+                    instances_line = line(value);
                     instances = Some(list);
                 }
+                "max-intro-points" => max_intro_points = Some(self.intro_points(value, &path)?),
                 _ => unknown.push((line(value), path)),
             }
         }
@@ -458,6 +495,8 @@ impl Reader<'_> {
             key,
             key_line,
             instances,
+            instances_line,
+            max_intro_points,
         })
     }
 
@@ -603,6 +642,12 @@ impl Reader<'_> {
     ) -> Result<u32, ConfigError> {
         let n = self.whole(node, at, range, "")?;
         u32::try_from(n).map_err(|_| self.error(line(node), at, "out of range"))
+    }
+
+    /// A limit on intro points per descriptor, 1 to tor's 20.
+    fn intro_points(&self, node: &MarkedYaml<'_>, at: &str) -> Result<usize, ConfigError> {
+        let n = self.whole(node, at, (1, MAX_INTRO_POINTS as u64), " (intro points)")?;
+        usize::try_from(n).map_err(|_| self.error(line(node), at, "out of range"))
     }
 
     /// A TCP port, 1 to 65535.
@@ -812,7 +857,7 @@ mod test {
     #[test]
     fn more_instances_than_clients_can_reach_is_a_warning_naming_the_list() {
         let mut text = "services:\n- key: a.key\n  instances:\n".to_owned();
-        for _ in 0..=MAX_USEFUL_INSTANCES {
+        for _ in 0..=FETCHABLE_HSDIRS * MAX_INTRO_POINTS {
             let (key, _) = onionlb_core::MasterKey::generate(&mut rand::rng()).unwrap();
             text.push_str(&format!("  - address: {}\n", key.address()));
         }
@@ -824,6 +869,63 @@ mod test {
             (4, "services[0].instances")
         );
         assert!(warning.problem.contains("121 instances"), "{warning:?}");
+    }
+
+    #[test]
+    fn intro_point_limits_are_per_service_over_a_default_and_narrow_the_reachable_instances() {
+        let mut text = "max-intro-points: 2\nservices:\n- key: a.key\n  instances:\n".to_owned();
+        for _ in 0..13 {
+            let (key, _) = onionlb_core::MasterKey::generate(&mut rand::rng()).unwrap();
+            text.push_str(&format!("  - address: {}\n", key.address()));
+        }
+        text.push_str(&format!(
+            "- key: b.key\n  max-intro-points: 12\n  instances:\n  - address: {A}\n"
+        ));
+        let config = parse(&text).unwrap();
+        assert_eq!(config.max_intro_points, 2);
+        let limits: Vec<usize> = config
+            .services
+            .iter()
+            .map(|s| s.intro_point_limit(&config))
+            .collect();
+        assert_eq!(limits, [2, 12]);
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        let warning = &config.warnings[0];
+        assert_eq!(
+            (warning.line, warning.key.as_str()),
+            (5, "services[0].instances")
+        );
+        assert!(
+            warning.problem.contains("at most 12 intro points"),
+            "{warning:?}"
+        );
+        assert_eq!(
+            parse(&format!(
+                "services:\n- key: a.key\n  instances:\n  - address: {A}\n"
+            ))
+            .unwrap()
+            .max_intro_points,
+            20
+        );
+        for (text, at, key) in [
+            ("max-intro-points: 21\n".to_owned(), 1, "max-intro-points"),
+            ("max-intro-points: 0\n".to_owned(), 1, "max-intro-points"),
+            ("max-intro-points: many\n".to_owned(), 1, "max-intro-points"),
+        ] {
+            let err = parse(&format!(
+                "{text}services:\n- key: a.key\n  instances:\n  - address: {A}\n"
+            ))
+            .unwrap_err();
+            assert_eq!((err.line, err.key.as_str()), (at, key), "{err}");
+        }
+        let err = parse(&format!(
+            "services:\n- key: a.key\n  max-intro-points: 30\n  instances:\n  - address: {A}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (3, "services[0].max-intro-points")
+        );
     }
 
     #[test]

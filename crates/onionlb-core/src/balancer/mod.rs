@@ -105,6 +105,12 @@ pub struct ServiceSpec {
     pub key: MasterKey,
     /// Its instances, in configuration order.
     pub instances: Vec<InstanceSpec>,
+    /// The most intro points in each of its master descriptors, 1 to
+    /// [`MAX_INTRO_POINTS`](crate::descriptor::MAX_INTRO_POINTS). Fewer
+    /// keep a descriptor smaller (its encrypted part is padded in steps:
+    /// about 14 kB up to 8, 28 kB up to 18, 41 kB beyond), and let
+    /// clients reach at most six times as many instances.
+    pub max_intro_points: usize,
 }
 
 /// One configured instance of a service.
@@ -124,6 +130,7 @@ impl std::fmt::Debug for ServiceSpec {
         f.debug_struct("ServiceSpec")
             .field("address", &self.key.address())
             .field("instances", &self.instances)
+            .field("max_intro_points", &self.max_intro_points)
             .finish_non_exhaustive()
     }
 }
@@ -615,7 +622,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
             }
             let service = match old_services.remove(&address) {
                 Some(mut kept) => {
-                    if kept.reconfigure(spec.key, members) {
+                    if kept.reconfigure(spec.key, members, spec.max_intro_points) {
                         kept.changed(now.mono);
                     }
                     kept
@@ -624,7 +631,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                     if announce {
                         self.notices.push(Notice::ServiceAdded { service: address });
                     }
-                    Service::new(spec.key, members)
+                    Service::new(spec.key, members, spec.max_intro_points)
                 }
             };
             self.by_address.insert(address, index);

@@ -45,6 +45,8 @@ pub struct Service {
     address: OnionAddress,
     /// Its instances in configuration order, with the names it gives them.
     members: Vec<InstanceSpec>,
+    /// The most intro points in one of its descriptors.
+    max_intro_points: usize,
     /// What was last published for each slot (first, second).
     published: [Option<Published>; 2],
     /// Last revision published per blinded key.
@@ -100,11 +102,12 @@ struct Placement {
 
 impl Service {
     /// A service with nothing published yet.
-    pub(super) fn new(key: MasterKey, members: Vec<InstanceSpec>) -> Self {
+    pub(super) fn new(key: MasterKey, members: Vec<InstanceSpec>, max_intro_points: usize) -> Self {
         Service {
             address: key.address(),
             key,
             members,
+            max_intro_points: max_intro_points.clamp(1, MAX_INTRO_POINTS),
             published: [None, None],
             revisions: HashMap::new(),
             warned_empty: false,
@@ -116,16 +119,24 @@ impl Service {
         }
     }
 
-    /// Takes a reloaded configuration's key and instance list; whether the
-    /// set of instances changed.
-    pub(super) fn reconfigure(&mut self, key: MasterKey, members: Vec<InstanceSpec>) -> bool {
+    /// Takes a reloaded configuration's key, instance list and intro
+    /// point limit; whether the instances or the limit changed.
+    pub(super) fn reconfigure(
+        &mut self,
+        key: MasterKey,
+        members: Vec<InstanceSpec>,
+        max_intro_points: usize,
+    ) -> bool {
+        let max_intro_points = max_intro_points.clamp(1, MAX_INTRO_POINTS);
         let changed = self
             .members
             .iter()
             .map(|m| m.address)
-            .ne(members.iter().map(|m| m.address));
+            .ne(members.iter().map(|m| m.address))
+            || max_intro_points != self.max_intro_points;
         self.key = key;
         self.members = members;
+        self.max_intro_points = max_intro_points;
         self.stale = true;
         changed
     }
@@ -272,7 +283,7 @@ impl Service {
             live,
             &placement.fetchable,
             &placement.store,
-            MAX_INTRO_POINTS,
+            self.max_intro_points,
             index,
             intro_point_relay,
         );

@@ -293,6 +293,7 @@ impl World {
                             probe_port: 80,
                         })
                         .collect(),
+                    max_intro_points: crate::descriptor::MAX_INTRO_POINTS,
                 })
                 .collect(),
             fetch_interval: Duration::from_secs(300),
@@ -390,6 +391,34 @@ impl World {
             let text = sim.descriptor(period, self.now.wall).unwrap();
             self.instance_store.insert((sim.address, period), text);
         }
+    }
+
+    /// Reloads the configuration with `services` as members and
+    /// `max_intro_points` for every service.
+    fn reconfigure(&mut self, services: &[Vec<usize>], max_intro_points: usize) {
+        let config = Configuration {
+            services: services
+                .iter()
+                .zip(&self.masters)
+                .map(|(members, key)| ServiceSpec {
+                    key: MasterKey::from_bytes(&key.encode(crate::KeyFormat::Tor).unwrap())
+                        .unwrap(),
+                    instances: members
+                        .iter()
+                        .map(|&i| InstanceSpec {
+                            address: self.sims[i].address,
+                            name: Some(format!("i{i}")),
+                            probe_port: 80,
+                        })
+                        .collect(),
+                    max_intro_points,
+                })
+                .collect(),
+            fetch_interval: Duration::from_secs(300),
+            health: health::Policy::default(),
+            probe: None,
+        };
+        self.input(Input::Configure(config));
     }
 
     fn input(&mut self, input: Input<'_>) {
@@ -1214,4 +1243,30 @@ fn a_drained_instance_leaves_every_hsdir_s_descriptor_before_it_is_called_draine
     world.carry_out();
     assert_eq!(world.balancer.drain_state(&first, world.now.wall), None);
     world.run_until(MINUTE, |w| clients_see_only(w, &[0, 1, 2], &none));
+}
+
+#[test]
+fn a_lower_intro_point_limit_republishes_smaller_descriptors_still_shared_evenly() {
+    let mut world = World::new(3, &[vec![0, 1, 2]]);
+    world.run_until(MINUTE, World::all_accepted);
+    assert!(world.client_sees(0).iter().all(|keys| keys.len() > 4));
+    world.reconfigure(&[vec![0, 1, 2]], 4);
+    world.run_until(MINUTE, |w| {
+        w.all_accepted() && w.client_sees(0).iter().all(|keys| keys.len() <= 4)
+    });
+    let seen = world.client_sees(0);
+    assert!(seen.iter().all(|keys| keys.len() == 4), "{seen:?}");
+    // Over the six HSDirs clients fetch from, every instance has its
+    // share of the 24 slots, give or take one.
+    let shares: Vec<usize> = (0..3)
+        .map(|i| {
+            let own = world.sims[i].intro_keys();
+            seen.iter()
+                .map(|keys| keys.intersection(&own).count())
+                .sum()
+        })
+        .collect();
+    assert_eq!(shares.iter().sum::<usize>(), 24, "{shares:?}");
+    assert!(shares.iter().all(|&n| (7..=9).contains(&n)), "{shares:?}");
+    assert!(world.clients_reach(0, &[0, 1, 2]));
 }

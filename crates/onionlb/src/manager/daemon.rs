@@ -898,6 +898,7 @@ fn configuration(config: &Config, keys: Vec<MasterKey>) -> Configuration {
                         probe_port: i.probe_port.unwrap_or(config.probes.port),
                     })
                     .collect(),
+                max_intro_points: service.intro_point_limit(config),
             })
             .collect(),
         fetch_interval: config.fetch_interval,

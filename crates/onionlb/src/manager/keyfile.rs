@@ -60,6 +60,8 @@ mod test {
             key,
             key_line: 4,
             instances: Vec::new(),
+            instances_line: 5,
+            max_intro_points: None,
         }
     }
 
