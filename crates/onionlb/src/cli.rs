@@ -64,6 +64,15 @@ pub struct RunArgs {
     /// exit.
     #[arg(long)]
     pub check: bool,
+    /// Python Onionbalance's choice of onion service version: only v3
+    /// exists (tor dropped v2 in 0.4.6), so this changes nothing.
+    #[arg(long = "hs-version", value_name = "VERSION", value_parser = ["v3"])]
+    pub hs_version: Option<String>,
+    /// Python Onionbalance's switch for testing networks: onionlb asks the
+    /// management tor instead (TestingTorNetwork) and says at start-up
+    /// what it found, so this changes nothing.
+    #[arg(long = "is-testnet")]
+    pub is_testnet: bool,
 }
 
 /// The subcommands.
@@ -364,4 +373,34 @@ pub struct AppArgs {
     /// Where to listen.
     #[arg(long)]
     pub listen: std::net::SocketAddr,
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn python_onionbalance_command_lines_are_accepted() {
+        let cli = Cli::try_parse_from([
+            "onionbalance",
+            "-c",
+            "/etc/onionbalance/config.yaml",
+            "--hs-version",
+            "v3",
+            "--is-testnet",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "9051",
+            "-v",
+            "info",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.hs_version.as_deref(), Some("v3"));
+        assert!(cli.run.is_testnet);
+        let err = Cli::try_parse_from(["onionbalance", "--hs-version", "v2"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(err.to_string().contains("possible values: v3"), "{err}");
+    }
 }

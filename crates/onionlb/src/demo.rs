@@ -31,6 +31,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut net_config = config(&args.shape)?;
     net_config.masters = vec![master];
+    println!(
+        "Starting a private Tor network on loopback in {} (about a minute: its authorities vote, then the instances publish)...",
+        args.shape.dir.display()
+    );
     let net = Testnet::start(net_config).await?;
     println!();
     println!(

@@ -377,6 +377,83 @@ mod test {
         assert!(!metrics.render().contains("onionlb_live_instances{"));
     }
 
+    /// The series names a scrape can hold: each gauge's name, each
+    /// counter's with `_total`, read from the `# TYPE` lines of a render
+    /// where every family has a sample (an empty family is not rendered).
+    fn exported() -> std::collections::BTreeSet<String> {
+        let metrics = Metrics::default();
+        metrics.upload("m.onion", "AA", "accepted");
+        metrics.fetch_failed("web1");
+        metrics.refused("web1", "replay");
+        metrics.published("m.onion", "first", "first");
+        metrics.reloaded("applied");
+        metrics.probed("passed");
+        metrics.reconnected();
+        metrics.disconnected("timeout");
+        metrics.set_gauges(&[ServiceGauges {
+            service: "m.onion".into(),
+            live_instances: 1,
+            drained_instances: 0,
+            intro_points: [Some(3), Some(3)],
+            master_age: [Some(1), Some(1)],
+            instance_age: vec![("web1".into(), 1)],
+        }]);
+        metrics
+            .render()
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("# TYPE ")?.split_whitespace();
+                let (name, kind) = (words.next()?, words.next()?);
+                Some(match kind {
+                    "counter" => format!("{name}_total"),
+                    _ => name.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every `onionlb_...` name in a PromQL expression.
+    fn queried(expr: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(at) = rest.find("onionlb_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_onionlb_exports() {
+        let text = include_str!("../../../contrib/grafana/onionlb.json");
+        let dashboard: serde_json::Value = serde_json::from_str(text).unwrap();
+        let exported = exported();
+        assert!(exported.contains("onionlb_uploads_total"), "{exported:?}");
+        let mut seen = std::collections::BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let names = queried(expr);
+                assert!(!names.is_empty(), "{expr}");
+                for name in names {
+                    assert!(
+                        exported.contains(&name),
+                        "panel {:?} queries {name}, which onionlb does not export",
+                        panel["title"]
+                    );
+                    seen.insert(name);
+                }
+            }
+        }
+        // And every metric has a panel.
+        let missing: Vec<_> = exported.difference(&seen).collect();
+        assert!(missing.is_empty(), "no panel shows {missing:?}");
+    }
+
     #[tokio::test]
     async fn only_loopback_is_served() {
         let addr: SocketAddr = "0.0.0.0:0".parse().unwrap();

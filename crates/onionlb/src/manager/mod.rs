@@ -27,6 +27,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         allow_shared_key_file: args.allow_shared_key_file,
     };
     let (config, keys) = source.load()?;
+    if args.is_testnet {
+        tracing::info!(
+            "--is-testnet is taken from the management tor (whether it sets TestingTorNetwork), not from the command line"
+        );
+    }
     if args.check {
         print_summary(&config, &keys);
         return Ok(());
