@@ -413,6 +413,27 @@ pub fn periods_now() -> Vec<tor_hscrypto::time::TimePeriod> {
     vec![current.prev().unwrap(), current, current.next().unwrap()]
 }
 
+/// The time period the client fetches descriptors for: the one its
+/// consensus's valid-after falls in (as C tor's
+/// `hs_get_time_period_num(0)`), which lags the manager's right after a
+/// period starts.
+pub async fn client_period(net: &Testnet) -> u64 {
+    use torctl::{ControlClient, Credentials};
+    let node = net.layout().client();
+    let client = ControlClient::connect_authenticated(
+        &node.control_addr(),
+        &Credentials::CookieFile(node.cookie_path()),
+    )
+    .await
+    .unwrap();
+    let text = client.getinfo("consensus/valid-after").await.unwrap();
+    let valid_after = onionlb_core::consensus::parse_time(text.trim()).unwrap();
+    let run = Duration::from_secs(u64::from(testnet::torrc::VOTING_INTERVAL_SECS) * 24);
+    tor_hscrypto::time::TimePeriod::new(run, valid_after, run / 2)
+        .unwrap()
+        .interval_num()
+}
+
 /// The intro points of a descriptor of `identity`, decrypted: each one's
 /// service key and the relay it is on.
 pub fn intro_points(
