@@ -62,7 +62,8 @@ pub fn fair_cap<T>(per_instance: &[Vec<T>]) -> usize {
 pub fn spread<T: Clone>(per_instance: &[Vec<T>], limit: usize, offset: usize) -> Vec<T> {
     let order = rotation(per_instance.len(), offset);
     let cap = fair_cap(per_instance);
-    fill(per_instance, &order, limit, cap, &|_: &T| None::<()>)
+    let none = vec![0; per_instance.len()];
+    fill_neediest(per_instance, &order, &none, limit, cap, &|_: &T| None::<()>)
         .into_iter()
         .map(|(_, item)| item)
         .collect()
@@ -73,53 +74,14 @@ fn rotation(n: usize, offset: usize) -> Vec<usize> {
     (0..n).map(|step| (offset + step) % n.max(1)).collect()
 }
 
-/// Takes up to `limit` items round-robin over the instances in `order`,
-/// at most `cap` from each, never two on the same relay (as `relay` tells; `None` conflicts with
-/// nothing): a C tor client only ever introduces itself through the first
-/// intro point a descriptor lists on a relay (see the module
-/// documentation). An instance whose next item's relay is taken gives one
-/// of its others instead, or sits the round out. Returns each item with
-/// its instance's index.
-fn fill<T: Clone, K: PartialEq>(
-    per_instance: &[Vec<T>],
-    order: &[usize],
-    limit: usize,
-    cap: usize,
-    relay: &impl Fn(&T) -> Option<K>,
-) -> Vec<(usize, T)> {
-    let mut chosen = Vec::with_capacity(limit);
-    let mut used: Vec<Vec<bool>> = per_instance.iter().map(|v| vec![false; v.len()]).collect();
-    let mut relays: Vec<K> = Vec::new();
-    for _round in 0..cap {
-        let mut progress = false;
-        for &i in order {
-            if chosen.len() == limit {
-                return chosen;
-            }
-            let free = per_instance[i]
-                .iter()
-                .enumerate()
-                .find(|(j, item)| !used[i][*j] && relay(item).is_none_or(|r| !relays.contains(&r)));
-            if let Some((j, item)) = free {
-                used[i][j] = true;
-                if let Some(r) = relay(item) {
-                    relays.push(r);
-                }
-                chosen.push((i, item.clone()));
-                progress = true;
-            }
-        }
-        if !progress {
-            break;
-        }
-    }
-    chosen
-}
-
 /// Takes up to `limit` items one at a time, each from the instance with
 /// the fewest slots (`before`, plus those taken here; ties in `order`)
-/// that has an item on a relay not yet taken, at most `cap` from each.
-/// Returns each item with its instance's index.
+/// that has an item on a relay not yet taken, at most `cap` from each:
+/// with `before` all equal, round-robin over `order`. Never two on the
+/// same relay (as `relay` tells; `None` conflicts with nothing): a C tor
+/// client only ever introduces itself through the first intro point a
+/// descriptor lists on a relay (see the module documentation). Returns
+/// each item with its instance's index.
 fn fill_neediest<T: Clone, K: PartialEq>(
     per_instance: &[Vec<T>],
     order: &[usize],
@@ -183,13 +145,9 @@ pub fn plan<T: Clone, D: Clone + PartialEq, K: PartialEq>(
     let instances = per_instance.len();
     let cap = fair_cap(per_instance);
     let total: usize = per_instance.iter().map(|v| v.len().min(cap)).sum();
-    let single = fill(
-        per_instance,
-        &rotation(instances, offset),
-        limit,
-        cap,
-        &relay,
-    );
+    let order = rotation(instances, offset);
+    let mut slots = vec![0usize; instances];
+    let single = fill_neediest(per_instance, &order, &slots, limit, cap, &relay);
     if single.len() == total || fetchable.len() <= 1 {
         return vec![PlannedDescriptor {
             intro_points: single.into_iter().map(|(_, item)| item).collect(),
@@ -201,8 +159,6 @@ pub fn plan<T: Clone, D: Clone + PartialEq, K: PartialEq>(
     // conflicts this deals one round-robin stream over the descriptors,
     // and with them an instance left short in one descriptor takes its
     // next intro points in the next before the others take their relays.
-    let order = rotation(instances, offset);
-    let mut slots = vec![0usize; instances];
     let mut planned: Vec<PlannedDescriptor<T, D>> = Vec::with_capacity(fetchable.len());
     for hsdir in fetchable {
         let chosen = fill_neediest(per_instance, &order, &slots, limit, cap, &relay);

@@ -186,6 +186,38 @@ impl Sim {
     }
 }
 
+/// The configuration of `services` (each a list of indices into `sims`)
+/// under `masters`' keys.
+fn configuration(
+    sims: &[Sim],
+    masters: &[MasterKey],
+    services: &[Vec<usize>],
+    max_intro_points: usize,
+    probe: Option<crate::probe::Policy>,
+) -> Configuration {
+    Configuration {
+        services: services
+            .iter()
+            .zip(masters)
+            .map(|(members, key)| ServiceSpec {
+                key: MasterKey::from_bytes(&key.encode(crate::KeyFormat::Tor).unwrap()).unwrap(),
+                instances: members
+                    .iter()
+                    .map(|&i| InstanceSpec {
+                        address: sims[i].address,
+                        name: Some(format!("i{i}")),
+                        probe_port: 80,
+                    })
+                    .collect(),
+                max_intro_points,
+            })
+            .collect(),
+        fetch_interval: Duration::from_secs(300),
+        health: health::Policy::default(),
+        probe,
+    }
+}
+
 /// What is waiting to reach the balancer.
 enum Delivery {
     Fetched {
@@ -278,28 +310,13 @@ impl World {
             .iter()
             .map(|_| MasterKey::generate(&mut rand::rng()).unwrap().0)
             .collect();
-        let config = Configuration {
-            services: services
-                .iter()
-                .zip(&masters)
-                .map(|(members, key)| ServiceSpec {
-                    key: MasterKey::from_bytes(&key.encode(crate::KeyFormat::Tor).unwrap())
-                        .unwrap(),
-                    instances: members
-                        .iter()
-                        .map(|&i| InstanceSpec {
-                            address: sims[i].address,
-                            name: Some(format!("i{i}")),
-                            probe_port: 80,
-                        })
-                        .collect(),
-                    max_intro_points: crate::descriptor::MAX_INTRO_POINTS,
-                })
-                .collect(),
-            fetch_interval: Duration::from_secs(300),
-            health: health::Policy::default(),
+        let config = configuration(
+            &sims,
+            &masters,
+            services,
+            crate::descriptor::MAX_INTRO_POINTS,
             probe,
-        };
+        );
         let now = Now {
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(MIDNIGHT) + HOUR,
             mono: Instant::now(),
@@ -396,28 +413,7 @@ impl World {
     /// Reloads the configuration with `services` as members and
     /// `max_intro_points` for every service.
     fn reconfigure(&mut self, services: &[Vec<usize>], max_intro_points: usize) {
-        let config = Configuration {
-            services: services
-                .iter()
-                .zip(&self.masters)
-                .map(|(members, key)| ServiceSpec {
-                    key: MasterKey::from_bytes(&key.encode(crate::KeyFormat::Tor).unwrap())
-                        .unwrap(),
-                    instances: members
-                        .iter()
-                        .map(|&i| InstanceSpec {
-                            address: self.sims[i].address,
-                            name: Some(format!("i{i}")),
-                            probe_port: 80,
-                        })
-                        .collect(),
-                    max_intro_points,
-                })
-                .collect(),
-            fetch_interval: Duration::from_secs(300),
-            health: health::Policy::default(),
-            probe: None,
-        };
+        let config = configuration(&self.sims, &self.masters, services, max_intro_points, None);
         self.input(Input::Configure(config));
     }
 
