@@ -154,7 +154,7 @@ pub async fn run(args: DrainArgs, drain: bool) -> anyhow::Result<()> {
             match socket_location(&config) {
                 Some(path) => path,
                 None => bail!(
-                    "{} sets neither admin-socket-location nor status-socket-location: the manager serves no admin socket; set one, or give --socket",
+                    "{} sets neither admin-socket-location nor status-socket-location: the manager serves no admin socket; set one, or give --admin-socket",
                     config.path.display()
                 ),
             }

@@ -5,13 +5,21 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use onionlb_core::OnionAddress;
 
+/// onionlb's version and the commit it was built from (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ONIONLB_COMMIT"),
+    ")"
+);
+
 /// Load balancer and high-availability manager for Tor v3 onion services.
 ///
 /// Without a subcommand, runs the manager: reads the configuration (the
 /// same `config.yaml` and key files as Python Onionbalance v3) and
 /// publishes master descriptors through the management tor.
 #[derive(Debug, Parser)]
-#[command(name = "onionlb", version, args_conflicts_with_subcommands = true)]
+#[command(name = "onionlb", version = VERSION, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Log level: debug, info, warning, error or critical. RUST_LOG
     /// overrides it.
@@ -50,7 +58,12 @@ pub struct RunArgs {
     pub port: u16,
     /// The management tor's control socket; preferred over the port when
     /// given, or when the default socket exists.
-    #[arg(short = 's', long = "socket", env = "ONIONBALANCE_TOR_CONTROL_SOCKET")]
+    #[arg(
+        short = 's',
+        long = "socket",
+        visible_alias = "control-socket",
+        env = "ONIONBALANCE_TOR_CONTROL_SOCKET"
+    )]
     pub socket: Option<PathBuf>,
     /// File holding the control-port password, for tors that use
     /// HashedControlPassword (never give the password itself on the
@@ -97,11 +110,34 @@ pub enum Command {
     Undrain(DrainArgs),
     /// Writes a master key, config.yaml, and each instance's keys, torrc
     /// lines and ob_config. Asks questions unless --no-interactive.
-    Config(ConfigArgs),
+    Config(Box<ConfigArgs>),
     /// The agent beside an instance: follows its tor and application and
     /// pushes its health and fresh descriptors to the manager.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Prints a completion script for a shell: bash, zsh, fish, elvish or
+    /// powershell (`onionlb completions bash > /etc/bash_completion.d/onionlb`).
+    Completions(CompletionsArgs),
+    /// Writes a man page for onionlb and one for each subcommand into DIR
+    /// (for packagers).
+    #[command(hide = true)]
+    ManPages(ManPagesArgs),
+}
+
+/// `onionlb completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `onionlb man-pages`
+#[derive(Debug, Args)]
+pub struct ManPagesArgs {
+    /// The directory to write onionlb.1, onionlb-status.1, ... into.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `onionlb agent ...`
@@ -118,63 +154,68 @@ pub enum AgentCommand {
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// The agent's key file (from `onionlb agent keygen`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "ONIONLB_AGENT_KEY")]
     pub key: PathBuf,
     /// Where the manager listens: unix:PATH, tcp:127.0.0.1:PORT, or
     /// onion:ADDRESS.onion:PORT (through the instance tor's SOCKS port,
     /// with client authorization).
-    #[arg(long, value_name = "WHERE")]
+    #[arg(long, value_name = "WHERE", env = "ONIONLB_AGENT_MANAGER")]
     pub manager: String,
     /// The instance's onion address (else read from
     /// --hidden-service-dir's hostname file).
     #[arg(
         long,
         value_name = "ADDRESS",
-        required_unless_present = "hidden_service_dir"
+        required_unless_present = "hidden_service_dir",
+        env = "ONIONLB_AGENT_ADDRESS"
     )]
     pub address: Option<OnionAddress>,
     /// The instance's HiddenServiceDir, to read its address from.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "ONIONLB_AGENT_HIDDEN_SERVICE_DIR")]
     pub hidden_service_dir: Option<PathBuf>,
     /// The instance tor's control port.
-    #[arg(long, default_value = "127.0.0.1:9051")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9051",
+        env = "ONIONLB_AGENT_CONTROL_PORT"
+    )]
     pub control_port: std::net::SocketAddr,
     /// The instance tor's control socket (instead of the port).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "ONIONLB_AGENT_CONTROL_SOCKET")]
     pub control_socket: Option<PathBuf>,
     /// File holding the control-port password, for HashedControlPassword.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "ONIONLB_AGENT_CONTROL_PASSWORD_FILE")]
     pub control_password_file: Option<PathBuf>,
     /// Seconds the instance tor has to answer a control command before
     /// the agent drops the connection and reconnects.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), env = "ONIONLB_AGENT_CONTROL_TIMEOUT")]
     pub control_timeout: u64,
     /// The instance tor's SOCKS port, for an onion: manager.
-    #[arg(long, default_value = "127.0.0.1:9050")]
+    #[arg(long, default_value = "127.0.0.1:9050", env = "ONIONLB_AGENT_SOCKS")]
     pub socks: std::net::SocketAddr,
     /// How to check the application: tcp:HOST:PORT, or an http:// URL
     /// that must answer 2xx or 3xx. Without it, only tor is checked.
-    #[arg(long, value_name = "PROBE")]
+    #[arg(long, value_name = "PROBE", env = "ONIONLB_AGENT_PROBE")]
     pub probe: Option<String>,
     /// Seconds between heartbeats and probes.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600), env = "ONIONLB_AGENT_HEARTBEAT")]
     pub heartbeat: u64,
     /// Failed probes in a row that make the instance unhealthy.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000), env = "ONIONLB_AGENT_PROBE_FAILURES")]
     pub probe_failures: u32,
     /// A command (run with sh -c) that restarts the instance after
     /// --restart-after unhealthy heartbeats in a row; at most once a
     /// minute.
-    #[arg(long, value_name = "COMMAND")]
+    #[arg(long, value_name = "COMMAND", env = "ONIONLB_AGENT_RESTART_COMMAND")]
     pub restart_command: Option<String>,
     /// Unhealthy heartbeats in a row before --restart-command runs.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000), env = "ONIONLB_AGENT_RESTART_AFTER")]
     pub restart_after: u32,
     /// While this file exists, the instance is drained: the manager takes
     /// it out of the master descriptors, and the agent logs when every
     /// HSDir has one without it (safe to stop). Removing the file lets it
     /// back in.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "ONIONLB_AGENT_DRAIN_FILE")]
     pub drain_file: Option<PathBuf>,
 }
 
@@ -199,7 +240,7 @@ pub struct StatusArgs {
     )]
     pub config: PathBuf,
     /// The status socket (instead of the configuration's).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long = "status-socket", alias = "socket", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Print the raw JSON instead of a table.
     #[arg(long)]
@@ -221,7 +262,7 @@ pub struct DrainArgs {
     )]
     pub config: PathBuf,
     /// The manager's admin socket (instead of the configuration's).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long = "admin-socket", alias = "socket", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Return once the manager has taken it out, without waiting for the
     /// HSDirs.
@@ -233,6 +274,10 @@ pub struct DrainArgs {
 }
 
 /// `onionlb config`
+///
+/// Also takes onionbalance-config's flags: --key, -n, -t/--tag,
+/// --service-virtual-port, --service-target, --hs-version v3; -s 1; and -p,
+/// which is refused (onionlb writes no password-protected keys).
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Run from the flags alone, asking nothing.
@@ -243,25 +288,30 @@ pub struct ConfigArgs {
     pub output: PathBuf,
     /// Use this master key (tor's hs_ed25519_secret_key or PEM) instead of
     /// generating one, keeping the service's address.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "key", value_name = "FILE")]
     pub import_key: Option<PathBuf>,
     /// How to store the master key (default: tor for a new key, the
     /// imported key's own format otherwise).
     #[arg(long, value_enum)]
     pub key_format: Option<KeyFormatArg>,
     /// An instance that already runs (repeatable): it gets an ob_config
-    /// and torrc lines, no keys.
+    /// and torrc lines, no keys. The default way: each instance's own tor
+    /// makes its keys, on its own machine.
     #[arg(long = "instance", value_name = "ADDRESS")]
     pub instances: Vec<OnionAddress>,
     /// New instances to generate keys for (default: 2 when no --instance
-    /// is given, else 0).
-    #[arg(long, value_name = "N")]
+    /// is given, else 0). Their keys must then be moved to their machines
+    /// and removed from this one.
+    #[arg(short = 'n', long, alias = "num-instances", value_name = "N")]
     pub new_instances: Option<usize>,
+    /// Prefix of the instances' names: TAG1, TAG2, ...
+    #[arg(short = 't', long, default_value = "instance")]
+    pub tag: String,
     /// Port clients connect to on the onion address.
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, alias = "service-virtual-port", default_value_t = 80)]
     pub virtual_port: u16,
     /// Where each instance's tor forwards connections.
-    #[arg(long, default_value = "127.0.0.1:80")]
+    #[arg(long, alias = "service-target", default_value = "127.0.0.1:80")]
     pub target: String,
     /// Where new instances' HiddenServiceDirs will live on their machines
     /// (BASE/NAME); by default, where they are written.
@@ -270,6 +320,46 @@ pub struct ConfigArgs {
     /// Replace files that exist.
     #[arg(long)]
     pub force: bool,
+    /// Add the service to the existing configuration (--config) instead of
+    /// writing a new one: its key and instance files go beside it, and the
+    /// file keeps its comments and order.
+    #[arg(long, conflicts_with = "add_instance")]
+    pub add_service: bool,
+    /// Add an instance (its onion address) to the service whose master
+    /// address is SERVICE in the existing configuration (--config), and
+    /// print the lines the instance's tor needs.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["SERVICE", "ADDRESS"],
+        conflicts_with_all = ["import_key", "new_instances", "instances"]
+    )]
+    pub add_instance: Option<Vec<String>>,
+    /// The configuration --add-service and --add-instance edit (default:
+    /// OUTPUT/config.yaml).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Give the written master key to this user (the one the manager runs
+    /// as, `onionlb` with the package); needs root.
+    #[arg(long, value_name = "USER")]
+    pub key_owner: Option<String>,
+    /// onionbalance-config's number of services: only 1 (add more with
+    /// --add-service).
+    #[arg(
+        short = 's',
+        long = "num-services",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub num_services: u32,
+    /// onionbalance-config's key password: refused, as onionlb writes no
+    /// encrypted keys (protect the key by its file mode, or keep it offline).
+    #[arg(short = 'p', long = "password", value_name = "PASSWORD", hide = true)]
+    pub password: Option<String>,
+    /// onionbalance-config's onion service version: only v3, which changes
+    /// nothing.
+    #[arg(long = "hs-version", value_name = "VERSION", value_parser = ["v3"])]
+    pub hs_version: Option<String>,
 }
 
 /// A master key file format.

@@ -239,6 +239,17 @@ impl Config {
     /// Checks `text` as the contents of the file at `path`; relative key
     /// paths are taken relative to that file's directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::read(path, text, true)
+    }
+
+    /// Checks `text` as [`Config::parse`] does, but takes a file with no
+    /// service yet (empty, all comments, or `services: []`): what `onionlb
+    /// config --add-service` may start from.
+    pub fn parse_unfinished(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::read(path, text, false)
+    }
+
+    fn read(path: &Path, text: &str, need_services: bool) -> Result<Self, ConfigError> {
         let reader = Reader { file: path };
         let docs = MarkedYaml::load_from_str(text).map_err(|e| ConfigError {
             file: path.to_owned(),
@@ -246,12 +257,6 @@ impl Config {
             key: "(syntax)".into(),
             problem: e.info().to_owned(),
         })?;
-        let Some(root) = docs.first() else {
-            return Err(reader.error(1, "services", "the file is empty; it needs a services list"));
-        };
-        let top = reader.mapping(root, "(top level)")?;
-        let base = path.parent().unwrap_or(Path::new("."));
-
         let mut config = Config {
             path: path.to_owned(),
             services: Vec::new(),
@@ -266,6 +271,14 @@ impl Config {
             unknown_keys: Vec::new(),
             warnings: Vec::new(),
         };
+        let Some(root) = docs.first() else {
+            if !need_services {
+                return Ok(config);
+            }
+            return Err(reader.error(1, "services", "the file is empty; it needs a services list"));
+        };
+        let top = reader.mapping(root, "(top level)")?;
+        let base = path.parent().unwrap_or(Path::new("."));
         let mut saw_services = false;
         for (key, value) in top {
             match key.as_str() {
@@ -305,7 +318,7 @@ impl Config {
                 _ => config.unknown_keys.push((line(value), key)),
             }
         }
-        if !saw_services || config.services.is_empty() {
+        if need_services && (!saw_services || config.services.is_empty()) {
             return Err(reader.error(line(root), "services", "needs at least one service"));
         }
         config.warn_of_unreachable_instances();

@@ -14,6 +14,7 @@ mod config;
 mod demo;
 mod generate;
 mod manager;
+mod manual;
 mod metrics;
 mod private_file;
 mod status;
@@ -59,8 +60,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        // The generator needs no runtime.
-        Some(Command::Config(args)) => generate::run(args),
+        // The generator and the manual need no runtime.
+        Some(Command::Config(args)) => generate::run(*args),
+        Some(Command::Completions(args)) => manual::completions(&args),
+        Some(Command::ManPages(args)) => manual::man_pages(&args),
         command => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
@@ -74,7 +77,9 @@ fn main() -> ExitCode {
                     }
                     Some(Command::Drain(args)) => admin::run(args, true).await,
                     Some(Command::Undrain(args)) => admin::run(args, false).await,
-                    Some(Command::Config(args)) => generate::run(args),
+                    Some(Command::Config(args)) => generate::run(*args),
+                    Some(Command::Completions(args)) => manual::completions(&args),
+                    Some(Command::ManPages(args)) => manual::man_pages(&args),
                     Some(Command::Agent(command)) => agent::run(command).await,
                     None => manager::run(cli.run).await,
                 }

@@ -205,3 +205,164 @@ fn interactive_answers_and_an_imported_key() {
     assert!(text(&cut).contains("end of input"), "{}", text(&cut));
     assert!(!dir.join("cut").exists());
 }
+
+#[test]
+fn onionbalance_config_flags_work_and_what_cannot_be_honoured_is_refused() {
+    let dir = fresh("generate-onionbalance-flags");
+    let key = dir.join("old.key");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (master, _) = MasterKey::generate(&mut rand::rng()).unwrap();
+    std::fs::write(&key, master.encode(KeyFormat::Tor).unwrap()).unwrap();
+    let out = dir.join("config");
+    let args = [
+        "config",
+        "--hs-version",
+        "v3",
+        "--key",
+        key.to_str().unwrap(),
+        "-n",
+        "2",
+        "-t",
+        "node",
+        "--output",
+        out.to_str().unwrap(),
+        "--no-interactive",
+        "-v",
+        "info",
+        "--service-virtual-port",
+        "443",
+        "--service-target",
+        "127.0.0.1:8443",
+    ];
+    let written = onionlb(&args, "");
+    assert!(written.status.success(), "{}", text(&written));
+    let config = onionlb(
+        &["--check", "-c", out.join("config.yaml").to_str().unwrap()],
+        "",
+    );
+    let said = text(&config);
+    assert!(config.status.success(), "{said}");
+    assert!(said.contains(&master.address().to_string()), "{said}");
+    assert!(said.contains("node1") && said.contains("node2"), "{said}");
+    let torrc = std::fs::read_to_string(out.join("instances/node1/torrc")).unwrap();
+    assert!(
+        torrc.contains("HiddenServicePort 443 127.0.0.1:8443\n"),
+        "{torrc}"
+    );
+
+    // A password or several services at once: refused before anything is
+    // written, saying what to do instead (and never echoing the password).
+    for (extra, hint) in [
+        (["-p", "hunter2"], "file mode"),
+        (["-s", "3"], "--add-service"),
+    ] {
+        let elsewhere = dir.join(format!("refused{}", extra[0]));
+        let mut refused_args = vec![
+            "config",
+            "--no-interactive",
+            "--output",
+            elsewhere.to_str().unwrap(),
+        ];
+        refused_args.extend(extra);
+        let refused = onionlb(&refused_args, "");
+        let said = text(&refused);
+        assert_eq!(refused.status.code(), Some(1), "{said}");
+        assert!(said.contains(hint), "{said}");
+        assert!(!said.contains("hunter2"), "{said}");
+        assert!(!elsewhere.exists());
+    }
+}
+
+#[test]
+fn services_and_instances_are_added_in_place_and_duplicates_refused() {
+    let dir = fresh("generate-add");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let commented = "# Our balanced services.\n# services:\n#   (added by onionlb config)\n";
+    std::fs::write(&config, commented).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (instance, _) = MasterKey::generate(&mut rand::rng()).unwrap();
+    let instance = instance.address().to_string();
+    let config_arg = config.to_str().unwrap();
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "config",
+            "--no-interactive",
+            "--add-service",
+            "-c",
+            config_arg,
+        ];
+        args.extend(extra);
+        onionlb(&args, "")
+    };
+
+    let first = add(&["--instance", &instance]);
+    assert!(first.status.success(), "{}", text(&first));
+    let second = add(&["--new-instances", "1"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    assert!(yaml.starts_with(commented), "{yaml}");
+    assert_eq!(mode(&config), 0o640);
+    let checked = onionlb(&["--check", "-c", config_arg], "");
+    let said = text(&checked);
+    assert!(checked.status.success(), "{said}");
+    // Two services; the second's new instance is named after the first's.
+    assert!(
+        said.contains("instance1") && said.contains("instance2"),
+        "{said}"
+    );
+    assert!(dir
+        .join("instances/instance2/hidden_service/hostname")
+        .exists());
+
+    // The same master again is refused, the file unchanged.
+    let master = |output: &Output| {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Master address: ").map(str::to_owned))
+            .unwrap()
+    };
+    let first_master = master(&first);
+    let key = dir.join(format!("{}.key", first_master.trim_end_matches(".onion")));
+    let again = add(&[
+        "--import-key",
+        key.to_str().unwrap(),
+        "--instance",
+        &instance,
+        "--force",
+    ]);
+    let said = text(&again);
+    assert!(!again.status.success(), "{said}");
+    assert!(said.contains("already configured"), "{said}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), yaml);
+
+    // An instance joins the second service; the same one again is refused.
+    let second_master = master(&second);
+    let add_instance = || {
+        onionlb(
+            &[
+                "config",
+                "--add-instance",
+                &second_master,
+                &instance,
+                "-c",
+                config_arg,
+            ],
+            "",
+        )
+    };
+    let added = add_instance();
+    assert!(added.status.success(), "{}", text(&added));
+    assert!(text(&added).contains(&format!("MasterOnionAddress {second_master}")));
+    let twice = add_instance();
+    assert!(!twice.status.success());
+    assert!(
+        text(&twice).contains("already an instance"),
+        "{}",
+        text(&twice)
+    );
+    let checked = onionlb(&["--check", "-c", config_arg], "");
+    let said = text(&checked);
+    assert!(checked.status.success(), "{said}");
+    assert_eq!(said.matches(instance.as_str()).count(), 2, "{said}");
+}

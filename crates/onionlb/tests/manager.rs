@@ -501,12 +501,12 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
 }
 
 /// The status JSON once `ready` holds of it, polled until `bound`.
-/// `onionlb status --socket DIR/status.sock ARGS`, which must succeed
+/// `onionlb status --status-socket DIR/status.sock ARGS`, which must succeed
 /// (by the socket, as the configuration is made invalid for a while).
 fn onionlb_status(dir: &std::path::Path, args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_onionlb"))
         .arg("status")
-        .arg("--socket")
+        .arg("--status-socket")
         .arg(dir.join("status.sock"))
         .args(args)
         .output()

@@ -1,5 +1,6 @@
-//! The systemd units in contrib/ (manager and agent) pass `systemd-analyze
-//! verify` and keep their hardening, where systemd-analyze is available.
+//! The systemd units in contrib/ (the manager's, and the agent's template)
+//! pass `systemd-analyze verify`, their man pages included, and keep their
+//! hardening, where systemd-analyze is available.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -7,22 +8,41 @@ mod common;
 
 use std::process::Command;
 
-const UNITS: [&str; 2] = ["onionlb.service", "onionlb-agent.service"];
+/// The unit files, and the unit each is checked as (an instance of the
+/// template).
+const UNITS: [(&str, &str); 2] = [
+    ("onionlb.service", "onionlb.service"),
+    ("onionlb-agent@.service", "onionlb-agent@web1.service"),
+];
 
-fn unit_for_this_build(name: &str) -> std::path::PathBuf {
-    let unit = format!(
-        "{}/../../contrib/systemd/{name}",
+/// Writes `file` from contrib/systemd into a directory of its own for
+/// `check`, running this build, and returns the path to check it as `unit`
+/// by and a MANPATH of this build's man pages, which verify looks up.
+fn unit_for_this_build(
+    check: &str,
+    file: &str,
+    unit: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let source = format!(
+        "{}/../../contrib/systemd/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let text = std::fs::read_to_string(unit).unwrap();
-    assert!(text.contains("ExecStart=/usr/local/bin/onionlb"));
+    let text = std::fs::read_to_string(source).unwrap();
+    assert!(text.contains("ExecStart=/usr/bin/onionlb"));
     // verify wants ExecStart to exist: point it at this build.
-    let text = text.replace("/usr/local/bin/onionlb", env!("CARGO_BIN_EXE_onionlb"));
-    let dir = common::tmp_dir("systemd-unit");
+    let text = text.replace("/usr/bin/onionlb", env!("CARGO_BIN_EXE_onionlb"));
+    let dir = common::tmp_dir(&format!("systemd-{check}-{file}"));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    std::fs::write(dir.join(file), text).unwrap();
+    let man = dir.join("man");
+    let made = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .arg("man-pages")
+        .arg(man.join("man1"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    (dir.join(unit), man)
 }
 
 fn systemd_analyze() -> Option<()> {
@@ -40,10 +60,12 @@ fn unit_verifies_cleanly() {
     if systemd_analyze().is_none() {
         return;
     }
-    for name in UNITS {
+    for (file, name) in UNITS {
+        let (unit, man) = unit_for_this_build("verify", file, name);
         let output = Command::new("systemd-analyze")
             .arg("verify")
-            .arg(unit_for_this_build(name))
+            .arg(unit)
+            .env("MANPATH", man)
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&output.stderr);
@@ -60,10 +82,12 @@ fn unit_stays_hardened() {
     if systemd_analyze().is_none() {
         return;
     }
-    for name in UNITS {
+    for (file, name) in UNITS {
+        let (unit, man) = unit_for_this_build("security", file, name);
         let output = Command::new("systemd-analyze")
             .args(["security", "--offline=yes", "--no-pager"])
-            .arg(unit_for_this_build(name))
+            .arg(unit)
+            .env("MANPATH", man)
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&output.stdout);

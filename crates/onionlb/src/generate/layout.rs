@@ -71,6 +71,8 @@ pub struct OutputFile {
 pub struct Output {
     /// Files in writing order; every directory on their way is made 0700.
     pub files: Vec<OutputFile>,
+    /// The master key's file, relative to the output directory.
+    pub key_file: String,
     /// The next steps, for the terminal.
     pub next_steps: String,
 }
@@ -147,6 +149,7 @@ pub fn layout(request: &Request) -> Result<Output, KeyError> {
     Ok(Output {
         next_steps: next_steps(request, &key_file),
         files,
+        key_file,
     })
 }
 

@@ -1,10 +1,12 @@
 //! `onionlb config`: a master key, config.yaml, and everything each
-//! instance needs, in one step.
+//! instance needs, in one step; or one more service or instance in an
+//! existing config.yaml.
 //!
-//! [`layout`] decides what to write; this module asks the questions (or
-//! reads the flags) and writes the files, refusing to overwrite anything
-//! unless told to.
+//! [`layout`] decides what to write and [`edit`] how an existing
+//! config.yaml grows; this module asks the questions (or reads the flags)
+//! and writes the files, refusing to overwrite anything unless told to.
 
+mod edit;
 mod layout;
 
 use std::io::{BufRead as _, Write as _};
@@ -15,25 +17,293 @@ use anyhow::{bail, Context as _};
 use onionlb_core::{KeyFormat, MasterKey, OnionAddress};
 
 use crate::cli::{ConfigArgs, KeyFormatArg};
+use crate::config::Config;
 use layout::{layout, InstanceSpec, Request};
 
 /// Runs the generator.
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
-    let answers = if args.no_interactive {
+    refuse_python_only_flags(&args)?;
+    if let Some(service_and_address) = &args.add_instance {
+        return add_instance(&args, service_and_address);
+    }
+    let existing = match args.add_service {
+        true => Some(Existing::read(&config_path(&args))?),
+        false => None,
+    };
+    let mut answers = if args.no_interactive {
         Answers::from_args(&args)
     } else {
-        Answers::ask(&args)?
+        Answers::ask(&args, existing.is_none())?
     };
-    let request = answers.into_request()?;
+    let taken = match &existing {
+        Some(existing) => {
+            answers.output = existing.dir();
+            edit::names_in_use(&existing.config)
+        }
+        None => Vec::new(),
+    };
+    let request = answers.into_request(&args.tag, &taken)?;
     let output = layout(&request).context("writing the master key")?;
-    write_all(&request.output, &output.files, args.force)?;
+    let key_file = output.key_file.clone();
+    let mut files = output.files;
+    if let Some(existing) = &existing {
+        // The service's entry goes into the existing file instead.
+        files.retain(|f| f.path != Path::new("config.yaml"));
+        existing.refuse_master(request.master.address())?;
+        let instances: Vec<(OnionAddress, String)> = request
+            .instances
+            .iter()
+            .map(|i| (i.address(), i.name().to_owned()))
+            .collect();
+        let text = edit::add_service(
+            &existing.text,
+            &edit::NewService {
+                key_file: &key_file,
+                instances: &instances,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", existing.path.display()))?;
+        existing.check_grown(&text, |config| {
+            config.services.len() == existing.config.services.len() + 1
+        })?;
+        write_all(&request.output, &files, args.force)?;
+        existing.replace(&text)?;
+    } else {
+        write_all(&request.output, &files, args.force)?;
+    }
+    if let Some(owner) = &args.key_owner {
+        give_to(&request.output.join(&key_file), owner)?;
+    }
+    let written = match &existing {
+        Some(existing) => format!(
+            "Added the service {} to {}; wrote {} files to {}.",
+            request.master.address(),
+            existing.path.display(),
+            files.len(),
+            request.output.display()
+        ),
+        None => format!(
+            "Wrote {} files to {}.",
+            files.len(),
+            request.output.display()
+        ),
+    };
+    println!("{written}\n\n{}", output.next_steps);
+    Ok(())
+}
+
+/// onionbalance-config's flags that onionlb cannot honour, refused with
+/// what to do instead (before anything is written).
+fn refuse_python_only_flags(args: &ConfigArgs) -> anyhow::Result<()> {
+    if args.password.is_some() {
+        bail!(
+            "-p/--password: onionlb writes no password-protected keys (neither does \
+             tor); protect the master key by its file mode (0600, written so) or keep it offline"
+        );
+    }
+    if args.num_services != 1 {
+        bail!(
+            "-s/--num-services {}: onionlb config makes one service at a time; run it \
+             again with --add-service for each further service",
+            args.num_services
+        );
+    }
+    Ok(())
+}
+
+/// The configuration the edit modes change.
+fn config_path(args: &ConfigArgs) -> PathBuf {
+    args.config
+        .clone()
+        .unwrap_or_else(|| args.output.join("config.yaml"))
+}
+
+/// `--add-instance SERVICE ADDRESS`: one more instance in the existing
+/// configuration, named TAGn after the names in use.
+fn add_instance(args: &ConfigArgs, service_and_address: &[String]) -> anyhow::Result<()> {
+    let [service, address] = service_and_address else {
+        bail!("--add-instance takes the service's master address and the instance's address");
+    };
+    let master: OnionAddress = service
+        .parse()
+        .with_context(|| format!("--add-instance: {service:?} is not an onion address"))?;
+    let address: OnionAddress = address
+        .parse()
+        .with_context(|| format!("--add-instance: {address:?} is not an onion address"))?;
+    let existing = Existing::read(&config_path(args))?;
+    let masters = existing.masters()?;
+    let Some(index) = masters.iter().position(|m| *m == master) else {
+        bail!(
+            "{}: no service has the master address {master} (it has: {})",
+            existing.path.display(),
+            masters
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let service = &existing.config.services[index];
+    if let Some(listed) = service.instances.iter().find(|i| i.address == address) {
+        bail!(
+            "{}:{}: {address} is already an instance of {master}",
+            existing.path.display(),
+            listed.line
+        );
+    }
+    let name = fresh_name(&args.tag, &edit::names_in_use(&existing.config));
+    let text = edit::add_instance(&existing.text, service, address, &name)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", existing.path.display()))?;
+    existing.check_grown(&text, |config| {
+        config.services[index].instances.len() == service.instances.len() + 1
+    })?;
+    existing.replace(&text)?;
     println!(
-        "Wrote {} files to {}.\n\n{}",
-        output.files.len(),
-        request.output.display(),
-        output.next_steps
+        "Added {address} as {name} to the service {master} in {}.\n\n\
+         Next steps:\n\
+         1. On the instance's machine, put this line into its HiddenServiceDir's ob_config file:\n\
+         \x20  MasterOnionAddress {master}\n\
+         \x20  and this line into that service's block of its torrc, then reload tor:\n\
+         \x20  HiddenServiceOnionbalanceInstance 1\n\
+         2. Reload the manager (systemctl reload onionlb, or SIGHUP).",
+        existing.path.display()
     );
     Ok(())
+}
+
+/// The first of TAG1, TAG2, ... not in `taken`.
+fn fresh_name(tag: &str, taken: &[String]) -> String {
+    (1..)
+        .map(|n| format!("{tag}{n}"))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| tag.to_owned())
+}
+
+/// An existing config.yaml, read for an edit.
+struct Existing {
+    path: PathBuf,
+    text: String,
+    config: Config,
+}
+
+impl Existing {
+    /// Reads and checks the file, as the manager would.
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let path =
+            std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+        let bytes = torctl::file::read_capped(&path, crate::config::MAX_CONFIG_BYTES)
+            .with_context(|| format!("reading {} to add to it", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+        // A file without services yet (the package's commented one) is
+        // what --add-service starts from.
+        let config = Config::parse_unfinished(&path, &text)?;
+        Ok(Existing { path, text, config })
+    }
+
+    /// The directory the new key and instance files go to.
+    fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_owned)
+    }
+
+    /// The master address of each service, from its key file.
+    fn masters(&self) -> anyhow::Result<Vec<OnionAddress>> {
+        self.config
+            .services
+            .iter()
+            .map(|service| {
+                let bytes = torctl::file::read_capped(&service.key, crate::SMALL_FILE_MAX)
+                    .map(zeroize::Zeroizing::new)
+                    .with_context(|| {
+                        format!(
+                            "{}:{}: reading the key {} to tell the services apart",
+                            self.path.display(),
+                            service.key_line,
+                            service.key.display()
+                        )
+                    })?;
+                let key = MasterKey::from_bytes(&bytes)
+                    .with_context(|| format!("reading the key {}", service.key.display()))?;
+                Ok(key.address())
+            })
+            .collect()
+    }
+
+    /// Refuses a master already configured.
+    fn refuse_master(&self, master: OnionAddress) -> anyhow::Result<()> {
+        if let Some(index) = self.masters()?.iter().position(|m| *m == master) {
+            bail!(
+                "{}:{}: the service {master} is already configured",
+                self.path.display(),
+                self.config.services[index].key_line
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that `text` reads as a configuration and `grown` holds of it.
+    fn check_grown(&self, text: &str, grown: impl Fn(&Config) -> bool) -> anyhow::Result<()> {
+        let config = Config::parse(&self.path, text)
+            .context("the edited configuration does not read back; nothing was written")?;
+        if !grown(&config) {
+            bail!(
+                "{}: the edit did not add what it should (an unusual layout?); nothing was \
+                 written: add the entry by hand",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Replaces the file with `text` in one rename, keeping its mode and
+    /// owner.
+    fn replace(&self, text: &str) -> anyhow::Result<()> {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let meta = std::fs::metadata(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let mut temp = self.path.clone().into_os_string();
+        temp.push(".onionlb-new");
+        let temp = PathBuf::from(temp);
+        let _ = std::fs::remove_file(&temp);
+        let result = (|| -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            file.write_all(text.as_bytes())?;
+            // Only root may give a file away; anyone keeps their own.
+            if meta.uid() != nix::unistd::geteuid().as_raw()
+                || meta.gid() != nix::unistd::getegid().as_raw()
+            {
+                std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
+            }
+            file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &self.path)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e).with_context(|| format!("replacing {}", self.path.display()));
+        }
+        Ok(())
+    }
+}
+
+/// Makes `user` (a name or a uid) the owner of `path`.
+fn give_to(path: &Path, user: &str) -> anyhow::Result<()> {
+    let uid = match user.parse::<u32>() {
+        Ok(uid) => uid,
+        Err(_) => nix::unistd::User::from_name(user)
+            .with_context(|| format!("looking up the user {user}"))?
+            .with_context(|| format!("--key-owner: no user {user} here"))?
+            .uid
+            .as_raw(),
+    };
+    std::os::unix::fs::chown(path, Some(uid), None)
+        .with_context(|| format!("giving {} to {user} (this needs root)", path.display()))
 }
 
 /// The generator's inputs, from flags or from the operator.
@@ -66,16 +336,20 @@ impl Answers {
         }
     }
 
-    /// Asks on the terminal, offering the flags' values as defaults.
-    fn ask(args: &ConfigArgs) -> anyhow::Result<Self> {
+    /// Asks on the terminal, offering the flags' values as defaults; the
+    /// output directory only when `where_to` (an added service's files go
+    /// beside its configuration).
+    fn ask(args: &ConfigArgs, where_to: bool) -> anyhow::Result<Self> {
         let mut answers = Self::from_args(args);
         let mut prompt = Prompt::new();
-        answers.output = prompt
-            .ask(
-                "Directory to write to",
-                &answers.output.display().to_string(),
-            )?
-            .into();
+        if where_to {
+            answers.output = prompt
+                .ask(
+                    "Directory to write to",
+                    &answers.output.display().to_string(),
+                )?
+                .into();
+        }
         let import = prompt.ask(
             "Master key file to import (tor or PEM format; empty: generate a new key)",
             &answers
@@ -137,7 +411,9 @@ impl Answers {
         Ok(answers)
     }
 
-    fn into_request(self) -> anyhow::Result<Request> {
+    /// The request, with instances named TAG1, TAG2, ... skipping the
+    /// names in `taken`.
+    fn into_request(self, tag: &str, taken: &[String]) -> anyhow::Result<Request> {
         if self.existing.is_empty() && self.new_instances == 0 {
             bail!("no instances: give existing instance addresses or a number of new ones");
         }
@@ -157,16 +433,22 @@ impl Answers {
                 self.key_format.unwrap_or(KeyFormat::Tor),
             ),
         };
+        let mut names: Vec<String> = taken.to_vec();
+        let mut next_name = || {
+            let name = fresh_name(tag, &names);
+            names.push(name.clone());
+            name
+        };
         let mut instances = Vec::new();
         for address in self.existing {
             instances.push(InstanceSpec::Existing {
-                name: format!("instance{}", instances.len() + 1),
+                name: next_name(),
                 address,
             });
         }
         for _ in 0..self.new_instances {
             instances.push(InstanceSpec::New {
-                name: format!("instance{}", instances.len() + 1),
+                name: next_name(),
                 key: Box::new(MasterKey::generate(&mut rng)?.0),
             });
         }

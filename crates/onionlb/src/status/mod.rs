@@ -47,7 +47,7 @@ pub async fn run(args: StatusArgs, config_path: &Path) -> anyhow::Result<()> {
                 Some(path) => path,
                 None => bail!(
                     "{} sets no status-socket-location (and {SOCKET_ENV} is not set): \
-                     the manager serves no status; set one, or give --socket",
+                     the manager serves no status; set one, or give --status-socket",
                     config.path.display()
                 ),
             }
