@@ -419,6 +419,29 @@ impl Testnet {
         })
     }
 
+    /// Stops the guest tor `name` (by its PID) and starts it again from its
+    /// torrc as it is now, as `systemctl restart tor` would, and waits
+    /// until it has bootstrapped. `control` is what [`Testnet::start_guest`]
+    /// returned; it stays valid.
+    pub async fn restart_guest(
+        &mut self,
+        name: &str,
+        control: &ControlEndpoint,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let torctl::ControlAddr::Tcp(addr) = &control.addr else {
+            return Err(Error::Usage(format!(
+                "{name}'s control port is not a TCP port"
+            )));
+        };
+        if !self.tors.contains_key(name) {
+            return Err(Error::Usage(format!("{name} is not a running guest")));
+        }
+        let node = self.guest_node(name, addr.port(), None)?;
+        self.stop_tor(&node);
+        self.start_tor(&node, timeout).await
+    }
+
     /// A guest node named `name`, with its directory `DIR/name` created.
     fn guest_node(
         &self,

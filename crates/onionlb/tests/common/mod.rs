@@ -184,6 +184,52 @@ impl Manager {
         Manager { child, log }
     }
 
+    /// Starts onionlb as the packaged unit (contrib/systemd/onionlb.service)
+    /// does, from its `Environment=` settings, with `/etc/onionlb/` moved to
+    /// `dir` and the status socket to `dir/status.sock`. The unit's control
+    /// socket is Debian tor's `/run/tor/control`; the private network's
+    /// tors listen on TCP, so it is given `-p control_port` instead.
+    pub fn spawn_packaged(dir: &Path, control_port: u16) -> Manager {
+        let unit = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../contrib/systemd/onionlb.service"
+        ))
+        .unwrap();
+        let log = dir.join("onionlb.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onionlb"));
+        let mut settings = 0;
+        for line in unit.lines() {
+            let Some((name, value)) = line
+                .strip_prefix("Environment=")
+                .and_then(|s| s.split_once('='))
+            else {
+                continue;
+            };
+            settings += 1;
+            if name == "ONIONBALANCE_TOR_CONTROL_SOCKET" {
+                assert_eq!(value, "/run/tor/control");
+                continue;
+            }
+            let value = value
+                .replace("/etc/onionlb/", &format!("{}/", dir.display()))
+                .replace(
+                    "/run/onionlb/control",
+                    &dir.join("status.sock").display().to_string(),
+                );
+            command.env(name, value);
+        }
+        assert!(settings >= 3, "the unit's settings moved:\n{unit}");
+        let child = command
+            .args(["-v", "debug", "-p", &control_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Manager { child, log }
+    }
+
     /// What it has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
