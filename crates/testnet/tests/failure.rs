@@ -51,14 +51,47 @@ fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// Every process whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
+    mentioning(needle)
+        .into_iter()
+        .map(|(_, _, cmdline)| cmdline)
+        .collect()
+}
+
+/// The processes mentioning `needle` whose parent does not: a shell that
+/// has just forked to run `sleep` has a child with its own command line for
+/// an instant, which is not another app.
+fn apps_mentioning(needle: &str) -> usize {
+    let found = mentioning(needle);
+    found
+        .iter()
+        .filter(|(_, parent, _)| !found.iter().any(|(pid, _, _)| pid == parent))
+        .count()
+}
+
+/// (pid, parent pid, command line) of every process whose command line
+/// mentions `needle`.
+fn mentioning(needle: &str) -> Vec<(String, String, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(needle) {
-                found.push(cmdline);
-            }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(needle) {
+            continue;
         }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let parent = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        found.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            parent,
+            cmdline,
+        ));
     }
     found
 }
@@ -122,7 +155,7 @@ async fn keep_on_failure_leaves_processes_for_down() {
     let dir = config.dir.clone();
 
     assert!(Testnet::start(config).await.is_err());
-    assert_eq!(processes_mentioning(&marker).len(), 2);
+    assert_eq!(apps_mentioning(&marker), 2);
 
     let outcomes = testnet::stop_recorded_network(&dir).unwrap();
     // Every recorded process is accounted for: the apps were still running

@@ -229,7 +229,8 @@ fn next_steps(request: &Request, key_file: &str) -> String {
                     text,
                     "   - {name}: copy {out}/instances/{name}/hidden_service/ to its machine \
                      (owned by the tor user, mode 0700{}), add {out}/instances/{name}/torrc \
-                     to its torrc, reload tor.",
+                     to its torrc, restart tor; then delete {out}/instances/{name}/hidden_service/ \
+                     here (its secret key belongs on that machine only).",
                     request
                         .hs_dir_base
                         .as_ref()
@@ -241,7 +242,8 @@ fn next_steps(request: &Request, key_file: &str) -> String {
                 let _ = writeln!(
                     text,
                     "   - {name}: put {out}/instances/{name}/ob_config into its HiddenServiceDir, \
-                     add the lines of {out}/instances/{name}/torrc to that service's block, reload tor."
+                     add the lines of {out}/instances/{name}/torrc to that service's block, restart \
+                     tor (a reload does not make it an instance)."
                 );
             }
         }

@@ -20,76 +20,76 @@ use crate::cli::{ConfigArgs, KeyFormatArg};
 use crate::config::Config;
 use layout::{layout, InstanceSpec, Request};
 
-/// Runs the generator.
+/// Runs the generator: a new configuration, or one more service or
+/// instance in an existing one.
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     refuse_python_only_flags(&args)?;
     if let Some(service_and_address) = &args.add_instance {
         return add_instance(&args, service_and_address);
     }
-    let existing = match args.add_service {
-        true => Some(Existing::read(&config_path(&args))?),
-        false => None,
-    };
-    let mut answers = if args.no_interactive {
-        Answers::from_args(&args)
-    } else {
-        Answers::ask(&args, existing.is_none())?
-    };
-    let taken = match &existing {
-        Some(existing) => {
-            answers.output = existing.dir();
-            edit::names_in_use(&existing.config)
-        }
-        None => Vec::new(),
-    };
-    let request = answers.into_request(&args.tag, &taken)?;
+    if args.add_service {
+        return add_service(&args);
+    }
+    let request = Answers::gather(&args, true)?.into_request(&args.tag, &[])?;
     let output = layout(&request).context("writing the master key")?;
-    let key_file = output.key_file.clone();
-    let mut files = output.files;
-    if let Some(existing) = &existing {
-        // The service's entry goes into the existing file instead.
-        files.retain(|f| f.path != Path::new("config.yaml"));
-        existing.refuse_master(request.master.address())?;
-        let instances: Vec<(OnionAddress, String)> = request
-            .instances
-            .iter()
-            .map(|i| (i.address(), i.name().to_owned()))
-            .collect();
-        let text = edit::add_service(
-            &existing.text,
-            &edit::NewService {
-                key_file: &key_file,
-                instances: &instances,
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", existing.path.display()))?;
-        existing.check_grown(&text, |config| {
-            config.services.len() == existing.config.services.len() + 1
-        })?;
-        write_all(&request.output, &files, args.force)?;
-        existing.replace(&text)?;
-    } else {
-        write_all(&request.output, &files, args.force)?;
-    }
-    if let Some(owner) = &args.key_owner {
-        give_to(&request.output.join(&key_file), owner)?;
-    }
-    let written = match &existing {
-        Some(existing) => format!(
-            "Added the service {} to {}; wrote {} files to {}.",
-            request.master.address(),
-            existing.path.display(),
-            files.len(),
-            request.output.display()
-        ),
-        None => format!(
-            "Wrote {} files to {}.",
-            files.len(),
-            request.output.display()
-        ),
-    };
-    println!("{written}\n\n{}", output.next_steps);
+    write_all(&request.output, &output.files, args.force)?;
+    give_key(&args, &request, &output)?;
+    println!(
+        "Wrote {} files to {}.\n\n{}",
+        output.files.len(),
+        request.output.display(),
+        output.next_steps
+    );
     Ok(())
+}
+
+/// `--add-service`: a new service's key and instance files beside the
+/// existing configuration, and its entry appended to it.
+fn add_service(args: &ConfigArgs) -> anyhow::Result<()> {
+    let existing = Existing::read(&config_path(args))?;
+    let mut answers = Answers::gather(args, false)?;
+    answers.output = existing.dir();
+    let request = answers.into_request(&args.tag, &edit::names_in_use(&existing.config))?;
+    existing.refuse_master(request.master.address())?;
+    let mut output = layout(&request).context("writing the master key")?;
+    // The service's entry goes into the existing file instead.
+    output.files.retain(|f| f.path != Path::new("config.yaml"));
+    let instances: Vec<(OnionAddress, String)> = request
+        .instances
+        .iter()
+        .map(|i| (i.address(), i.name().to_owned()))
+        .collect();
+    let text = edit::add_service(
+        &existing.text,
+        &edit::NewService {
+            key_file: &output.key_file,
+            instances: &instances,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", existing.path.display()))?;
+    existing.check_grown(&text, |config| {
+        config.services.len() == existing.config.services.len() + 1
+    })?;
+    write_all(&request.output, &output.files, args.force)?;
+    existing.replace(&text)?;
+    give_key(args, &request, &output)?;
+    println!(
+        "Added the service {} to {}; wrote {} files to {}.\n\n{}",
+        request.master.address(),
+        existing.path.display(),
+        output.files.len(),
+        request.output.display(),
+        output.next_steps
+    );
+    Ok(())
+}
+
+/// Gives the written master key to `--key-owner`, if given.
+fn give_key(args: &ConfigArgs, request: &Request, output: &layout::Output) -> anyhow::Result<()> {
+    match &args.key_owner {
+        Some(owner) => give_to(&request.output.join(&output.key_file), owner),
+        None => Ok(()),
+    }
 }
 
 /// onionbalance-config's flags that onionlb cannot honour, refused with
@@ -163,7 +163,8 @@ fn add_instance(args: &ConfigArgs, service_and_address: &[String]) -> anyhow::Re
          Next steps:\n\
          1. On the instance's machine, put this line into its HiddenServiceDir's ob_config file:\n\
          \x20  MasterOnionAddress {master}\n\
-         \x20  and this line into that service's block of its torrc, then reload tor:\n\
+         \x20  and this line into that service's block of its torrc, then restart tor (a reload\n\
+         \x20  does not make it an instance):\n\
          \x20  HiddenServiceOnionbalanceInstance 1\n\
          2. Reload the manager (systemctl reload onionlb, or SIGHUP).",
         existing.path.display()
@@ -319,6 +320,16 @@ struct Answers {
 }
 
 impl Answers {
+    /// The answers from the flags, or asked on the terminal unless
+    /// `--no-interactive` (the output directory only when `where_to`).
+    fn gather(args: &ConfigArgs, where_to: bool) -> anyhow::Result<Self> {
+        if args.no_interactive {
+            Ok(Self::from_args(args))
+        } else {
+            Self::ask(args, where_to)
+        }
+    }
+
     fn from_args(args: &ConfigArgs) -> Self {
         Answers {
             output: args.output.clone(),
