@@ -224,6 +224,12 @@ pub struct ConfigError {
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(path, &Self::read_text(path)?)
+    }
+
+    /// The text of the file at `path`, within [`MAX_CONFIG_BYTES`], as
+    /// UTF-8.
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
         let unreadable = |problem: String| ConfigError {
             file: path.to_owned(),
             line: 0,
@@ -232,8 +238,7 @@ impl Config {
         };
         let bytes = torctl::file::read_capped(path, MAX_CONFIG_BYTES)
             .map_err(|e| unreadable(onionlb_core::error_chain(&e)))?;
-        let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))?;
-        Self::parse(path, &text)
+        String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))
     }
 
     /// Checks `text` as the contents of the file at `path`; relative key

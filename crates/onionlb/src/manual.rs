@@ -4,8 +4,9 @@
 //! `onionlb man-pages DIR` (hidden; the package build runs it) writes
 //! onionlb(1) and one page per visible subcommand, named as git names its
 //! own (`onionlb-agent-run.1`). The top page also gets the sections
-//! clap cannot know: the files a packaged onionlb uses, exit status,
-//! environment and where to read more.
+//! clap cannot know: exit status, the files a packaged onionlb uses, and
+//! where to read more (each option's environment variable is in its own
+//! description already).
 
 use std::path::Path;
 

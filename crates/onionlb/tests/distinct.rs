@@ -15,7 +15,7 @@ use onionlb_core::MasterKey;
 use testnet::app::served_by;
 use testnet::Testnet;
 use tor_hscrypto::pk::HsIdKey;
-use torctl::{Command, ControlClient, Credentials, Event};
+use torctl::{Command, ControlClient, Event};
 
 const INSTANCES: usize = 12;
 
@@ -118,13 +118,7 @@ fn carried(
 }
 
 async fn control_of(net: &Testnet, name: &str) -> ControlClient {
-    let node = net.layout().node(name).unwrap();
-    ControlClient::connect_authenticated(
-        &node.control_addr(),
-        &Credentials::CookieFile(node.cookie_path()),
-    )
-    .await
-    .unwrap()
+    common::control_of(net.layout().node(name).unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

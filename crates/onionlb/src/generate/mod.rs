@@ -192,10 +192,7 @@ impl Existing {
     fn read(path: &Path) -> anyhow::Result<Self> {
         let path =
             std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-        let bytes = torctl::file::read_capped(&path, crate::config::MAX_CONFIG_BYTES)
-            .with_context(|| format!("reading {} to add to it", path.display()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+        let text = Config::read_text(&path)?;
         // A file without services yet (the package's commented one) is
         // what --add-service starts from.
         let config = Config::parse_unfinished(&path, &text)?;
@@ -209,27 +206,15 @@ impl Existing {
             .map_or_else(|| PathBuf::from("."), Path::to_owned)
     }
 
-    /// The master address of each service, from its key file.
+    /// The master address of each service, from its key file (read as the
+    /// manager reads it, whatever its mode: only the address is needed).
     fn masters(&self) -> anyhow::Result<Vec<OnionAddress>> {
-        self.config
-            .services
-            .iter()
-            .map(|service| {
-                let bytes = torctl::file::read_capped(&service.key, crate::SMALL_FILE_MAX)
-                    .map(zeroize::Zeroizing::new)
-                    .with_context(|| {
-                        format!(
-                            "{}:{}: reading the key {} to tell the services apart",
-                            self.path.display(),
-                            service.key_line,
-                            service.key.display()
-                        )
-                    })?;
-                let key = MasterKey::from_bytes(&bytes)
-                    .with_context(|| format!("reading the key {}", service.key.display()))?;
-                Ok(key.address())
-            })
-            .collect()
+        let mut masters = Vec::new();
+        for (index, service) in self.config.services.iter().enumerate() {
+            masters
+                .push(crate::manager::keyfile::load(&self.path, index, service, true)?.address());
+        }
+        Ok(masters)
     }
 
     /// Refuses a master already configured.

@@ -3,7 +3,7 @@
 mod agent_onion;
 mod agents;
 mod daemon;
-mod keyfile;
+pub(crate) mod keyfile;
 mod network;
 mod probe;
 mod snapshot;

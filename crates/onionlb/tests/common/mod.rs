@@ -451,10 +451,25 @@ pub fn relay_fingerprints(net: &Testnet) -> Vec<String> {
         .collect()
 }
 
+/// The private network's time period: one SRV run of 24 voting intervals.
+fn period_length() -> Duration {
+    Duration::from_secs(u64::from(testnet::torrc::VOTING_INTERVAL_SECS) * 24)
+}
+
+/// A control connection to `node`'s tor, authenticated with its cookie.
+pub async fn control_of(node: &testnet::layout::Node) -> torctl::ControlClient {
+    torctl::ControlClient::connect_authenticated(
+        &node.control_addr(),
+        &torctl::Credentials::CookieFile(node.cookie_path()),
+    )
+    .await
+    .unwrap()
+}
+
 /// The time periods a testing network may be publishing for now.
 pub fn periods_now() -> Vec<tor_hscrypto::time::TimePeriod> {
     use tor_hscrypto::time::TimePeriod;
-    let run = Duration::from_secs(u64::from(testnet::torrc::VOTING_INTERVAL_SECS) * 24);
+    let run = period_length();
     let current = TimePeriod::new(run, std::time::SystemTime::now(), run / 2).unwrap();
     vec![current.prev().unwrap(), current, current.next().unwrap()]
 }
@@ -464,17 +479,11 @@ pub fn periods_now() -> Vec<tor_hscrypto::time::TimePeriod> {
 /// `hs_get_time_period_num(0)`), which lags the manager's right after a
 /// period starts.
 pub async fn client_period(net: &Testnet) -> u64 {
-    use torctl::{ControlClient, Credentials};
     let node = net.layout().client();
-    let client = ControlClient::connect_authenticated(
-        &node.control_addr(),
-        &Credentials::CookieFile(node.cookie_path()),
-    )
-    .await
-    .unwrap();
+    let client = control_of(node).await;
     let text = client.getinfo("consensus/valid-after").await.unwrap();
     let valid_after = onionlb_core::consensus::parse_time(text.trim()).unwrap();
-    let run = Duration::from_secs(u64::from(testnet::torrc::VOTING_INTERVAL_SECS) * 24);
+    let run = period_length();
     tor_hscrypto::time::TimePeriod::new(run, valid_after, run / 2)
         .unwrap()
         .interval_num()
@@ -525,7 +534,6 @@ pub async fn master_keys_on_hsdirs(
 /// may carry: those of the descriptor its tor has now (the only one it
 /// shows) and of those the HSDirs serve.
 pub async fn instance_keys(net: &Testnet, index: usize) -> std::collections::BTreeSet<[u8; 32]> {
-    use torctl::{ControlClient, Credentials};
     let address = net.instance_addresses()[index];
     let identity = tor_hscrypto::pk::HsIdKey::try_from(address.hs_id()).unwrap();
     let mut keys: std::collections::BTreeSet<[u8; 32]> =
@@ -535,12 +543,7 @@ pub async fn instance_keys(net: &Testnet, index: usize) -> std::collections::BTr
             .flatten()
             .collect();
     let node = net.layout().instances().nth(index).unwrap();
-    let control = ControlClient::connect_authenticated(
-        &node.control_addr(),
-        &Credentials::CookieFile(node.cookie_path()),
-    )
-    .await
-    .unwrap();
+    let control = control_of(node).await;
     let own = control
         .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
         .await
@@ -562,14 +565,9 @@ async fn keys_on_hsdirs(
     identity: &tor_hscrypto::pk::HsIdKey,
     bound: Duration,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<[u8; 32]>> {
-    use torctl::{Command as Ctl, ControlClient, Credentials, Event, HsDescAction};
+    use torctl::{Command as Ctl, Event, HsDescAction};
     let node = net.layout().client();
-    let client = ControlClient::connect_authenticated(
-        &node.control_addr(),
-        &Credentials::CookieFile(node.cookie_path()),
-    )
-    .await
-    .unwrap();
+    let client = control_of(node).await;
     let mut events = client.take_events().unwrap();
     client
         .request(&Ctl::setevents(["HS_DESC", "HS_DESC_CONTENT"]))
