@@ -13,7 +13,7 @@ use onionlb_bench::synthetic;
 use onionlb_core::consensus::Consensus;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, validate_blinded, validate_instance_descriptor,
-    Blinding, IntroPointDesc, MasterDescriptorPlan, PeriodSigner,
+    Blinding, IntroPoint, MasterDescriptorPlan, PeriodSigner,
 };
 use onionlb_core::hsdir::{hsdirs, Ring};
 use onionlb_core::period::{DescriptorSlot, PeriodRules};
@@ -39,7 +39,7 @@ fn plan<'a>(
     master: &MasterKey,
     period: TimePeriod,
     now: SystemTime,
-    intro_points: &'a [IntroPointDesc],
+    intro_points: &'a [IntroPoint],
 ) -> MasterDescriptorPlan<'a> {
     MasterDescriptorPlan {
         period,

@@ -245,9 +245,6 @@ fn terminated(text: &str) -> String {
     format!("{}\n", text.trim_end())
 }
 
-fn intro_ids(intro_points: &[tor_netdoc::doc::hsdesc::IntroPointDesc]) -> HashSet<IntroId> {
-    intro_points
-        .iter()
-        .map(|ip| ip.ipt_sid_key().to_bytes())
-        .collect()
+fn intro_ids(intro_points: &[onionlb_core::descriptor::IntroPoint]) -> HashSet<IntroId> {
+    intro_points.iter().map(|ip| *ip.auth_key()).collect()
 }

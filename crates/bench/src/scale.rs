@@ -172,7 +172,7 @@ impl Inputs {
                 members.push(simulator::Instance {
                     address: key.address(),
                     descriptor: descriptor.into(),
-                    intro_points: points.iter().map(|p| p.ipt_sid_key().to_bytes()).collect(),
+                    intro_points: points.iter().map(|p| *p.auth_key()).collect(),
                 });
             }
             all.push(simulator::Service {

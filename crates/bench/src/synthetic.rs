@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use data_encoding::{BASE64, BASE64_NOPAD};
 use onionlb_core::consensus::format_time;
+use onionlb_core::descriptor::IntroPoint;
 use onionlb_core::descriptor::{
     build_master_descriptor, default_flow_control, MasterDescriptorPlan,
 };
@@ -92,9 +93,9 @@ pub fn network(relays: usize, valid_after: SystemTime) -> (String, String) {
 /// ... of the synthetic network. Instances of one service should use
 /// different relays, as real ones almost always do: a balancer never puts
 /// two intro points on one relay into a descriptor.
-pub fn intro_points(count: usize, first_relay: usize) -> anyhow::Result<Vec<IntroPointDesc>> {
+pub fn intro_points(count: usize, first_relay: usize) -> anyhow::Result<Vec<IntroPoint>> {
     let mut rng = rand::rng();
-    (first_relay..first_relay + count)
+    let points: Vec<IntroPointDesc> = (first_relay..first_relay + count)
         .map(|i| {
             let curve = |rng: &mut rand::rngs::ThreadRng| {
                 curve25519::PublicKey::from(&curve25519::EphemeralSecret::random_from_rng(rng))
@@ -112,14 +113,15 @@ pub fn intro_points(count: usize, first_relay: usize) -> anyhow::Result<Vec<Intr
                 .build()
                 .context("building an intro point")
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    IntroPoint::from_netdoc(&points).context("converting intro points")
 }
 
 /// A descriptor of `key`'s, as an instance's tor would publish it, for
 /// the period containing `now`.
 pub fn instance_descriptor(
     key: &MasterKey,
-    intro_points: &[IntroPointDesc],
+    intro_points: &[IntroPoint],
     now: SystemTime,
     revision: u64,
 ) -> anyhow::Result<String> {

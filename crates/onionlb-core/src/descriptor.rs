@@ -2,7 +2,8 @@
 //! points are used, and building and signing a master descriptor.
 //!
 //! Both formats are ours ([`crate::hsdesc`]); the signing-key certificate
-//! is made with tor-netdoc's helper and every certificate with tor-cert.
+//! is made with tor-netdoc's helper, the intro points' certificates in
+//! batches by [`crate::sign`].
 //! This module decides what is checked and what goes in, and keeps what a
 //! service's descriptors of one period share ([`PeriodSigner`]).
 
@@ -11,18 +12,19 @@ use std::fmt;
 use std::num::NonZeroU8;
 use std::time::{Duration, SystemTime};
 
-use tor_cert::{CertType, CertifiedKey, Ed25519Cert};
+use tor_cert::CertType;
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::Subcredential;
 use tor_llcrypto::pk::ed25519;
 use tor_netdoc::doc::hsdesc::create_desc_sign_key_cert;
 
-pub use tor_netdoc::doc::hsdesc::IntroPointDesc;
+pub use crate::intro::IntroPoint;
 use tor_protover::{ProtoKind, Protocols};
 
 pub use crate::hsdesc::ReadError;
 use crate::key::MasterKey;
+use crate::sign::{SigningKey, Subject, CERTIFICATE_LEN};
 
 /// Lifetime of the master descriptors we publish, as C tor's services use.
 pub const MASTER_LIFETIME_MINUTES: u16 = 180;
@@ -49,7 +51,7 @@ pub struct InstanceDescriptor {
     /// Its revision counter.
     pub revision: u64,
     /// Its introduction points.
-    pub intro_points: Vec<IntroPointDesc>,
+    pub intro_points: Vec<IntroPoint>,
     /// When it stops being valid.
     pub valid_until: Option<SystemTime>,
     /// Its `flow-control` line, if it had one.
@@ -107,18 +109,6 @@ pub enum DescriptorError {
         /// The descriptor's.
         period: u64,
     },
-}
-
-/// The RSA identity of the relay an intro point is on, from its link
-/// specifiers: what a C tor client matches an intro circuit against.
-pub fn intro_point_relay(intro_point: &IntroPointDesc) -> Option<[u8; 20]> {
-    intro_point
-        .link_specifiers()
-        .iter()
-        .find_map(|spec| match spec.parse() {
-            Ok(tor_linkspec::LinkSpec::RsaId(id)) => id.as_bytes().try_into().ok(),
-            _ => None,
-        })
 }
 
 /// One identity's blinded key and subcredential for one time period:
@@ -252,7 +242,7 @@ pub struct MasterDescriptorPlan<'a> {
     /// Its revision counter.
     pub revision: u64,
     /// Its intro points, at most [`MAX_INTRO_POINTS`].
-    pub intro_points: &'a [IntroPointDesc],
+    pub intro_points: &'a [IntroPoint],
     /// The `flow-control` line to write.
     pub flow_control: Option<(Protocols, u8)>,
     /// When it is built.
@@ -301,7 +291,7 @@ pub struct PeriodSigner {
     period: TimePeriod,
     blinded: HsBlindId,
     subcredential: Subcredential,
-    signing: ed25519::ExpandedKeypair,
+    signing: SigningKey,
     /// The `descriptor-signing-key-cert`, encoded.
     certificate: Vec<u8>,
     /// When it and every certificate made with the key expire.
@@ -312,10 +302,10 @@ pub struct PeriodSigner {
 
 /// An intro point's two certificates by a signer's key.
 struct PointCertificates {
-    /// The ntor key the `enc-key-cert` certifies (converted).
+    /// The ntor key the `enc-key-cert` certifies.
     enc_key: [u8; 32],
-    auth_key_cert: Vec<u8>,
-    enc_key_cert: Vec<u8>,
+    auth_key_cert: [u8; CERTIFICATE_LEN],
+    enc_key_cert: [u8; CERTIFICATE_LEN],
     /// Used by a build since the last [`PeriodSigner::forget_unused`].
     used: bool,
 }
@@ -364,7 +354,7 @@ impl PeriodSigner {
             period,
             blinded: HsBlindId::from(blinded),
             subcredential,
-            signing: ed25519::ExpandedKeypair::from(&signing),
+            signing: SigningKey::from(&ed25519::ExpandedKeypair::from(&signing)),
             certificate: certificate.as_ref().to_vec(),
             expiry,
             certified: HashMap::new(),
@@ -407,14 +397,12 @@ impl PeriodSigner {
                 period: plan.period.interval_num(),
             });
         }
-        for point in plan.intro_points {
-            self.certify(point)?;
-        }
+        self.certify(plan.intro_points);
         let certified: Vec<crate::hsdesc::Certified<'_>> = plan
             .intro_points
             .iter()
             .filter_map(|point| {
-                let certs = self.certified.get(&point.ipt_sid_key().to_bytes())?;
+                let certs = self.certified.get(point.auth_key())?;
                 Some(crate::hsdesc::Certified {
                     point,
                     auth_key_cert: &certs.auth_key_cert,
@@ -451,64 +439,47 @@ impl PeriodSigner {
             .retain(|_, certs| std::mem::take(&mut certs.used));
     }
 
-    /// Makes `point`'s certificates unless it has them (for the same ntor
-    /// key), and marks them used.
-    fn certify(&mut self, point: &IntroPointDesc) -> Result<(), DescriptorError> {
-        let auth_key = point.ipt_sid_key().to_bytes();
-        let enc_key = *point.svc_ntor_key().as_bytes();
-        if let Some(certs) = self.certified.get_mut(&auth_key) {
-            if certs.enc_key == enc_key {
-                certs.used = true;
-                return Ok(());
+    /// Makes the certificates of those of `points` it has none for (for
+    /// the same ntor key), in one batch, and marks every one of `points`
+    /// used.
+    fn certify(&mut self, points: &[IntroPoint]) {
+        let mut missing: Vec<&IntroPoint> = Vec::new();
+        for point in points {
+            match self.certified.get_mut(point.auth_key()) {
+                Some(certs) if certs.enc_key == *point.enc_key() => certs.used = true,
+                _ => missing.push(point),
             }
         }
-        // The ntor key as ed25519, with sign bit 0 (rend-spec-v3
-        // [ENC-KEY-CERT]).
-        let enc_key_ed = curve25519_dalek::MontgomeryPoint(enc_key)
-            .to_edwards(0)
-            .ok_or(DescriptorError::Certify {
-                what: "an intro point's ntor key",
-            })?
-            .compress()
-            .to_bytes();
-        let auth_key_cert = self.certificate(
-            CertType::HS_IP_V_SIGNING,
-            auth_key,
-            "an intro point's auth key",
-        )?;
-        let enc_key_cert = self.certificate(
-            CertType::HS_IP_CC_SIGNING,
-            enc_key_ed,
-            "an intro point's ntor key",
-        )?;
-        self.certified.insert(
-            auth_key,
-            PointCertificates {
-                enc_key,
-                auth_key_cert,
-                enc_key_cert,
-                used: true,
-            },
-        );
-        Ok(())
-    }
-
-    /// A certificate of type `kind` for `key` by the signing key, expiring
-    /// with it, encoded; `what` names the key if it cannot be made.
-    fn certificate(
-        &self,
-        kind: CertType,
-        key: [u8; 32],
-        what: &'static str,
-    ) -> Result<Vec<u8>, DescriptorError> {
-        let cert = Ed25519Cert::builder()
-            .cert_type(kind)
-            .expiration(self.expiry)
-            .signing_key(ed25519::Ed25519Identity::from(self.signing.public()))
-            .cert_key(CertifiedKey::Ed25519(key.into()))
-            .encode_and_sign(&self.signing)
-            .map_err(|_| DescriptorError::Certify { what })?;
-        Ok(cert.as_ref().to_vec())
+        if missing.is_empty() {
+            return;
+        }
+        let subjects: Vec<Subject> = missing
+            .iter()
+            .flat_map(|point| {
+                [
+                    Subject {
+                        kind: CertType::HS_IP_V_SIGNING.into(),
+                        key: *point.auth_key(),
+                    },
+                    Subject {
+                        kind: CertType::HS_IP_CC_SIGNING.into(),
+                        key: *point.enc_key_ed25519(),
+                    },
+                ]
+            })
+            .collect();
+        let certificates = crate::sign::certify_all(&self.signing, &subjects, self.expiry);
+        for (point, pair) in missing.iter().zip(certificates.chunks_exact(2)) {
+            self.certified.insert(
+                *point.auth_key(),
+                PointCertificates {
+                    enc_key: *point.enc_key(),
+                    auth_key_cert: pair[0],
+                    enc_key_cert: pair[1],
+                    used: true,
+                },
+            );
+        }
     }
 }
 
@@ -599,7 +570,7 @@ mod test {
         ));
     }
 
-    fn plan_of<'a>(f: &Fixture, points: &'a [IntroPointDesc]) -> MasterDescriptorPlan<'a> {
+    fn plan_of<'a>(f: &Fixture, points: &'a [IntroPoint]) -> MasterDescriptorPlan<'a> {
         MasterDescriptorPlan {
             period: f.period,
             revision: 1,
@@ -635,11 +606,11 @@ mod test {
         let f = fixture();
         let mut rng = rand::rng();
         let points: Vec<_> = (0..4).map(|i| intro_point(&mut rng, 9100 + i)).collect();
-        let auth = |i: usize| points[i].ipt_sid_key().to_bytes();
+        let auth = |i: usize| *points[i].auth_key();
         let mut signer = PeriodSigner::new(&f.key, f.period, f.now, &mut rng).unwrap();
 
         let first = signer.build(&plan_of(&f, &points[..3]), &mut rng).unwrap();
-        let made = signer.certified[&auth(1)].auth_key_cert.clone();
+        let made = signer.certified[&auth(1)].auth_key_cert;
         let second = signer.build(&plan_of(&f, &points[1..]), &mut rng).unwrap();
         assert_eq!(signer.certified.len(), 4);
         assert_eq!(signer.certified[&auth(1)].auth_key_cert, made);
@@ -709,7 +680,7 @@ mod test {
     fn an_intro_point_names_its_relay() {
         let mut rng = rand::rng();
         // The fixture's intro points name relay [7; 20].
-        assert_eq!(intro_point_relay(&intro_point(&mut rng, 1)), Some([7; 20]));
+        assert_eq!(intro_point(&mut rng, 1).relay(), Some([7; 20]));
     }
 
     #[test]

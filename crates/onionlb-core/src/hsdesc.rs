@@ -28,7 +28,10 @@
 //! 5. the inner document's shape: `create2-formats` naming ntor, 1 to 20
 //!    intro points each with link specifiers, an ntor onion key, an
 //!    `auth-key` certificate and an ntor `enc-key`, and every certificate
-//!    inside signed-by the same signing key the outer one certifies;
+//!    inside signed-by the same signing key the outer one certifies; each
+//!    auth key an ed25519 point and each `enc-key` convertible to ed25519,
+//!    converted here once for every master that will certify it
+//!    ([`crate::intro`]);
 //! 6. validity: the end of the descriptor's life is the earliest expiry of
 //!    its certificates.
 //!
@@ -47,13 +50,13 @@ use sha3::{Digest as _, Sha3_256, Shake256};
 use tor_cert::{CertType, Ed25519Cert};
 use tor_checkable::{SelfSigned as _, Timebound as _};
 use tor_linkspec::{EncodedLinkSpec, LinkSpecType};
-use tor_llcrypto::pk::{curve25519, ed25519};
+use tor_llcrypto::pk::ed25519;
 use tor_llcrypto::util::ct::CtByteArray;
-use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::{ProtoKind, Protocols};
 
 use crate::descriptor::Blinding;
 use crate::descriptor::MAX_INTRO_POINTS;
+use crate::intro::{IntroPoint, IntroPointError, IntroPointKeys};
 
 mod write;
 
@@ -78,7 +81,7 @@ pub(crate) struct Content {
     /// Its revision counter.
     pub(crate) revision: u64,
     /// Its intro points.
-    pub(crate) intro_points: Vec<IntroPointDesc>,
+    pub(crate) intro_points: Vec<IntroPoint>,
     /// When its earliest certificate expires.
     pub(crate) valid_until: SystemTime,
     /// Its `flow-control` line, if it had one.
@@ -362,7 +365,7 @@ fn middle_encrypted(middle: &str) -> Result<Vec<u8>, ReadError> {
 
 /// The inner document: the intro points.
 struct Inner {
-    intro_points: Vec<IntroPointDesc>,
+    intro_points: Vec<IntroPoint>,
     valid_until: SystemTime,
     flow_control: Option<(Protocols, NonZeroU8)>,
 }
@@ -520,17 +523,18 @@ impl Inner {
                     else {
                         return Err(malformed("an intro point lacks a required item"));
                     };
-                    let auth_key = ed25519::PublicKey::from_bytes(&auth_key)
-                        .map_err(|_| malformed("an auth-key that is not a point"))?;
-                    IntroPointDesc::builder()
-                        .link_specifiers(link_specifiers)
-                        .ipt_kp_ntor(curve25519::PublicKey::from(onion_key))
-                        .kp_hs_ipt_sid(auth_key.into())
-                        .kp_hss_ntor(curve25519::PublicKey::from(enc_key).into())
-                        .build()
-                        .map_err(|_| malformed("an incomplete intro point"))
+                    Ok(IntroPointKeys {
+                        link_specifiers,
+                        onion_key,
+                        auth_key,
+                        enc_key,
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+        let intro_points = IntroPoint::from_keys(intro_points).map_err(|e| match e {
+            IntroPointError::AuthKey => malformed("an auth-key that is not a point"),
+            _ => malformed("an enc-key without an ed25519 form"),
+        })?;
         Ok(Inner {
             intro_points,
             valid_until: valid_until.ok_or(malformed("no certificates"))?,
@@ -884,9 +888,9 @@ mod test {
         assert_eq!(ours.flow_control, theirs.flow_control());
         assert_eq!(ours.intro_points.len(), theirs.intro_points().len());
         for (a, b) in ours.intro_points.iter().zip(theirs.intro_points()) {
-            assert_eq!(a.ipt_sid_key(), b.ipt_sid_key());
-            assert_eq!(a.ipt_ntor_key().as_bytes(), b.ipt_ntor_key().as_bytes());
-            assert_eq!(a.svc_ntor_key().as_bytes(), b.svc_ntor_key().as_bytes());
+            assert_eq!(*a.auth_key(), b.ipt_sid_key().to_bytes());
+            assert_eq!(a.onion_key(), b.ipt_ntor_key().as_bytes());
+            assert_eq!(a.enc_key(), b.svc_ntor_key().as_bytes());
             assert_eq!(a.link_specifiers(), b.link_specifiers());
         }
         ours

@@ -40,10 +40,10 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use crate::intro::IntroPoint;
 use sha2::{Digest as _, Sha256};
 use tor_hscrypto::pk::{HsBlindId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
-use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use crate::descriptor::{validate_blinded, Blinding, DescriptorError, InstanceDescriptor};
 use crate::period::PeriodRules;
@@ -179,10 +179,10 @@ impl InstanceState {
             let old = &old.descriptor.intro_points;
             !old.is_empty()
                 && !descriptor.intro_points.is_empty()
-                && !descriptor.intro_points.iter().any(|new| {
-                    old.iter()
-                        .any(|o| o.ipt_sid_key().to_bytes() == new.ipt_sid_key().to_bytes())
-                })
+                && !descriptor
+                    .intro_points
+                    .iter()
+                    .any(|new| old.iter().any(|o| *o.auth_key() == *new.auth_key()))
         });
         if new_run {
             self.kept.clear();
@@ -210,7 +210,7 @@ impl InstanceState {
         &mut self,
         now: SystemTime,
         rules: &PeriodRules,
-    ) -> Result<Option<Vec<IntroPointDesc>>, Expired> {
+    ) -> Result<Option<Vec<IntroPoint>>, Expired> {
         let had = !self.kept.is_empty();
         self.kept.retain(|k| {
             let expired = k.descriptor.valid_until.is_some_and(|end| end <= now);
@@ -225,7 +225,7 @@ impl InstanceState {
         let mut keys = Vec::new();
         let mut points = Vec::new();
         for point in self.kept.iter().flat_map(|k| &k.descriptor.intro_points) {
-            let key = point.ipt_sid_key().to_bytes();
+            let key = *point.auth_key();
             if !keys.contains(&key) {
                 keys.push(key);
                 points.push(point.clone());
@@ -301,7 +301,7 @@ impl InstanceState {
             .kept
             .iter()
             .flat_map(|k| &k.descriptor.intro_points)
-            .map(|ip| ip.ipt_sid_key().to_bytes())
+            .map(|ip| *ip.auth_key())
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -394,18 +394,15 @@ mod test {
         }
     }
 
-    fn keys(points: &[IntroPointDesc]) -> Vec<[u8; 32]> {
-        let mut keys: Vec<_> = points
-            .iter()
-            .map(|ip| ip.ipt_sid_key().to_bytes())
-            .collect();
+    fn keys(points: &[IntroPoint]) -> Vec<[u8; 32]> {
+        let mut keys: Vec<_> = points.iter().map(|ip| *ip.auth_key()).collect();
         keys.sort_unstable();
         keys
     }
 
     /// `points` as consecutive groups of intro points (the order within
     /// a descriptor is the builder's).
-    fn grouped(points: &[IntroPointDesc], sizes: &[usize]) -> Vec<Vec<[u8; 32]>> {
+    fn grouped(points: &[IntroPoint], sizes: &[usize]) -> Vec<Vec<[u8; 32]>> {
         let mut rest = points;
         let mut groups = Vec::new();
         for &size in sizes {

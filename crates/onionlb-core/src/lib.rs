@@ -16,6 +16,7 @@ mod hsdesc;
 pub use hsdesc::{fuzz_layers, fuzz_plaintexts};
 pub mod hsdir;
 pub mod instance;
+pub mod intro;
 mod key;
 pub mod network;
 pub mod period;
@@ -23,6 +24,7 @@ pub mod probe;
 pub mod publish;
 pub mod ratelimit;
 pub mod revision;
+mod sign;
 pub mod upload;
 
 #[cfg(test)]

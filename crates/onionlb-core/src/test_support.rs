@@ -11,7 +11,7 @@ use tor_linkspec::LinkSpec;
 use tor_llcrypto::pk::{curve25519, ed25519};
 
 use crate::descriptor::{
-    build_master_descriptor, default_flow_control, IntroPointDesc, MasterDescriptor,
+    build_master_descriptor, default_flow_control, IntroPoint, MasterDescriptor,
     MasterDescriptorPlan,
 };
 use crate::key::MasterKey;
@@ -20,11 +20,11 @@ use crate::key::MasterKey;
 pub const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n-----END PRIVATE KEY-----\n";
 
 /// A fresh intro point on `port`.
-pub fn intro_point(rng: &mut rand::rngs::ThreadRng, port: u16) -> IntroPointDesc {
+pub fn intro_point(rng: &mut rand::rngs::ThreadRng, port: u16) -> IntroPoint {
     let curve = |rng: &mut rand::rngs::ThreadRng| {
         curve25519::PublicKey::from(&curve25519::EphemeralSecret::random_from_rng(rng))
     };
-    IntroPointDesc::builder()
+    let point = tor_netdoc::doc::hsdesc::IntroPointDesc::builder()
         .link_specifiers(vec![
             LinkSpec::OrPort(Ipv4Addr::LOCALHOST.into(), port)
                 .encode()
@@ -36,7 +36,8 @@ pub fn intro_point(rng: &mut rand::rngs::ThreadRng, port: u16) -> IntroPointDesc
         .kp_hs_ipt_sid(ed25519::Keypair::generate(rng).verifying_key().into())
         .kp_hss_ntor(curve(rng).into())
         .build()
-        .unwrap()
+        .unwrap();
+    IntroPoint::from_netdoc(&[point]).unwrap().remove(0)
 }
 
 /// A service key, a time and its period, and three intro points.
@@ -45,7 +46,7 @@ pub struct Fixture {
     pub identity: HsIdKey,
     pub period: TimePeriod,
     pub now: SystemTime,
-    pub intro_points: Vec<IntroPointDesc>,
+    pub intro_points: Vec<IntroPoint>,
 }
 
 pub fn fixture() -> Fixture {
@@ -71,7 +72,7 @@ pub fn build(f: &Fixture, revision: u64) -> MasterDescriptor {
 }
 
 /// A descriptor of the fixture's key carrying `intro_points`.
-pub fn build_with(f: &Fixture, revision: u64, intro_points: &[IntroPointDesc]) -> MasterDescriptor {
+pub fn build_with(f: &Fixture, revision: u64, intro_points: &[IntroPoint]) -> MasterDescriptor {
     let plan = MasterDescriptorPlan {
         period: f.period,
         revision,

@@ -290,7 +290,7 @@ impl World {
                         let instances = valid
                             .intro_points
                             .iter()
-                            .filter_map(|ip| self.owners.get(&ip.ipt_sid_key().to_bytes()).copied())
+                            .filter_map(|ip| self.owners.get(ip.auth_key()).copied())
                             .collect();
                         Ok(Decoded { slot, instances })
                     })
@@ -338,12 +338,12 @@ mod test {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::synthetic;
+    use onionlb_core::descriptor::IntroPoint;
     use onionlb_core::descriptor::{
         build_master_descriptor, default_flow_control, MasterDescriptorPlan,
     };
     use onionlb_core::MasterKey;
     use std::time::Duration;
-    use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
     /// 2026-11-22 00:00 UTC: a shared-random run starts, so the first
     /// descriptor is for the current period and the second for the next.
@@ -351,7 +351,7 @@ mod test {
 
     fn descriptor(
         key: &MasterKey,
-        points: &[IntroPointDesc],
+        points: &[IntroPoint],
         period: TimePeriod,
         now: SystemTime,
     ) -> String {
@@ -371,7 +371,7 @@ mod test {
     struct Setup {
         world: World,
         master: MasterKey,
-        points: Vec<Vec<IntroPointDesc>>,
+        points: Vec<Vec<IntroPoint>>,
         now: SystemTime,
     }
 
@@ -390,7 +390,7 @@ mod test {
                 descriptor: synthetic::instance_descriptor(&key, &ips, now, 1)
                     .unwrap()
                     .into(),
-                intro_points: ips.iter().map(|ip| ip.ipt_sid_key().to_bytes()).collect(),
+                intro_points: ips.iter().map(|ip| *ip.auth_key()).collect(),
             });
             points.push(ips);
         }

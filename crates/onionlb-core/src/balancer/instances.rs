@@ -9,7 +9,7 @@ use tor_hscrypto::pk::HsIdKey;
 use super::notice::{Notice, Problem};
 use crate::agent::TorProcess;
 use crate::consensus::RsaId;
-use crate::descriptor::IntroPointDesc;
+use crate::descriptor::IntroPoint;
 use crate::fetch::FetchSchedule;
 use crate::health::{self, Health, Verdict};
 use crate::instance::InstanceState;
@@ -315,7 +315,7 @@ impl Instance {
         rules: &PeriodRules,
         despite_probes: bool,
         notices: &mut Vec<Notice>,
-    ) -> Option<Vec<IntroPointDesc>> {
+    ) -> Option<Vec<IntroPoint>> {
         if self.drained.is_some()
             || (self.verdict != Verdict::Up && !(despite_probes && self.down_by_probes()))
         {

@@ -15,8 +15,7 @@ use crate::allocation::plan;
 use crate::coalesce::Coalescer;
 use crate::consensus::RsaId;
 use crate::descriptor::{
-    default_flow_control, intro_point_relay, IntroPointDesc, MasterDescriptorPlan, PeriodSigner,
-    MAX_INTRO_POINTS,
+    default_flow_control, IntroPoint, MasterDescriptorPlan, PeriodSigner, MAX_INTRO_POINTS,
 };
 use crate::network::NetworkView;
 use crate::period::DescriptorSlot;
@@ -245,7 +244,7 @@ impl Service {
         instances: &mut HashMap<OnionAddress, Instance>,
         despite_probes: bool,
         pass: &mut Pass<'_, R>,
-    ) -> Vec<Vec<IntroPointDesc>> {
+    ) -> Vec<Vec<IntroPoint>> {
         self.members
             .iter()
             .filter_map(|member| {
@@ -266,7 +265,7 @@ impl Service {
         &mut self,
         index: usize,
         slot: DescriptorSlot,
-        live: &[Vec<IntroPointDesc>],
+        live: &[Vec<IntroPoint>],
         pass: &mut Pass<'_, R>,
     ) where
         R: rand::Rng + rand::CryptoRng,
@@ -285,7 +284,7 @@ impl Service {
             &placement.store,
             self.max_intro_points,
             index,
-            intro_point_relay,
+            IntroPoint::relay,
         );
         let hsdirs = placement.store.len();
         let layout = Layout {
@@ -297,7 +296,7 @@ impl Service {
                         descriptor
                             .intro_points
                             .iter()
-                            .map(|ip| ip.ipt_sid_key().to_bytes())
+                            .map(|ip| *ip.auth_key())
                             .collect(),
                         descriptor.hsdirs.clone(),
                     )

@@ -20,7 +20,7 @@ use tor_netdoc::doc::hsdesc::HsDesc;
 
 use super::*;
 use crate::descriptor::{
-    build_master_descriptor, default_flow_control, IntroPointDesc, MasterDescriptorPlan,
+    build_master_descriptor, default_flow_control, IntroPoint, MasterDescriptorPlan,
 };
 use crate::hsdir::{HsDir, Ring, RingParams};
 use crate::period::PeriodRules;
@@ -48,12 +48,12 @@ fn secs(wall: SystemTime) -> u64 {
 }
 
 /// A fresh intro point on the relay `relay`.
-fn intro_point(relay: [u8; 20]) -> IntroPointDesc {
+fn intro_point(relay: [u8; 20]) -> IntroPoint {
     let mut rng = rand::rng();
     let curve = |rng: &mut rand::rngs::ThreadRng| {
         curve25519::PublicKey::from(&curve25519::EphemeralSecret::random_from_rng(rng))
     };
-    IntroPointDesc::builder()
+    let point = tor_netdoc::doc::hsdesc::IntroPointDesc::builder()
         .link_specifiers(vec![
             LinkSpec::OrPort(Ipv4Addr::LOCALHOST.into(), 9001)
                 .encode()
@@ -65,11 +65,12 @@ fn intro_point(relay: [u8; 20]) -> IntroPointDesc {
         .kp_hs_ipt_sid(ed25519::Keypair::generate(&mut rng).verifying_key().into())
         .kp_hss_ntor(curve(&mut rng).into())
         .build()
-        .unwrap()
+        .unwrap();
+    IntroPoint::from_netdoc(&[point]).unwrap().remove(0)
 }
 
-fn key_of(point: &IntroPointDesc) -> [u8; 32] {
-    point.ipt_sid_key().to_bytes()
+fn key_of(point: &IntroPoint) -> [u8; 32] {
+    *point.auth_key()
 }
 
 /// The revision in a descriptor's outer layer.
@@ -94,7 +95,7 @@ struct Sim {
     /// Which run of its tor this is; each has new intro points.
     run: u8,
     /// Its descriptors, by period.
-    descriptors: HashMap<u64, (TimePeriod, Vec<IntroPointDesc>)>,
+    descriptors: HashMap<u64, (TimePeriod, Vec<IntroPoint>)>,
     /// Minute past the hour it republishes at.
     minute: u64,
 }
@@ -115,7 +116,7 @@ impl Sim {
     }
 
     /// Intro points for a new period or run, each on a relay of its own.
-    fn fresh_intro_points(&self, period: TimePeriod) -> Vec<IntroPointDesc> {
+    fn fresh_intro_points(&self, period: TimePeriod) -> Vec<IntroPoint> {
         (0..3u8)
             .map(|i| {
                 let mut relay = [0u8; 20];
@@ -620,7 +621,10 @@ impl World {
                         })
                         .if_valid_at(&self.now.wall)
                         .unwrap();
-                desc.intro_points().iter().map(key_of).collect()
+                desc.intro_points()
+                    .iter()
+                    .map(|ip| ip.ipt_sid_key().to_bytes())
+                    .collect()
             })
             .collect()
     }

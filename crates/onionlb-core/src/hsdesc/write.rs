@@ -18,9 +18,11 @@
 use std::fmt::Write as _;
 
 use tor_bytes::Writer as _;
-use tor_llcrypto::pk::{curve25519, ed25519};
-use tor_netdoc::doc::hsdesc::IntroPointDesc;
+use tor_llcrypto::pk::curve25519;
 use tor_protover::Protocols;
+
+use crate::intro::IntroPoint;
+use crate::sign::SigningKey;
 
 use super::{LayerKeys, FIRST_LAYER, SALT_LEN, SECOND_LAYER, SIGNATURE_PREFIX};
 
@@ -35,7 +37,7 @@ const OBJECT_LINE: usize = 64;
 
 /// An intro point and the certificates that vouch for it.
 pub(crate) struct Certified<'a> {
-    pub(crate) point: &'a IntroPointDesc,
+    pub(crate) point: &'a IntroPoint,
     /// Its `auth-key` certificate, encoded.
     pub(crate) auth_key_cert: &'a [u8],
     /// Its `enc-key-cert` certificate, encoded.
@@ -57,11 +59,7 @@ pub(crate) struct Document<'a> {
 
 /// Lays out, encrypts and signs `doc` with `signing`, the key its
 /// `signing_key_cert` certifies.
-pub(crate) fn write<R>(
-    doc: &Document<'_>,
-    signing: &ed25519::ExpandedKeypair,
-    rng: &mut R,
-) -> String
+pub(crate) fn write<R>(doc: &Document<'_>, signing: &SigningKey, rng: &mut R) -> String
 where
     R: rand::Rng + rand::CryptoRng,
 {
@@ -90,7 +88,7 @@ where
     message.extend_from_slice(text.as_bytes());
     let signature = signing.sign(&message);
     text.push_str("signature ");
-    text.push_str(&data_encoding::BASE64_NOPAD.encode(&signature.to_bytes()));
+    text.push_str(&data_encoding::BASE64_NOPAD.encode(&signature));
     text.push('\n');
     text
 }
@@ -120,14 +118,14 @@ fn inner_text(doc: &Document<'_>) -> String {
         let _ = writeln!(
             text,
             "onion-key ntor {}",
-            data_encoding::BASE64.encode(point.ipt_ntor_key().as_bytes())
+            data_encoding::BASE64.encode(point.onion_key())
         );
         text.push_str("auth-key\n");
         object(&mut text, "ED25519 CERT", certified.auth_key_cert);
         let _ = writeln!(
             text,
             "enc-key ntor {}",
-            data_encoding::BASE64.encode(point.svc_ntor_key().as_bytes())
+            data_encoding::BASE64.encode(point.enc_key())
         );
         text.push_str("enc-key-cert\n");
         object(&mut text, "ED25519 CERT", certified.enc_key_cert);

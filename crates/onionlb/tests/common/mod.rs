@@ -495,7 +495,7 @@ pub fn intro_points(
     text: &str,
     identity: &tor_hscrypto::pk::HsIdKey,
 ) -> Option<std::collections::BTreeMap<[u8; 32], Option<[u8; 20]>>> {
-    use onionlb_core::descriptor::{intro_point_relay, validate_instance_descriptor};
+    use onionlb_core::descriptor::validate_instance_descriptor;
     let text = if text.ends_with('\n') {
         text.to_owned()
     } else {
@@ -513,7 +513,7 @@ pub fn intro_points(
         descriptor
             .intro_points
             .iter()
-            .map(|ip| (ip.ipt_sid_key().to_bytes(), intro_point_relay(ip)))
+            .map(|ip| (*ip.auth_key(), ip.relay()))
             .collect(),
     )
 }
