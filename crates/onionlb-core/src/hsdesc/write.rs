@@ -4,11 +4,12 @@
 //!
 //! The certificates are the dear part of a descriptor: per intro point an
 //! `auth-key` and an `enc-key-cert` certificate, each an ed25519 signature
-//! by the descriptor-signing key, and for the second a conversion of the
-//! ntor key to ed25519 (a square root and an inversion). The writer only
-//! lays out text and encrypts, so a caller that keeps certificates per
-//! signing key (as [`crate::descriptor::PeriodSigner`] does) pays for an
-//! intro point once per period, not once per publication.
+//! by the descriptor-signing key (made in batches by [`crate::sign`]; the
+//! ntor key's ed25519 form comes converted from reading, [`crate::intro`]).
+//! The writer only lays out text and encrypts, so a caller that keeps
+//! certificates per signing key (as [`crate::descriptor::PeriodSigner`]
+//! does) pays for an intro point once per period, not once per
+//! publication.
 //!
 //! What is written is what C tor writes for a service without restricted
 //! discovery: 16 made-up `auth-client` lines and a fresh ephemeral key in
