@@ -6,13 +6,14 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
 use onionlb_core::descriptor::{
-    build_master_descriptor, default_flow_control, IntroPointDesc, MasterDescriptorPlan,
+    build_master_descriptor, default_flow_control, IntroPoint, MasterDescriptorPlan,
 };
 use onionlb_core::MasterKey;
 use tor_hscrypto::pk::HsIdKey;
 use tor_hscrypto::time::TimePeriod;
 use tor_linkspec::LinkSpec;
 use tor_llcrypto::pk::{curve25519, ed25519};
+use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 #[allow(dead_code, missing_docs)]
 #[path = "../../crates/onionlb/src/config.rs"]
@@ -75,6 +76,7 @@ pub fn instance_descriptor(count: u16) -> String {
                 .expect("a valid intro point")
         })
         .collect();
+    let intro_points = IntroPoint::from_netdoc(&intro_points).expect("valid keys");
     let plan = MasterDescriptorPlan {
         period: fixture.period,
         revision: 1000,
