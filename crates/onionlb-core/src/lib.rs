@@ -5,6 +5,7 @@ pub mod agent;
 pub mod allocation;
 pub mod balancer;
 mod blind;
+pub mod bridge;
 pub mod coalesce;
 pub mod consensus;
 pub mod descriptor;

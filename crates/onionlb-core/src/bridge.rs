@@ -1,0 +1,317 @@
+//! Which tor of a bridge fleet takes a transport's next connection.
+//!
+//! A busy bridge runs several tor processes with one identity behind one
+//! pluggable-transport server; `onionlb bridge extor` sits between the two
+//! and hands each connection to one tor's Extended ORPort. This module is
+//! its policy, without I/O or clock: the shell reports connections opened
+//! and closed, health checks and dials, and asks [`Pool::pick`] where the
+//! next connection goes.
+//!
+//! Rules:
+//! * A drained member takes no new connection (those it has keep running);
+//!   nor does a member that is down.
+//! * Down after [`FALL`] failures in a row (a health check or a dial), up
+//!   again after [`RISE`] successes in a row: one lost check does not move
+//!   traffic, and a tor that restarts is back within two checks. With the
+//!   shell's one-second checks a dead tor is out within about two seconds,
+//!   and a dial that fails sooner counts at once.
+//! * [`Strategy::LeastConnections`] takes the member with the fewest open
+//!   connections (ties to the one listed first), as HAProxy's `leastconn`.
+//!   [`Strategy::UserAddress`] keeps a client's IP address on one member
+//!   while that member can take it (rendezvous hashing: a member leaving
+//!   moves only its own clients, and they come back when it returns), for
+//!   operators who want a client's connections on one tor.
+//! * If every member is down but some are not drained, the pick still
+//!   tries those: health checks can be wrong, and a refused connection is
+//!   no worse than one never tried.
+
+use std::net::IpAddr;
+
+use sha2::{Digest as _, Sha256};
+
+/// Failures in a row that take a member down.
+pub const FALL: u32 = 2;
+/// Successes in a row that bring a down member back.
+pub const RISE: u32 = 2;
+
+/// How [`Pool::pick`] chooses among the members that can take a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// The member with the fewest open connections.
+    #[default]
+    LeastConnections,
+    /// The same member for the same client IP address while it can serve.
+    UserAddress,
+}
+
+/// A change in a member's health, for the shell to log and count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// It went down: no new connections until it recovers.
+    Down,
+    /// It came back up.
+    Up,
+}
+
+/// What the pool knows of one tor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    name: String,
+    open: u64,
+    up: bool,
+    drained: bool,
+    failures: u32,
+    successes: u32,
+}
+
+impl Member {
+    /// The name the operator gave it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connections to it that are open now.
+    pub fn open(&self) -> u64 {
+        self.open
+    }
+
+    /// Whether its checks say it serves.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Whether the operator drained it.
+    pub fn is_drained(&self) -> bool {
+        self.drained
+    }
+}
+
+/// The members of one bridge fleet and their state.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    members: Vec<Member>,
+    strategy: Strategy,
+}
+
+impl Pool {
+    /// A pool of the named members, each up (until checks say otherwise)
+    /// and not drained.
+    pub fn new<I, S>(names: I, strategy: Strategy) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let members = names
+            .into_iter()
+            .map(|name| Member {
+                name: name.into(),
+                open: 0,
+                up: true,
+                drained: false,
+                failures: 0,
+                successes: 0,
+            })
+            .collect();
+        Pool { members, strategy }
+    }
+
+    /// The members, in the order given.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The index of the member named `name`.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// Chooses the member for a new connection from `user` (the client's
+    /// address from `USERADDR`, if the transport sent one), leaving out
+    /// `tried` (members this connection already failed on). `None`: no
+    /// member is left that is not drained.
+    pub fn pick(&self, user: Option<IpAddr>, tried: &[usize]) -> Option<usize> {
+        let open = |i: &usize| !self.members[*i].drained && !tried.contains(i);
+        let mut candidates: Vec<usize> = (0..self.members.len())
+            .filter(open)
+            .filter(|&i| self.members[i].up)
+            .collect();
+        if candidates.is_empty() {
+            candidates = (0..self.members.len()).filter(open).collect();
+        }
+        match (self.strategy, user) {
+            (Strategy::UserAddress, Some(ip)) => candidates
+                .into_iter()
+                .max_by_key(|&i| rendezvous(ip, &self.members[i].name)),
+            _ => candidates
+                .into_iter()
+                .min_by_key(|&i| (self.members[i].open, i)),
+        }
+    }
+
+    /// Counts a connection to member `index` as open (its tor said `OKAY`).
+    pub fn opened(&mut self, index: usize) {
+        if let Some(member) = self.members.get_mut(index) {
+            member.open += 1;
+        }
+    }
+
+    /// Counts a connection to member `index` as closed.
+    pub fn closed(&mut self, index: usize) {
+        if let Some(member) = self.members.get_mut(index) {
+            member.open = member.open.saturating_sub(1);
+        }
+    }
+
+    /// Records a health check or a dial of member `index`; returns the
+    /// change of health it caused, if any.
+    pub fn checked(&mut self, index: usize, ok: bool) -> Option<Transition> {
+        let member = self.members.get_mut(index)?;
+        if ok {
+            member.failures = 0;
+            member.successes = member.successes.saturating_add(1);
+            if !member.up && member.successes >= RISE {
+                member.up = true;
+                return Some(Transition::Up);
+            }
+            return None;
+        }
+        member.successes = 0;
+        member.failures = member.failures.saturating_add(1);
+        if member.up && member.failures >= FALL {
+            member.up = false;
+            return Some(Transition::Down);
+        }
+        None
+    }
+
+    /// Drains (`true`) or undrains member `name`; `false` if there is none.
+    pub fn set_drained(&mut self, name: &str, drained: bool) -> bool {
+        let Some(index) = self.find(name) else {
+            return false;
+        };
+        self.members[index].drained = drained;
+        true
+    }
+}
+
+/// The rendezvous-hashing weight of `member` for client `ip`.
+fn rendezvous(ip: IpAddr, member: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    match ip {
+        IpAddr::V4(v4) => hash.update(v4.octets()),
+        IpAddr::V6(v6) => hash.update(v6.octets()),
+    }
+    hash.update([0]);
+    hash.update(member.as_bytes());
+    hash.finalize().into()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn pool(strategy: Strategy) -> Pool {
+        Pool::new(["a", "b", "c"], strategy)
+    }
+
+    #[test]
+    fn least_connections_fills_the_emptiest_first() {
+        let mut pool = pool(Strategy::LeastConnections);
+        let mut picks = Vec::new();
+        for _ in 0..6 {
+            let i = pool.pick(None, &[]).unwrap();
+            pool.opened(i);
+            picks.push(i);
+        }
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        pool.closed(1);
+        pool.closed(1);
+        assert_eq!(pool.pick(None, &[]), Some(1));
+        assert_eq!(pool.pick(None, &[1]), Some(0), "a member tried is left out");
+    }
+
+    #[test]
+    fn drained_members_take_nothing_new_and_keep_their_count() {
+        let mut pool = pool(Strategy::LeastConnections);
+        pool.opened(0);
+        assert!(pool.set_drained("a", true));
+        assert!(!pool.set_drained("zz", true));
+        for _ in 0..4 {
+            let i = pool.pick(None, &[]).unwrap();
+            assert_ne!(i, 0);
+            pool.opened(i);
+        }
+        assert_eq!(pool.members()[0].open(), 1);
+        pool.set_drained("b", true);
+        pool.set_drained("c", true);
+        assert_eq!(pool.pick(None, &[]), None, "every member drained");
+        pool.set_drained("a", false);
+        assert_eq!(pool.pick(None, &[]), Some(0));
+    }
+
+    #[test]
+    fn down_after_two_failures_up_after_two_successes() {
+        let mut pool = pool(Strategy::LeastConnections);
+        assert_eq!(pool.checked(0, false), None, "one failure is not enough");
+        assert_eq!(pool.checked(0, true), None);
+        assert_eq!(pool.checked(0, false), None, "the count starts again");
+        assert_eq!(pool.checked(0, false), Some(Transition::Down));
+        assert_eq!(pool.checked(0, false), None, "already down");
+        assert_eq!(pool.pick(None, &[]), Some(1));
+        assert_eq!(pool.checked(0, true), None);
+        assert_eq!(pool.checked(0, true), Some(Transition::Up));
+        assert_eq!(pool.pick(None, &[]), Some(0));
+    }
+
+    #[test]
+    fn with_every_member_down_the_undrained_are_still_tried() {
+        let mut pool = pool(Strategy::LeastConnections);
+        for i in 0..3 {
+            pool.checked(i, false);
+            pool.checked(i, false);
+        }
+        pool.set_drained("a", true);
+        assert_eq!(pool.pick(None, &[]), Some(1));
+        assert_eq!(pool.pick(None, &[1]), Some(2));
+        assert_eq!(pool.pick(None, &[1, 2]), None);
+    }
+
+    #[test]
+    fn a_client_address_stays_on_its_member_and_moves_only_when_it_leaves() {
+        let mut pool = pool(Strategy::UserAddress);
+        let clients: Vec<IpAddr> = (0..300u32)
+            .map(|n| IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + n)))
+            .collect();
+        let before: Vec<usize> = clients
+            .iter()
+            .map(|&ip| pool.pick(Some(ip), &[]).unwrap())
+            .collect();
+        for member in 0..3 {
+            let share = before.iter().filter(|&&m| m == member).count();
+            assert!(
+                (60..=140).contains(&share),
+                "member {member}: {share} of 300"
+            );
+        }
+        pool.set_drained("b", true);
+        for (ip, &was) in clients.iter().zip(&before) {
+            let now = pool.pick(Some(*ip), &[]).unwrap();
+            if was == 1 {
+                assert_ne!(now, 1);
+            } else {
+                assert_eq!(now, was, "a client of a member still serving moved");
+            }
+        }
+        pool.set_drained("b", false);
+        let after: Vec<usize> = clients
+            .iter()
+            .map(|&ip| pool.pick(Some(ip), &[]).unwrap())
+            .collect();
+        assert_eq!(after, before);
+        // Without an address the strategy falls back to the fewest
+        // connections.
+        pool.opened(0);
+        assert_eq!(pool.pick(None, &[]), Some(1));
+    }
+}
