@@ -115,6 +115,10 @@ pub enum Command {
     /// pushes its health and fresh descriptors to the manager.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// One bridge identity over several tor processes: the Extended
+    /// ORPort balancer between a pluggable transport and the tors.
+    #[command(subcommand)]
+    Bridge(BridgeCommand),
     /// Prints a completion script for a shell: bash, zsh, fish, elvish or
     /// powershell (`onionlb completions bash > /etc/bash_completion.d/onionlb`).
     Completions(CompletionsArgs),
@@ -138,6 +142,136 @@ pub struct ManPagesArgs {
     /// The directory to write onionlb.1, onionlb-status.1, ... into.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `onionlb bridge ...`
+#[derive(Debug, Subcommand)]
+pub enum BridgeCommand {
+    /// Runs the Extended ORPort balancer: the transport (obfs4proxy,
+    /// snowflake-server) authenticates with a static cookie, and each of
+    /// its connections goes to one tor's ExtORPort, authenticated with
+    /// that tor's current cookie.
+    Extor(Box<ExtorArgs>),
+    /// Writes a new static cookie file (the format tor writes, mode 0600)
+    /// for the transport's TOR_PT_AUTH_COOKIE_FILE; refuses to overwrite.
+    Cookie(CookieArgs),
+    /// Sends an instance no new connections (those it has go on), through
+    /// the balancer's admin socket; prints every instance's state.
+    Drain(BridgeDrainArgs),
+    /// Lets a drained instance take new connections again.
+    Undrain(BridgeDrainArgs),
+    /// Prints every instance's state: open connections, up, drained.
+    Status(BridgeStatusArgs),
+}
+
+/// `onionlb bridge drain` and `undrain`
+#[derive(Debug, Args)]
+pub struct BridgeDrainArgs {
+    /// The instance's name (as in --instance).
+    #[arg(value_name = "NAME")]
+    pub instance: String,
+    /// The balancer's admin socket.
+    #[arg(long, value_name = "PATH", env = "ONIONLB_BRIDGE_ADMIN_SOCKET")]
+    pub admin_socket: PathBuf,
+}
+
+/// `onionlb bridge status`
+#[derive(Debug, Args)]
+pub struct BridgeStatusArgs {
+    /// The balancer's admin socket.
+    #[arg(long, value_name = "PATH", env = "ONIONLB_BRIDGE_ADMIN_SOCKET")]
+    pub admin_socket: PathBuf,
+}
+
+/// `onionlb bridge extor`
+#[derive(Debug, Args)]
+pub struct ExtorArgs {
+    /// Where the transport connects: its TOR_PT_EXTENDED_SERVER_PORT.
+    #[arg(long, value_name = "ADDR:PORT", env = "ONIONLB_BRIDGE_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// The static cookie the transport is given (TOR_PT_AUTH_COOKIE_FILE);
+    /// make one with `onionlb bridge cookie`.
+    #[arg(long, value_name = "FILE", env = "ONIONLB_BRIDGE_STATIC_COOKIE")]
+    pub static_cookie: PathBuf,
+    /// A tor instance: NAME,ADDR:PORT,COOKIE_FILE (its ExtORPort and its
+    /// ExtORPortCookieAuthFile). Once per instance.
+    #[arg(long = "instance", value_name = "NAME,ADDR:PORT,COOKIE_FILE", required = true, value_parser = parse_instance)]
+    pub instances: Vec<InstanceArg>,
+    /// How an instance is chosen: fewest open connections, or the same
+    /// instance per client address while it serves.
+    #[arg(long, value_enum, default_value = "least-connections")]
+    pub strategy: StrategyArg,
+    /// Serve Prometheus metrics here (loopback only).
+    #[arg(
+        long,
+        value_name = "127.0.0.1:PORT",
+        env = "ONIONLB_BRIDGE_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The admin socket (`onionlb bridge drain` talks to it).
+    #[arg(long, value_name = "PATH", env = "ONIONLB_BRIDGE_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+    /// The most transport connections open at once; more are closed at
+    /// once.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+}
+
+/// One `--instance` of `onionlb bridge extor`.
+#[derive(Debug, Clone)]
+pub struct InstanceArg {
+    /// Its name, in logs and metrics.
+    pub name: String,
+    /// Its ExtORPort.
+    pub addr: std::net::SocketAddr,
+    /// Its ExtORPortCookieAuthFile.
+    pub cookie: PathBuf,
+}
+
+fn parse_instance(text: &str) -> Result<InstanceArg, String> {
+    let mut parts = text.splitn(3, ',');
+    let (Some(name), Some(addr), Some(cookie)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected NAME,ADDR:PORT,COOKIE_FILE".into());
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !name_ok {
+        return Err(format!(
+            "instance name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an ADDR:PORT"))?;
+    if cookie.is_empty() {
+        return Err("the cookie file is missing".into());
+    }
+    Ok(InstanceArg {
+        name: name.to_owned(),
+        addr,
+        cookie: PathBuf::from(cookie),
+    })
+}
+
+/// `--strategy`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyArg {
+    /// The instance with the fewest open connections.
+    LeastConnections,
+    /// The same instance for a client address (from USERADDR) while it
+    /// serves.
+    UserAddress,
+}
+
+/// `onionlb bridge cookie`
+#[derive(Debug, Args)]
+pub struct CookieArgs {
+    /// The file to write.
+    #[arg(value_name = "FILE")]
+    pub path: PathBuf,
 }
 
 /// `onionlb agent ...`

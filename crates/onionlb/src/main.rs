@@ -7,6 +7,7 @@
 mod admin;
 mod agent;
 mod answer;
+mod bridge;
 mod channel;
 mod cli;
 mod config;
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
                     Some(Command::Completions(args)) => manual::completions(&args),
                     Some(Command::ManPages(args)) => manual::man_pages(&args),
                     Some(Command::Agent(command)) => agent::run(command).await,
+                    Some(Command::Bridge(command)) => bridge::run(command).await,
                     None => manager::run(cli.run).await,
                 }
             }),

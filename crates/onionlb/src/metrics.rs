@@ -271,6 +271,26 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     daemon: crate::answer::Asker,
 ) -> anyhow::Result<MetricsServer> {
+    serve_with(addr, move || {
+        let metrics = Arc::clone(&metrics);
+        let daemon = daemon.clone();
+        async move {
+            // A daemon too busy to answer in time: the last gauges.
+            daemon.refresh_gauges().await;
+            metrics.render()
+        }
+    })
+    .await
+}
+
+/// Serves the OpenMetrics text `render` makes for each scrape on `addr`,
+/// which must be a loopback address, to at most
+/// [`crate::answer::MAX_CLIENTS`] scrapers at once.
+pub async fn serve_with<F, Fut>(addr: SocketAddr, render: F) -> anyhow::Result<MetricsServer>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = String> + Send + 'static,
+{
     if !addr.ip().is_loopback() {
         bail!(
             "metrics-listen {addr} is not a loopback address; metrics are served on loopback only"
@@ -289,8 +309,7 @@ pub async fn serve(
             let Some(place) = places.take() else {
                 continue;
             };
-            let metrics = Arc::clone(&metrics);
-            let daemon = daemon.clone();
+            let body = render();
             tokio::spawn(async move {
                 let _place = place;
                 // The request itself does not matter; read what is there.
@@ -300,9 +319,7 @@ pub async fn serve(
                     stream.read(&mut request),
                 )
                 .await;
-                // A daemon too busy to answer in time: the last gauges.
-                daemon.refresh_gauges().await;
-                let body = metrics.render();
+                let body = body.await;
                 let head = format!(
                     "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()

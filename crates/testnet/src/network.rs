@@ -395,12 +395,41 @@ impl Testnet {
         extra_torrc: &str,
         timeout: Duration,
     ) -> Result<ControlEndpoint, Error> {
-        if self.tors.contains_key(name) || self.layout.nodes.iter().any(|n| n.name == name) {
+        let node = self.guest_node(name, free_port()?, None)?;
+        self.start_guest_node(node, extra_torrc, timeout).await
+    }
+
+    /// Starts a guest tor as [`Testnet::start_guest`] does, with a SOCKS
+    /// port of its own (for a client configured otherwise than the
+    /// network's, such as a bridge user), and returns that port's address
+    /// beside its control endpoint.
+    pub async fn start_guest_client(
+        &mut self,
+        name: &str,
+        extra_torrc: &str,
+        timeout: Duration,
+    ) -> Result<(ControlEndpoint, SocketAddr), Error> {
+        let mut node = self.guest_node(name, free_port()?, None)?;
+        let socks = free_port()?;
+        node.socks_port = Some(socks);
+        let control = self.start_guest_node(node, extra_torrc, timeout).await?;
+        Ok((control, loopback(socks)))
+    }
+
+    /// Writes `node`'s torrc (the network's lines, then `extra_torrc`),
+    /// starts it and waits until it has bootstrapped.
+    async fn start_guest_node(
+        &mut self,
+        node: Node,
+        extra_torrc: &str,
+        timeout: Duration,
+    ) -> Result<ControlEndpoint, Error> {
+        let name = &node.name;
+        if self.tors.contains_key(name) || self.layout.nodes.iter().any(|n| &n.name == name) {
             return Err(Error::Usage(format!(
                 "{name} is already a tor of this network"
             )));
         }
-        let node = self.guest_node(name, free_port()?, None)?;
         forget_earlier_network(&node.data_dir)?;
         let mut text = torrc::torrc(&node, &self.authorities, &torrc::Options::default());
         text.push_str(extra_torrc);
@@ -419,8 +448,8 @@ impl Testnet {
         })
     }
 
-    /// Stops the guest tor `name` (by its PID) and starts it again from its
-    /// torrc as it is now, as `systemctl restart tor` would, and waits
+    /// Stops the guest tor `name` (by its PID) if it runs and starts it
+    /// again from its torrc as it is now, as `systemctl restart tor` would, and waits
     /// until it has bootstrapped. `control` is what [`Testnet::start_guest`]
     /// returned; it stays valid.
     pub async fn restart_guest(
@@ -434,12 +463,19 @@ impl Testnet {
                 "{name}'s control port is not a TCP port"
             )));
         };
-        if !self.tors.contains_key(name) {
-            return Err(Error::Usage(format!("{name} is not a running guest")));
-        }
         let node = self.guest_node(name, addr.port(), None)?;
         self.stop_tor(&node);
         self.start_tor(&node, timeout).await
+    }
+
+    /// Stops the guest tor `name` by its PID, as a crash or `systemctl
+    /// stop` would; [`Testnet::restart_guest`] starts it again.
+    pub fn stop_guest(&mut self, name: &str) -> Result<(), Error> {
+        let Some(mut tor) = self.tors.remove(name) else {
+            return Err(Error::Usage(format!("{name} is not a running guest")));
+        };
+        tor.stop(STOP_GRACE);
+        self.write_state()
     }
 
     /// A guest node named `name`, with its directory `DIR/name` created.

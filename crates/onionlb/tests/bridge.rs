@@ -1,0 +1,388 @@
+//! One bridge identity over two tor processes, on the private network:
+//! real obfs4proxy as the transport daemon -> `onionlb bridge extor` ->
+//! two bridge tors sharing identity and onion keys, and tor clients with
+//! `UseBridges 1` and an obfs4 bridge line that bootstrap through it and
+//! fetch an onion service's page.
+//!
+//! What a bridge operator needs to be true, each checked on what clients
+//! see and on the balancer's metrics:
+//! - both tors carry clients;
+//! - a transport with a wrong static cookie is refused (status 0);
+//! - a restarted tor (a new ExtORPort cookie) takes connections again
+//!   without the transport being touched, and new clients bootstrap;
+//! - a drained tor takes no new connection while clients still bootstrap;
+//! - a tor whose cookie file is corrupt is taken out, and one that dies
+//!   is failed over, with new clients bootstrapping throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, testnet_config};
+use testnet::Testnet;
+
+/// Bound on a guest tor's bootstrap.
+const BOOTSTRAP: Duration = Duration::from_secs(120);
+/// Bound on a page fetched through a bridge client.
+const FETCH: Duration = Duration::from_secs(120);
+
+/// A process this test started; killed by its PID when dropped.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `ready` holds, polling, for at most `bound`.
+fn wait_until(bound: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+/// The balancer's metrics text, or "" while it does not answer.
+fn scrape(port: u16) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+/// The value of the sample `name{labels}` in `text`, 0 when absent.
+fn sample(text: &str, name: &str, labels: &str) -> u64 {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+fn connections(metrics: u16, instance: &str) -> u64 {
+    sample(
+        &scrape(metrics),
+        "onionlb_bridge_connections_total",
+        &format!("instance=\"{instance}\""),
+    )
+}
+
+/// The torrc lines of bridge tor `name`.
+fn bridge_torrc(dir: &Path, name: &str, or_port: u16, ext_or_port: u16) -> String {
+    format!(
+        "Nickname {name}\nBridgeRelay 1\nBridgeDistribution none\nPublishServerDescriptor 0\n\
+         ORPort 127.0.0.1:{or_port}\nExtORPort 127.0.0.1:{ext_or_port}\n\
+         ExtORPortCookieAuthFile {}\n",
+        dir.join(name).join("extor_cookie").display()
+    )
+}
+
+/// Copies the identity and onion keys of `from`'s data directory into
+/// `to`'s, made with tor's modes, before `to` first starts.
+fn share_keys(from: &Path, to: &Path) {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let keys = to.join("keys");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&keys)
+        .unwrap();
+    for file in [
+        "secret_id_key",
+        "ed25519_master_id_secret_key",
+        "ed25519_master_id_public_key",
+        "secret_onion_key",
+        "secret_onion_key_ntor",
+    ] {
+        let target = keys.join(file);
+        std::fs::copy(from.join("keys").join(file), &target).unwrap();
+    }
+}
+
+/// Starts a bridge client `name` with `torrc`, which must bootstrap, and
+/// fetches `url` through it.
+async fn bootstrap_and_fetch(net: &mut Testnet, name: &str, torrc: &str, url: &str) {
+    let (_, socks) = net
+        .start_guest_client(name, torrc, BOOTSTRAP)
+        .await
+        .unwrap_or_else(|e| panic!("{name} did not bootstrap through the bridge: {e}"));
+    let page = testnet::fetch::get(socks, url, name, FETCH)
+        .await
+        .unwrap_or_else(|e| panic!("{name} could not fetch {url}: {e}"));
+    assert!(
+        testnet::app::served_by(&page.body).is_some(),
+        "{name}: {}",
+        page.body
+    );
+}
+
+/// Plays a transport with the wrong static cookie: the balancer must
+/// answer its client hash with status 0.
+fn wrong_cookie_status(balancer: SocketAddr) -> u8 {
+    let mut stream = TcpStream::connect(balancer).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut types = [0u8; 2];
+    stream.read_exact(&mut types).unwrap();
+    assert_eq!(types, [1, 0]);
+    let client_nonce = [0x11u8; 32];
+    stream.write_all(&[1]).unwrap();
+    stream.write_all(&client_nonce).unwrap();
+    let mut answer = [0u8; 64];
+    stream.read_exact(&mut answer).unwrap();
+    let server_nonce: [u8; 32] = answer[32..].try_into().unwrap();
+    let wrong = extorport::Cookie::from_secret([0x99; 32]);
+    let hash = extorport::client_hash(&wrong, &client_nonce, &server_nonce);
+    stream.write_all(&hash).unwrap();
+    let mut status = [0u8; 1];
+    stream.read_exact(&mut status).unwrap();
+    status[0]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
+    let mut config = testnet_config("bridge-test");
+    config.instances = 1;
+    let mut net = Testnet::start(config).await.unwrap();
+    let dir: PathBuf = net.layout().dir.clone();
+    let url = format!("http://{}/", net.instance_addresses()[0]);
+
+    // Two bridge tors with one identity: bridge0 makes the keys, bridge1
+    // starts from a copy.
+    let ext_or: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut controls = Vec::new();
+    for (i, &port) in ext_or.iter().enumerate() {
+        let name = format!("bridge{i}");
+        if i > 0 {
+            share_keys(&dir.join("bridge0"), &dir.join(&name));
+        }
+        let torrc = bridge_torrc(&dir, &name, free_port(), port);
+        controls.push(net.start_guest(&name, &torrc, BOOTSTRAP).await.unwrap());
+    }
+    let fingerprint = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name).join("fingerprint")).unwrap();
+        testnet::keys::parse_fingerprint_file(&text).unwrap()
+    };
+    assert_eq!(
+        fingerprint("bridge0"),
+        fingerprint("bridge1"),
+        "one identity"
+    );
+
+    // The balancer, with a static cookie from `onionlb bridge cookie`.
+    let static_cookie = dir.join("static_cookie");
+    let _ = std::fs::remove_file(&static_cookie);
+    let made = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["bridge", "cookie"])
+        .arg(&static_cookie)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let again = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["bridge", "cookie"])
+        .arg(&static_cookie)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "an existing cookie is overwritten");
+    let balancer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics = free_port();
+    let admin = dir.join("bridge-admin.sock");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_onionlb"));
+    command
+        .args(["bridge", "extor", "--listen", &balancer.to_string()])
+        .arg("--static-cookie")
+        .arg(&static_cookie)
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .arg("--admin-socket")
+        .arg(&admin);
+    for (i, port) in ext_or.iter().enumerate() {
+        let cookie = dir.join(format!("bridge{i}")).join("extor_cookie");
+        command
+            .arg("--instance")
+            .arg(format!("bridge{i},127.0.0.1:{port},{}", cookie.display()));
+    }
+    let log = std::fs::File::create(dir.join("bridge-extor.log")).unwrap();
+    let _balancer = Started(
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(30), "the balancer's metrics", || {
+        scrape(metrics).contains("onionlb_bridge_instance_up")
+    });
+
+    // obfs4proxy as its own daemon in front of the balancer.
+    let pt_port = free_port();
+    let pt_state = dir.join("obfs4-state");
+    let _ = std::fs::remove_dir_all(&pt_state);
+    std::fs::create_dir_all(&pt_state).unwrap();
+    let pt_log = std::fs::File::create(dir.join("obfs4proxy.log")).unwrap();
+    let _pt = Started(
+        Command::new("obfs4proxy")
+            .env("TOR_PT_MANAGED_TRANSPORT_VER", "1")
+            .env("TOR_PT_STATE_LOCATION", &pt_state)
+            .env("TOR_PT_SERVER_TRANSPORTS", "obfs4")
+            .env(
+                "TOR_PT_SERVER_BINDADDR",
+                format!("obfs4-127.0.0.1:{pt_port}"),
+            )
+            .env("TOR_PT_ORPORT", "127.0.0.1:1")
+            .env("TOR_PT_EXTENDED_SERVER_PORT", balancer.to_string())
+            .env("TOR_PT_AUTH_COOKIE_FILE", &static_cookie)
+            .env("TOR_PT_EXIT_ON_STDIN_CLOSE", "0")
+            .stdin(Stdio::null())
+            .stdout(pt_log.try_clone().unwrap())
+            .stderr(pt_log)
+            .spawn()
+            .expect("obfs4proxy runs (scripts/ensure-tor installs it)"),
+    );
+    let bridgeline = pt_state.join("obfs4_bridgeline.txt");
+    wait_until(Duration::from_secs(30), "obfs4proxy listening", || {
+        bridgeline.exists() && TcpStream::connect(("127.0.0.1", pt_port)).is_ok()
+    });
+    let cert = std::fs::read_to_string(&bridgeline)
+        .unwrap()
+        .split_whitespace()
+        .find(|word| word.starts_with("cert="))
+        .expect("a cert in obfs4_bridgeline.txt")
+        .to_owned();
+    let client_torrc = format!(
+        "UseBridges 1\nClientTransportPlugin obfs4 exec /usr/bin/obfs4proxy\n\
+         Bridge obfs4 127.0.0.1:{pt_port} {} {cert} iat-mode=0\n",
+        fingerprint("bridge0")
+    );
+    let mut clients = 0;
+    let mut new_client = || {
+        clients += 1;
+        format!("bridge-client{clients}")
+    };
+    // Two clients: one on each tor (fewest connections first).
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+    let text = scrape(metrics);
+    for name in ["bridge0", "bridge1"] {
+        assert!(
+            connections(metrics, name) >= 1,
+            "{name} carries no client:\n{text}"
+        );
+    }
+
+    // A transport with another cookie gets status 0, and is counted.
+    assert_eq!(wrong_cookie_status(balancer), 0);
+    wait_until(Duration::from_secs(10), "the refusal counted", || {
+        sample(
+            &scrape(metrics),
+            "onionlb_bridge_transport_handshake_failures_total",
+            "reason=\"wrong_cookie\"",
+        ) == 1
+    });
+
+    // bridge1 restarts with a new cookie: its clients come back to it
+    // (the fewest connections) with nothing done to obfs4proxy, and a
+    // new client bootstraps.
+    let old_cookie = std::fs::read(dir.join("bridge1/extor_cookie")).unwrap();
+    let before = connections(metrics, "bridge1");
+    net.restart_guest("bridge1", &controls[1], BOOTSTRAP)
+        .await
+        .unwrap();
+    assert_ne!(
+        std::fs::read(dir.join("bridge1/extor_cookie")).unwrap(),
+        old_cookie,
+        "tor wrote a new cookie"
+    );
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+    wait_until(Duration::from_secs(60), "bridge1 serving again", || {
+        connections(metrics, "bridge1") > before
+    });
+
+    // bridge1 drained: no new connection reaches it, clients still
+    // bootstrap.
+    let drain = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["bridge", "drain", "bridge1", "--admin-socket"])
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert!(drain.status.success(), "{drain:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&drain.stdout).unwrap();
+    assert_eq!(answer["instances"][1]["drained"], true, "{answer}");
+    let drained_at = connections(metrics, "bridge1");
+    let bridge0_at = connections(metrics, "bridge0");
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+    assert_eq!(connections(metrics, "bridge1"), drained_at);
+    assert!(connections(metrics, "bridge0") > bridge0_at);
+    let undrain = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["bridge", "undrain", "bridge1", "--admin-socket"])
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert!(undrain.status.success(), "{undrain:?}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["bridge", "drain", "bridge9", "--admin-socket"])
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success(), "draining an unknown instance");
+
+    // bridge0's cookie file corrupted (tor keeps running): its checks
+    // fail, it is taken out, and clients bootstrap through bridge1.
+    let up = |name: &str| {
+        sample(
+            &scrape(metrics),
+            "onionlb_bridge_instance_up",
+            &format!("instance=\"{name}\""),
+        )
+    };
+    std::fs::write(dir.join("bridge0/extor_cookie"), [b'x'; 64]).unwrap();
+    let took = wait_until(Duration::from_secs(10), "bridge0 down", || {
+        up("bridge0") == 0
+    });
+    println!(
+        "corrupt cookie: bridge0 out {:.1} s after",
+        took.as_secs_f64()
+    );
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+
+    // bridge0 restarted (a good cookie again), then bridge1 killed: it is
+    // taken out and new clients bootstrap through bridge0.
+    net.restart_guest("bridge0", &controls[0], BOOTSTRAP)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "bridge0 up", || up("bridge0") == 1);
+    net.stop_guest("bridge1").unwrap();
+    let took = wait_until(Duration::from_secs(10), "bridge1 down", || {
+        up("bridge1") == 0
+    });
+    println!("stopped tor: bridge1 out {:.1} s after", took.as_secs_f64());
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+
+    let text = scrape(metrics);
+    assert_eq!(
+        sample(&text, "onionlb_bridge_refused_total", ""),
+        0,
+        "a transport connection went unserved:\n{text}"
+    );
+    net.stop();
+}
