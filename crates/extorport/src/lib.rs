@@ -5,6 +5,7 @@ mod client;
 mod cookie;
 mod error;
 mod frame;
+pub mod pt;
 mod server;
 
 pub use auth::{client_hash, server_hash, NONCE_LEN, SAFE_COOKIE};

@@ -187,16 +187,28 @@ pub struct BridgeStatusArgs {
 #[derive(Debug, Args)]
 pub struct ExtorArgs {
     /// Where the transport connects: its TOR_PT_EXTENDED_SERVER_PORT.
-    #[arg(long, value_name = "ADDR:PORT", env = "ONIONLB_BRIDGE_LISTEN")]
-    pub listen: std::net::SocketAddr,
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "ONIONLB_BRIDGE_LISTEN",
+        required_unless_present = "compat_shim"
+    )]
+    pub listen: Option<std::net::SocketAddr>,
     /// The static cookie the transport is given (TOR_PT_AUTH_COOKIE_FILE);
     /// make one with `onionlb bridge cookie`.
     #[arg(long, value_name = "FILE", env = "ONIONLB_BRIDGE_STATIC_COOKIE")]
     pub static_cookie: PathBuf,
     /// A tor instance: NAME,ADDR:PORT,COOKIE_FILE (its ExtORPort and its
     /// ExtORPortCookieAuthFile). Once per instance.
-    #[arg(long = "instance", value_name = "NAME,ADDR:PORT,COOKIE_FILE", required = true, value_parser = parse_instance)]
+    #[arg(long = "instance", value_name = "NAME,ADDR:PORT,COOKIE_FILE", required_unless_present = "compat_shim", conflicts_with = "compat_shim", value_parser = parse_instance)]
     pub instances: Vec<InstanceArg>,
+    /// Run as extor-static-cookie does: launched by one tor as a managed
+    /// transport (`ServerTransportPlugin extor_static_cookie exec onionlb
+    /// bridge extor --compat-shim --static-cookie FILE`), in front of that
+    /// tor's ExtORPort, for a TCP balancer such as HAProxy to spread the
+    /// transport's connections over such shims.
+    #[arg(long, conflicts_with_all = ["listen", "metrics_listen", "admin_socket"])]
+    pub compat_shim: bool,
     /// How an instance is chosen: fewest open connections, or the same
     /// instance per client address while it serves.
     #[arg(long, value_enum, default_value = "least-connections")]

@@ -12,7 +12,11 @@
 //!   without the transport being touched, and new clients bootstrap;
 //! - a drained tor takes no new connection while clients still bootstrap;
 //! - a tor whose cookie file is corrupt is taken out, and one that dies
-//!   is failed over, with new clients bootstrapping throughout.
+//!   is failed over, with new clients bootstrapping throughout;
+//! - the HAProxy way on the same network: tors that launch `onionlb
+//!   bridge extor --compat-shim` as their managed transport, HAProxy over
+//!   the shims (its config accepted by `haproxy -c`), a second obfs4proxy
+//!   in front, and clients bootstrapping through it on every shim.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -135,6 +139,53 @@ async fn bootstrap_and_fetch(net: &mut Testnet, name: &str, torrc: &str, url: &s
     );
 }
 
+/// Starts obfs4proxy as its own daemon with its state in `dir/state`,
+/// handing connections to the Extended ORPort at `ext_port` with
+/// `cookie`; returns it with the port it listens on, and the `cert=`
+/// argument of its bridge line.
+fn start_obfs4proxy(
+    dir: &Path,
+    state: &str,
+    ext_port: u16,
+    cookie: &Path,
+) -> ((Started, u16), String) {
+    let port = free_port();
+    let state = dir.join(state);
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).unwrap();
+    let log = std::fs::File::create(state.with_extension("log")).unwrap();
+    let pt = Started(
+        Command::new("obfs4proxy")
+            .env("TOR_PT_MANAGED_TRANSPORT_VER", "1")
+            .env("TOR_PT_STATE_LOCATION", &state)
+            .env("TOR_PT_SERVER_TRANSPORTS", "obfs4")
+            .env("TOR_PT_SERVER_BINDADDR", format!("obfs4-127.0.0.1:{port}"))
+            .env("TOR_PT_ORPORT", "127.0.0.1:1")
+            .env(
+                "TOR_PT_EXTENDED_SERVER_PORT",
+                format!("127.0.0.1:{ext_port}"),
+            )
+            .env("TOR_PT_AUTH_COOKIE_FILE", cookie)
+            .env("TOR_PT_EXIT_ON_STDIN_CLOSE", "0")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("obfs4proxy runs (scripts/ensure-tor installs it)"),
+    );
+    let bridgeline = state.join("obfs4_bridgeline.txt");
+    wait_until(Duration::from_secs(30), "obfs4proxy listening", || {
+        bridgeline.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let cert = std::fs::read_to_string(&bridgeline)
+        .unwrap()
+        .split_whitespace()
+        .find(|word| word.starts_with("cert="))
+        .expect("a cert in obfs4_bridgeline.txt")
+        .to_owned();
+    ((pt, port), cert)
+}
+
 /// Plays a transport with the wrong static cookie: the balancer must
 /// answer its client hash with status 0.
 fn wrong_cookie_status(balancer: SocketAddr) -> u8 {
@@ -235,40 +286,8 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
     });
 
     // obfs4proxy as its own daemon in front of the balancer.
-    let pt_port = free_port();
-    let pt_state = dir.join("obfs4-state");
-    let _ = std::fs::remove_dir_all(&pt_state);
-    std::fs::create_dir_all(&pt_state).unwrap();
-    let pt_log = std::fs::File::create(dir.join("obfs4proxy.log")).unwrap();
-    let _pt = Started(
-        Command::new("obfs4proxy")
-            .env("TOR_PT_MANAGED_TRANSPORT_VER", "1")
-            .env("TOR_PT_STATE_LOCATION", &pt_state)
-            .env("TOR_PT_SERVER_TRANSPORTS", "obfs4")
-            .env(
-                "TOR_PT_SERVER_BINDADDR",
-                format!("obfs4-127.0.0.1:{pt_port}"),
-            )
-            .env("TOR_PT_ORPORT", "127.0.0.1:1")
-            .env("TOR_PT_EXTENDED_SERVER_PORT", balancer.to_string())
-            .env("TOR_PT_AUTH_COOKIE_FILE", &static_cookie)
-            .env("TOR_PT_EXIT_ON_STDIN_CLOSE", "0")
-            .stdin(Stdio::null())
-            .stdout(pt_log.try_clone().unwrap())
-            .stderr(pt_log)
-            .spawn()
-            .expect("obfs4proxy runs (scripts/ensure-tor installs it)"),
-    );
-    let bridgeline = pt_state.join("obfs4_bridgeline.txt");
-    wait_until(Duration::from_secs(30), "obfs4proxy listening", || {
-        bridgeline.exists() && TcpStream::connect(("127.0.0.1", pt_port)).is_ok()
-    });
-    let cert = std::fs::read_to_string(&bridgeline)
-        .unwrap()
-        .split_whitespace()
-        .find(|word| word.starts_with("cert="))
-        .expect("a cert in obfs4_bridgeline.txt")
-        .to_owned();
+    let ((_pt, pt_port), cert) =
+        start_obfs4proxy(&dir, "obfs4-state", balancer.port(), &static_cookie);
     let client_torrc = format!(
         "UseBridges 1\nClientTransportPlugin obfs4 exec /usr/bin/obfs4proxy\n\
          Bridge obfs4 127.0.0.1:{pt_port} {} {cert} iat-mode=0\n",
@@ -384,5 +403,95 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
         0,
         "a transport connection went unserved:\n{text}"
     );
+
+    // The HAProxy way, on the same network: two more tors of the same
+    // identity each launch `onionlb bridge extor --compat-shim` as their
+    // managed transport, HAProxy (leastconn, checks, unique server names;
+    // `haproxy -c` accepts the config) spreads a second obfs4proxy's
+    // connections over the shims, and clients bootstrap through it.
+    let mut shims = Vec::new();
+    for name in ["bridge2", "bridge3"] {
+        share_keys(&dir.join("bridge0"), &dir.join(name));
+        let shim = free_port();
+        let torrc = format!(
+            "{}ServerTransportPlugin extor_static_cookie exec {} bridge extor --compat-shim --static-cookie {}\n\
+             ServerTransportListenAddr extor_static_cookie 127.0.0.1:{shim}\n",
+            bridge_torrc(&dir, name, free_port(), free_port()),
+            env!("CARGO_BIN_EXE_onionlb"),
+            static_cookie.display()
+        );
+        net.start_guest(name, &torrc, BOOTSTRAP).await.unwrap();
+        shims.push((name, shim));
+    }
+    for (name, port) in &shims {
+        wait_until(Duration::from_secs(30), &format!("{name}'s shim"), || {
+            TcpStream::connect(("127.0.0.1", *port)).is_ok()
+        });
+    }
+    let haproxy_port = free_port();
+    let stats = free_port();
+    let mut haproxy_cfg = format!(
+        "global\n    maxconn 1000\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\
+         listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n\
+         frontend extor\n    bind 127.0.0.1:{haproxy_port}\n    default_backend tors\n\
+         backend tors\n    balance leastconn\n"
+    );
+    for (name, port) in &shims {
+        haproxy_cfg.push_str(&format!(
+            "    server {name} 127.0.0.1:{port} check inter 1s\n"
+        ));
+    }
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(&cfg, &haproxy_cfg).unwrap();
+    let checked = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "haproxy -c: {checked:?}");
+    let haproxy_log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
+    let _haproxy = Started(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(haproxy_log.try_clone().unwrap())
+            .stderr(haproxy_log)
+            .spawn()
+            .expect("haproxy runs (scripts/ensure-tor installs it)"),
+    );
+    let sessions = |server: &str| -> u64 {
+        // HAProxy's CSV: pxname,svname,qcur,qmax,scur,smax,slim,stot,...
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", stats)) else {
+            return 0;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(b"GET /stats;csv HTTP/1.0\r\n\r\n");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text.lines()
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .find(|f| f.len() > 7 && f[0] == "tors" && f[1] == server)
+            .map_or(0, |f| f[7].parse().unwrap_or(0))
+    };
+    let (pt2, cert2) = start_obfs4proxy(&dir, "obfs4-haproxy", haproxy_port, &static_cookie);
+    let haproxy_torrc = format!(
+        "UseBridges 1\nClientTransportPlugin obfs4 exec /usr/bin/obfs4proxy\n\
+         Bridge obfs4 127.0.0.1:{} {} {cert2} iat-mode=0\n",
+        pt2.1,
+        fingerprint("bridge0")
+    );
+    for _ in 0..2 {
+        bootstrap_and_fetch(&mut net, &new_client(), &haproxy_torrc, &url).await;
+    }
+    for (name, _) in &shims {
+        assert!(sessions(name) >= 1, "HAProxy sent {name} nothing");
+    }
+    drop(pt2);
     net.stop();
 }

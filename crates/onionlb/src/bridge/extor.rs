@@ -80,66 +80,115 @@ impl Shared {
     }
 }
 
-/// Runs the balancer until SIGTERM or SIGINT.
+/// What one balancer serves.
+pub struct Balance {
+    /// The static cookie the transport authenticates with.
+    pub cookie: Cookie,
+    /// The tors.
+    pub instances: Vec<InstanceArg>,
+    /// How a tor is chosen.
+    pub strategy: Strategy,
+    /// Where the transport connects.
+    pub listener: TcpListener,
+    /// Where metrics are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The admin socket, if any.
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// The most transport connections at once.
+    pub max_connections: usize,
+}
+
+/// Runs the balancer the command line describes until SIGTERM or SIGINT.
 pub async fn run(args: ExtorArgs) -> anyhow::Result<()> {
-    let cookie = read_cookie(&args.static_cookie)
-        .await
-        .with_context(|| format!("--static-cookie {}", args.static_cookie.display()))?;
+    if args.compat_shim {
+        return super::shim::run(&args).await;
+    }
+    let cookie = read_static_cookie(&args.static_cookie).await?;
     for (i, instance) in args.instances.iter().enumerate() {
         if args.instances[..i].iter().any(|o| o.name == instance.name) {
             anyhow::bail!("--instance {}: the name is given twice", instance.name);
         }
     }
+    let Some(listen) = args.listen else {
+        anyhow::bail!("--listen is needed unless --compat-shim is given");
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening for the transport on {listen}"))?;
     let strategy = match args.strategy {
         StrategyArg::LeastConnections => Strategy::LeastConnections,
         StrategyArg::UserAddress => Strategy::UserAddress,
     };
-    let pool = Pool::new(args.instances.iter().map(|i| i.name.clone()), strategy);
-    let shared = Arc::new(Shared {
+    let balance = Balance {
         cookie,
         instances: args.instances,
-        pool: Mutex::new(pool),
-        metrics: Metrics::default(),
-    });
-    let listener = TcpListener::bind(args.listen)
+        strategy,
+        listener,
+        metrics_listen: args.metrics_listen,
+        admin_socket: args.admin_socket,
+        max_connections: args.max_connections as usize,
+    };
+    balance.run(std::future::pending()).await
+}
+
+/// Reads the static cookie `--static-cookie` names.
+pub async fn read_static_cookie(path: &Path) -> anyhow::Result<Cookie> {
+    read_cookie(path)
         .await
-        .with_context(|| format!("listening for the transport on {}", args.listen))?;
-    let _metrics = match args.metrics_listen {
-        Some(addr) => {
-            let shared = Arc::clone(&shared);
-            Some(
-                crate::metrics::serve_with(addr, move || {
-                    let text = shared.metrics.render(&shared.pool());
-                    async move { text }
-                })
-                .await?,
-            )
+        .with_context(|| format!("--static-cookie {}", path.display()))
+}
+
+impl Balance {
+    /// Serves until SIGTERM, SIGINT or `stop` completes.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let pool = Pool::new(self.instances.iter().map(|i| i.name.clone()), self.strategy);
+        let shared = Arc::new(Shared {
+            cookie: self.cookie,
+            instances: self.instances,
+            pool: Mutex::new(pool),
+            metrics: Metrics::default(),
+        });
+        let _metrics = match self.metrics_listen {
+            Some(addr) => {
+                let shared = Arc::clone(&shared);
+                Some(
+                    crate::metrics::serve_with(addr, move || {
+                        let text = shared.metrics.render(&shared.pool());
+                        async move { text }
+                    })
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        let _admin = match &self.admin_socket {
+            Some(path) => {
+                let shared = Arc::clone(&shared);
+                Some(super::admin::serve(path, move |request| request(&mut shared.pool())).await?)
+            }
+            None => None,
+        };
+        let listen = self
+            .listener
+            .local_addr()
+            .context("the transport's listening address")?;
+        tracing::info!(
+            "bridge balancer on {listen} for {} instance(s)",
+            shared.instances.len()
+        );
+        let checks = tokio::spawn(check_forever(Arc::clone(&shared)));
+        let accepting = accept_forever(self.listener, shared, self.max_connections);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("handling SIGTERM")?;
+        tokio::select! {
+            () = accepting => {}
+            () = stop => tracing::info!("stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
         }
-        None => None,
-    };
-    let _admin = match &args.admin_socket {
-        Some(path) => {
-            let shared = Arc::clone(&shared);
-            Some(super::admin::serve(path, move |request| request(&mut shared.pool())).await?)
-        }
-        None => None,
-    };
-    tracing::info!(
-        "bridge balancer on {} for {} instance(s)",
-        args.listen,
-        shared.instances.len()
-    );
-    let checks = tokio::spawn(check_forever(Arc::clone(&shared)));
-    let accepting = accept_forever(listener, shared, args.max_connections as usize);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("handling SIGTERM")?;
-    tokio::select! {
-        () = accepting => {}
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        checks.abort();
+        Ok(())
     }
-    checks.abort();
-    Ok(())
 }
 
 async fn accept_forever(listener: TcpListener, shared: Arc<Shared>, max: usize) {
@@ -382,7 +431,7 @@ async fn check(instance: &InstanceArg) -> bool {
 
 /// Reads a cookie file (tor's, or the static one), reading at most one
 /// byte past a cookie's size.
-async fn read_cookie(path: &Path) -> anyhow::Result<Cookie> {
+pub async fn read_cookie(path: &Path) -> anyhow::Result<Cookie> {
     let file = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("opening {}", path.display()))?;

@@ -12,6 +12,7 @@ mod admin;
 mod extor;
 mod metrics;
 mod relay;
+mod shim;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
