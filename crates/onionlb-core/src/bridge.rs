@@ -24,6 +24,10 @@
 //! * If every member is down but some are not drained, the pick still
 //!   tries those: health checks can be wrong, and a refused connection is
 //!   no worse than one never tried.
+//!
+//! [`KeyAgreement`] is the other half of keeping a fleet one bridge: its
+//! members must hold the same identity and onion keys, or a client that
+//! learned one member's onion key stalls on another.
 
 use std::net::IpAddr;
 
@@ -195,6 +199,60 @@ impl Pool {
     }
 }
 
+/// One key file of one instance, as `onionlb bridge keys check` found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFile {
+    /// There is no such file.
+    Missing,
+    /// Something that is not a regular file is in its place: a directory
+    /// there is the "make `.old` a directory" trick that stops tor's own
+    /// rotation.
+    Blocked,
+    /// A file whose contents have this digest.
+    Contents([u8; 32]),
+}
+
+/// How one key compares across the instances of a fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyAgreement {
+    /// Every instance has the same key.
+    Same,
+    /// No instance has one (normal for a previous key before any
+    /// rotation).
+    Absent,
+    /// The instances differ: for each, the group of instances holding the
+    /// same key (numbered from 1 in order of first appearance), or `None`
+    /// where the file is missing or blocked.
+    Diverged(Vec<Option<usize>>),
+}
+
+impl KeyAgreement {
+    /// Compares one key's files, one per instance.
+    pub fn of(files: &[KeyFile]) -> Self {
+        if files.iter().all(|f| *f == KeyFile::Missing) {
+            return KeyAgreement::Absent;
+        }
+        let mut digests: Vec<[u8; 32]> = Vec::new();
+        let groups: Vec<Option<usize>> = files
+            .iter()
+            .map(|file| match file {
+                KeyFile::Contents(digest) => {
+                    let index = digests.iter().position(|d| d == digest).unwrap_or_else(|| {
+                        digests.push(*digest);
+                        digests.len() - 1
+                    });
+                    Some(index + 1)
+                }
+                KeyFile::Missing | KeyFile::Blocked => None,
+            })
+            .collect();
+        if digests.len() == 1 && groups.iter().all(Option::is_some) {
+            return KeyAgreement::Same;
+        }
+        KeyAgreement::Diverged(groups)
+    }
+}
+
 /// The rendezvous-hashing weight of `member` for client `ip`.
 fn rendezvous(ip: IpAddr, member: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
@@ -213,6 +271,29 @@ mod test {
 
     fn pool(strategy: Strategy) -> Pool {
         Pool::new(["a", "b", "c"], strategy)
+    }
+
+    #[test]
+    fn keys_agree_only_when_every_instance_has_the_same() {
+        let a = KeyFile::Contents([1; 32]);
+        let b = KeyFile::Contents([2; 32]);
+        assert_eq!(KeyAgreement::of(&[a, a, a]), KeyAgreement::Same);
+        assert_eq!(
+            KeyAgreement::of(&[KeyFile::Missing, KeyFile::Missing]),
+            KeyAgreement::Absent
+        );
+        assert_eq!(
+            KeyAgreement::of(&[a, b, a]),
+            KeyAgreement::Diverged(vec![Some(1), Some(2), Some(1)])
+        );
+        assert_eq!(
+            KeyAgreement::of(&[b, KeyFile::Missing]),
+            KeyAgreement::Diverged(vec![Some(1), None])
+        );
+        assert_eq!(
+            KeyAgreement::of(&[KeyFile::Blocked, KeyFile::Blocked]),
+            KeyAgreement::Diverged(vec![None, None])
+        );
     }
 
     #[test]

@@ -162,6 +162,26 @@ pub enum BridgeCommand {
     Undrain(BridgeDrainArgs),
     /// Prints every instance's state: open connections, up, drained.
     Status(BridgeStatusArgs),
+    /// The identity and onion keys of the fleet's tors.
+    #[command(subcommand)]
+    Keys(BridgeKeysCommand),
+}
+
+/// `onionlb bridge keys ...`
+#[derive(Debug, Subcommand)]
+pub enum BridgeKeysCommand {
+    /// Compares the identity and onion keys (current and previous) of
+    /// every tor's DataDirectory, says which differ and when each tor
+    /// rotated its onion keys; exits 1 if any key differs or is missing.
+    Check(BridgeKeysCheckArgs),
+}
+
+/// `onionlb bridge keys check`
+#[derive(Debug, Args)]
+pub struct BridgeKeysCheckArgs {
+    /// Each tor's DataDirectory (its keys/ and state are read).
+    #[arg(value_name = "DATADIR", required = true, num_args = 2..)]
+    pub data_dirs: Vec<PathBuf>,
 }
 
 /// `onionlb bridge drain` and `undrain`

@@ -13,6 +13,8 @@
 //! - a drained tor takes no new connection while clients still bootstrap;
 //! - a tor whose cookie file is corrupt is taken out, and one that dies
 //!   is failed over, with new clients bootstrapping throughout;
+//! - `onionlb bridge keys check` finds the tors' keys the same, and after
+//!   one of them rotates its onion keys (as tor does on its own), not;
 //! - the HAProxy way on the same network: tors that launch `onionlb
 //!   bridge extor --compat-shim` as their managed transport, HAProxy over
 //!   the shims (its config accepted by `haproxy -c`), a second obfs4proxy
@@ -396,6 +398,46 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
     });
     println!("stopped tor: bridge1 out {:.1} s after", took.as_secs_f64());
     bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+
+    // `keys check` on the two tors: the same keys so far; then bridge1
+    // (stopped) is made to rotate its onion keys at start, as tor does on
+    // its own schedule, and the check says they differ.
+    let keys_check = || {
+        Command::new(env!("CARGO_BIN_EXE_onionlb"))
+            .args(["bridge", "keys", "check"])
+            .arg(dir.join("bridge0"))
+            .arg(dir.join("bridge1"))
+            .output()
+            .unwrap()
+    };
+    let same = keys_check();
+    assert!(same.status.success(), "{same:?}");
+    let state = dir.join("bridge1/state");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let long_ago = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("LastRotatedOnionKey ") {
+                "LastRotatedOnionKey 2000-01-01 00:00:00".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&state, long_ago + "\n").unwrap();
+    net.restart_guest("bridge1", &controls[1], BOOTSTRAP)
+        .await
+        .unwrap();
+    let rotated = dir.join("bridge1/keys/secret_onion_key_ntor.old");
+    wait_until(Duration::from_secs(30), "bridge1 rotating", || {
+        rotated.exists()
+    });
+    let differs = keys_check();
+    let said = String::from_utf8_lossy(&differs.stdout);
+    assert_eq!(differs.status.code(), Some(1), "{said}");
+    assert!(said.contains("onion key (ntor): DIFFERS"), "{said}");
+    assert!(said.contains("identity (ed25519): the same"), "{said}");
 
     let text = scrape(metrics);
     assert_eq!(

@@ -10,6 +10,7 @@
 
 mod admin;
 mod extor;
+mod keys;
 mod metrics;
 mod relay;
 mod shim;
@@ -34,6 +35,7 @@ pub async fn run(command: BridgeCommand) -> anyhow::Result<()> {
             admin::ask(&args.admin_socket, &format!("UNDRAIN {}", args.instance)).await
         }
         BridgeCommand::Status(args) => admin::ask(&args.admin_socket, "STATUS").await,
+        BridgeCommand::Keys(crate::cli::BridgeKeysCommand::Check(args)) => keys::check(&args),
     }
 }
 
