@@ -253,6 +253,98 @@ impl KeyAgreement {
     }
 }
 
+/// One step of a rolling onion-key rotation over a fleet; `usize` values
+/// index the tors as given, the first being the lead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationStep {
+    /// Send the tor no new connections.
+    Drain(usize),
+    /// Let it take new connections again.
+    Undrain(usize),
+    /// Drain the first and undrain the second at once, so that some tor
+    /// takes new connections throughout.
+    Swap {
+        /// The tor to drain.
+        drain: usize,
+        /// The tor to undrain.
+        undrain: usize,
+    },
+    /// Stop it.
+    Stop(usize),
+    /// Mark its onion keys as due (its state's `LastRotatedOnionKey` long
+    /// ago), so it rotates them when it starts.
+    MakeDue(usize),
+    /// Start it.
+    Start(usize),
+    /// Wait until it has rotated: its current onion keys are new.
+    AwaitRotated(usize),
+    /// Wait until it serves again.
+    AwaitUp(usize),
+    /// Give it the lead's current onion keys as its previous ones, and the
+    /// lead's rotation time (it keeps its current keys).
+    TakePrevious(usize),
+    /// Give it the lead's current and previous onion keys, and the lead's
+    /// rotation time: it is then the lead's twin.
+    TakeCurrent(usize),
+}
+
+/// The steps that rotate a fleet's onion keys without a moment in which a
+/// client holding any tor's published keys meets a tor that cannot use
+/// them, for `tors` tors (the first leads). Every tor accepts its current
+/// and its previous onion keys, so:
+///
+/// 1. the lead rotates while drained (no client can learn its new keys);
+/// 2. every other tor takes the new keys as its previous ones: now every
+///    tor accepts the old keys and the new;
+/// 3. the lead is undrained and publishes the new keys (as the last
+///    other tor is drained, so that some tor serves throughout);
+/// 4. every other tor takes the new keys as current and the old as
+///    previous: the fleet is alike again, and a client still holding the
+///    old keys is served until the next rotation.
+///
+/// Each tor is drained before it stops and undrained once it serves.
+/// Every tor's rotation time becomes the lead's, so none rotates on its
+/// own before the next planned rotation if those come more often than
+/// `onion-key-rotation-days`.
+pub fn rotation_plan(tors: usize) -> Vec<RotationStep> {
+    use RotationStep::*;
+    let mut plan = Vec::new();
+    if tors == 0 {
+        return plan;
+    }
+    let restart =
+        |tor: usize, take: RotationStep| [Stop(tor), take, Start(tor), AwaitUp(tor), Undrain(tor)];
+    plan.extend([
+        Drain(0),
+        Stop(0),
+        MakeDue(0),
+        Start(0),
+        AwaitRotated(0),
+        AwaitUp(0),
+    ]);
+    for tor in 1..tors {
+        // The lead may serve once no tor without its new keys does: when
+        // the last of the others stops taking new connections.
+        if tor + 1 == tors {
+            plan.push(Swap {
+                drain: tor,
+                undrain: 0,
+            });
+        } else {
+            plan.push(Drain(tor));
+        }
+        plan.extend(restart(tor, TakePrevious(tor)));
+    }
+    if tors == 1 {
+        plan.push(Undrain(0));
+    }
+    for tor in 1..tors {
+        plan.push(Drain(tor));
+        plan.extend(restart(tor, TakeCurrent(tor)));
+    }
+    plan
+}
+
 /// The rendezvous-hashing weight of `member` for client `ip`.
 fn rendezvous(ip: IpAddr, member: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
@@ -271,6 +363,54 @@ mod test {
 
     fn pool(strategy: Strategy) -> Pool {
         Pool::new(["a", "b", "c"], strategy)
+    }
+
+    #[test]
+    fn a_rotation_never_leaves_a_served_tor_without_the_keys_another_publishes() {
+        use RotationStep::*;
+        // Simulate each tor's (current, previous) keys: 0 old, 1 new; a
+        // drained or stopped tor publishes nothing and serves nobody new.
+        for tors in 1..5 {
+            let mut keys = vec![(0u8, None::<u8>); tors];
+            let mut serving = vec![true; tors];
+            let mut due = vec![false; tors];
+            let mut published = std::collections::BTreeSet::from([0u8]);
+            for step in rotation_plan(tors) {
+                match step {
+                    Drain(t) | Stop(t) => serving[t] = false,
+                    MakeDue(t) => due[t] = true,
+                    Start(t) if due[t] => keys[t] = (1, Some(keys[t].0)),
+                    TakePrevious(t) => keys[t].1 = Some(keys[0].0),
+                    TakeCurrent(t) => keys[t] = keys[0],
+                    Undrain(t) => serving[t] = true,
+                    Swap { drain, undrain } => {
+                        serving[drain] = false;
+                        serving[undrain] = true;
+                    }
+                    Start(_) | AwaitRotated(_) | AwaitUp(_) => {}
+                }
+                assert!(
+                    tors == 1 || serving.contains(&true),
+                    "{tors} tors, after {step:?}: none takes new connections"
+                );
+                // Clients keep what they learned: every key ever published
+                // must still work on every tor that serves.
+                for t in (0..tors).filter(|&t| serving[t]) {
+                    published.insert(keys[t].0);
+                }
+                for t in (0..tors).filter(|&t| serving[t]) {
+                    for key in &published {
+                        assert!(
+                            keys[t].0 == *key || keys[t].1 == Some(*key),
+                            "{tors} tors, after {step:?}: tor {t} {:?} cannot use key {key}",
+                            keys[t]
+                        );
+                    }
+                }
+            }
+            assert!(keys.iter().all(|k| *k == (1, Some(0))), "{keys:?}");
+            assert!(serving.iter().all(|s| *s), "every tor serves at the end");
+        }
     }
 
     #[test]

@@ -174,6 +174,57 @@ pub enum BridgeKeysCommand {
     /// every tor's DataDirectory, says which differ and when each tor
     /// rotated its onion keys; exits 1 if any key differs or is missing.
     Check(BridgeKeysCheckArgs),
+    /// Rotates the fleet's onion keys so that every tor can always use the
+    /// keys any tor published: the first tor rotates while drained, the
+    /// others take its new keys as previous, then as current. Each tor is
+    /// drained (with --admin-socket), stopped, changed and started in
+    /// turn. Run it from a timer more often than onion-key-rotation-days
+    /// (28 by default), and no tor rotates on its own.
+    Rotate(BridgeKeysRotateArgs),
+}
+
+/// `onionlb bridge keys rotate`
+#[derive(Debug, Args)]
+pub struct BridgeKeysRotateArgs {
+    /// A tor: its name (as the balancer's --instance names it) and its
+    /// DataDirectory. The first one given leads. At least two.
+    #[arg(long = "tor", value_name = "NAME=DATADIR", required = true, num_args = 1, value_parser = parse_tor)]
+    pub tors: Vec<(String, PathBuf)>,
+    /// Stops a tor and returns once it has exited; {name} and {datadir}
+    /// are replaced (e.g. "systemctl stop tor@{name}").
+    #[arg(long, value_name = "COMMAND")]
+    pub stop_command: String,
+    /// Starts a tor; {name} and {datadir} are replaced (e.g. "systemctl
+    /// start tor@{name}").
+    #[arg(long, value_name = "COMMAND")]
+    pub start_command: String,
+    /// The balancer's admin socket: each tor is drained before it stops,
+    /// and the next step waits until the balancer sees it up again.
+    #[arg(long, value_name = "PATH", env = "ONIONLB_BRIDGE_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+    /// Without --admin-socket, seconds to wait after starting a tor.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub settle: u64,
+}
+
+fn parse_tor(text: &str) -> Result<(String, PathBuf), String> {
+    let Some((name, dir)) = text.split_once('=') else {
+        return Err("expected NAME=DATADIR".into());
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !name_ok {
+        return Err(format!(
+            "tor name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    if dir.is_empty() {
+        return Err("the DataDirectory is missing".into());
+    }
+    Ok((name.to_owned(), PathBuf::from(dir)))
 }
 
 /// `onionlb bridge keys check`

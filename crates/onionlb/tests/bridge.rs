@@ -13,8 +13,10 @@
 //! - a drained tor takes no new connection while clients still bootstrap;
 //! - a tor whose cookie file is corrupt is taken out, and one that dies
 //!   is failed over, with new clients bootstrapping throughout;
-//! - `onionlb bridge keys check` finds the tors' keys the same, and after
-//!   one of them rotates its onion keys (as tor does on its own), not;
+//! - `onionlb bridge keys rotate` rotates both tors' onion keys while new
+//!   clients keep bootstrapping (none fails) and leaves them alike, with
+//!   new current keys and the old ones as previous; `keys check` finds
+//!   them the same, and after one tor rotates on its own, not;
 //! - the HAProxy way on the same network: tors that launch `onionlb
 //!   bridge extor --compat-shim` as their managed transport, HAProxy over
 //!   the shims (its config accepted by `haproxy -c`), a second obfs4proxy
@@ -188,6 +190,53 @@ fn start_obfs4proxy(
     ((pt, port), cert)
 }
 
+/// Tors started by the launcher script, stopped by the PID in their
+/// PidFile when dropped (only while that PID still runs this test's tor).
+struct Daemons(Vec<PathBuf>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let Ok(pid) = std::fs::read_to_string(dir.join("tor.pid")) else {
+                continue;
+            };
+            let pid = pid.trim();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours =
+                String::from_utf8_lossy(&cmdline).contains(&*dir.join("torrc").to_string_lossy());
+            if ours {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+    }
+}
+
+/// Writes the test's stand-in for `systemctl start|stop tor@NAME`:
+/// `launcher start DATADIR` runs tor from DATADIR/torrc as a daemon;
+/// `launcher stop DATADIR` sends SIGTERM to the PID in its PidFile and
+/// waits (at most 20 s, then SIGKILL) until it has exited.
+fn write_launcher(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("launch-tor");
+    let script = format!(
+        "#!/bin/sh\n\
+         set -e\n\
+         case \"$1\" in\n\
+         start) exec tor --defaults-torrc {defaults} -f \"$2/torrc\" --RunAsDaemon 1 >/dev/null ;;\n\
+         stop) pid=$(cat \"$2/tor.pid\"); kill \"$pid\"; i=0\n\
+           while kill -0 \"$pid\" 2>/dev/null; do\n\
+             i=$((i + 1)); if [ $i -gt 200 ]; then kill -9 \"$pid\" 2>/dev/null || true; fi\n\
+             if [ $i -gt 250 ]; then exit 1; fi; sleep 0.1\n\
+           done ;;\n\
+         *) exit 2 ;;\n\
+         esac\n",
+        defaults = dir.join("torrc.defaults").display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 /// Plays a transport with the wrong static cookie: the balancer must
 /// answer its client hash with status 0.
 fn wrong_cookie_status(balancer: SocketAddr) -> u8 {
@@ -218,6 +267,12 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
     config.instances = 1;
     let mut net = Testnet::start(config).await.unwrap();
     let dir: PathBuf = net.layout().dir.clone();
+    // Guests of an earlier run left their directories (keys included).
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("bridge") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     let url = format!("http://{}/", net.instance_addresses()[0]);
 
     // Two bridge tors with one identity: bridge0 makes the keys, bridge1
@@ -399,9 +454,10 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
     println!("stopped tor: bridge1 out {:.1} s after", took.as_secs_f64());
     bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
 
-    // `keys check` on the two tors: the same keys so far; then bridge1
-    // (stopped) is made to rotate its onion keys at start, as tor does on
-    // its own schedule, and the check says they differ.
+    // Onion keys. The two tors are handed to a launcher script (the
+    // `systemctl` of this test: tor daemonized with its PidFile, stopped
+    // by that PID) so `onionlb bridge keys rotate` can stop and start
+    // them as it would through systemd.
     let keys_check = || {
         Command::new(env!("CARGO_BIN_EXE_onionlb"))
             .args(["bridge", "keys", "check"])
@@ -412,6 +468,68 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
     };
     let same = keys_check();
     assert!(same.status.success(), "{same:?}");
+    let launcher = write_launcher(&dir);
+    let _daemons = Daemons(vec![dir.join("bridge0"), dir.join("bridge1")]);
+    let launch = |verb: &str, name: &str| {
+        let status = Command::new(&launcher)
+            .arg(verb)
+            .arg(dir.join(name))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{verb} {name}");
+    };
+    launch("start", "bridge1");
+    wait_until(Duration::from_secs(30), "bridge1 up", || up("bridge1") == 1);
+    net.stop_guest("bridge0").unwrap();
+    launch("start", "bridge0");
+    wait_until(Duration::from_secs(30), "bridge0 up", || up("bridge0") == 1);
+
+    // A rolling rotation while new clients keep bootstrapping: none fails,
+    // and the tors end alike with new current keys and the old as
+    // previous.
+    let ntor =
+        |name: &str, file: &str| std::fs::read(dir.join(name).join("keys").join(file)).unwrap();
+    let old_key = ntor("bridge0", "secret_onion_key_ntor");
+    let mut rotate = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+        .args(["bridge", "keys", "rotate"])
+        .arg("--tor")
+        .arg(format!("bridge0={}", dir.join("bridge0").display()))
+        .arg("--tor")
+        .arg(format!("bridge1={}", dir.join("bridge1").display()))
+        .arg("--stop-command")
+        .arg(format!("{} stop {{datadir}}", launcher.display()))
+        .arg("--start-command")
+        .arg(format!("{} start {{datadir}}", launcher.display()))
+        .arg("--admin-socket")
+        .arg(&admin)
+        .stdout(std::fs::File::create(dir.join("rotate.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut during = 0;
+    let rotated = loop {
+        if let Some(status) = rotate.try_wait().unwrap() {
+            break status;
+        }
+        bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+        during += 1;
+    };
+    let said = std::fs::read_to_string(dir.join("rotate.log")).unwrap();
+    assert!(rotated.success(), "keys rotate: {rotated}\n{said}");
+    println!("rotation: {during} clients bootstrapped while it ran, none failed");
+    assert!(during >= 1, "no client bootstrapped during the rotation");
+    let after = keys_check();
+    assert!(after.status.success(), "{after:?}");
+    let new_key = ntor("bridge0", "secret_onion_key_ntor");
+    assert_ne!(new_key, old_key, "the onion key did not change");
+    for name in ["bridge0", "bridge1"] {
+        assert_eq!(ntor(name, "secret_onion_key_ntor"), new_key, "{name}");
+        assert_eq!(ntor(name, "secret_onion_key_ntor.old"), old_key, "{name}");
+    }
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+
+    // bridge1 left to rotate on its own (its rotation time long ago, as
+    // tor's schedule would have it): `keys check` finds the keys differ.
+    launch("stop", "bridge1");
     let state = dir.join("bridge1/state");
     let text = std::fs::read_to_string(&state).unwrap();
     let long_ago = text
@@ -426,12 +544,9 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&state, long_ago + "\n").unwrap();
-    net.restart_guest("bridge1", &controls[1], BOOTSTRAP)
-        .await
-        .unwrap();
-    let rotated = dir.join("bridge1/keys/secret_onion_key_ntor.old");
+    launch("start", "bridge1");
     wait_until(Duration::from_secs(30), "bridge1 rotating", || {
-        rotated.exists()
+        ntor("bridge1", "secret_onion_key_ntor") != new_key
     });
     let differs = keys_check();
     let said = String::from_utf8_lossy(&differs.stdout);

@@ -2,9 +2,10 @@
 //! line back, every instance's state after the request was carried out.
 //!
 //! ```text
-//! DRAIN bridge1      bridge1 takes no new connections
-//! UNDRAIN bridge1    it takes them again
-//! STATUS             nothing changes
+//! DRAIN bridge1                  bridge1 takes no new connections
+//! UNDRAIN bridge1                it takes them again
+//! DRAIN bridge1 UNDRAIN bridge0  both at once
+//! STATUS                         nothing changes
 //! ```
 //!
 //! The answer: `{"ok":true,"instances":[{"name":..,"open":..,"up":..,
@@ -56,15 +57,16 @@ where
     .await
 }
 
-/// Carries out one request line on `pool` and returns the answer.
+/// Carries out one request line on `pool` and returns the answer. A line
+/// may pair several verbs with names (`DRAIN b UNDRAIN a`): all are
+/// checked first and carried out together, so that a tor can hand over to
+/// another with no moment in which neither takes connections.
 pub fn carry_out(pool: &mut Pool, request: &str) -> String {
-    let (verb, name) = request.split_once(' ').unwrap_or((request, ""));
-    let result = match verb {
-        "DRAIN" | "UNDRAIN" if pool.set_drained(name, verb == "DRAIN") => Ok(()),
-        "DRAIN" | "UNDRAIN" => Err(format!("no instance is named {name:?}")),
-        "STATUS" if name.is_empty() => Ok(()),
-        _ => Err("expected DRAIN NAME, UNDRAIN NAME or STATUS".to_owned()),
-    };
+    let result = changes(pool, request).map(|changes| {
+        for (name, drained) in changes {
+            pool.set_drained(name, drained);
+        }
+    });
     let answer = match result {
         Ok(()) => {
             let instances: Vec<_> = pool
@@ -86,9 +88,43 @@ pub fn carry_out(pool: &mut Pool, request: &str) -> String {
     answer.to_string()
 }
 
+/// The drains a request line asks for, each name checked.
+fn changes<'a>(pool: &Pool, request: &'a str) -> Result<Vec<(&'a str, bool)>, String> {
+    const USAGE: &str = "expected STATUS, or DRAIN NAME and UNDRAIN NAME pairs";
+    let words: Vec<&str> = request.split_whitespace().collect();
+    if words == ["STATUS"] {
+        return Ok(Vec::new());
+    }
+    if words.is_empty() || words.len() % 2 != 0 {
+        return Err(USAGE.to_owned());
+    }
+    words
+        .chunks(2)
+        .map(|pair| {
+            let drained = match pair[0] {
+                "DRAIN" => true,
+                "UNDRAIN" => false,
+                _ => return Err(USAGE.to_owned()),
+            };
+            match pool.find(pair[1]) {
+                Some(_) => Ok((pair[1], drained)),
+                None => Err(format!("no instance is named {:?}", pair[1])),
+            }
+        })
+        .collect()
+}
+
 /// Sends `line` to the admin socket at `path` and prints the answer; an
 /// answer that says the request failed is an error.
 pub async fn ask(path: &Path, line: &str) -> anyhow::Result<()> {
+    let answer = request(path, line).await?;
+    println!("{answer}");
+    Ok(())
+}
+
+/// Sends `line` to the admin socket at `path` and returns the answer; an
+/// answer that says the request failed is an error.
+pub async fn request(path: &Path, line: &str) -> anyhow::Result<serde_json::Value> {
     let exchange = async {
         let mut stream = tokio::net::UnixStream::connect(path)
             .await
@@ -117,8 +153,7 @@ pub async fn ask(path: &Path, line: &str) -> anyhow::Result<()> {
             parsed["error"].as_str().unwrap_or("(no reason given)")
         );
     }
-    println!("{}", answer.trim());
-    Ok(())
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -137,7 +172,25 @@ mod test {
         let answer: serde_json::Value =
             serde_json::from_str(&carry_out(&mut pool, "UNDRAIN b")).unwrap();
         assert_eq!(answer["instances"][1]["drained"], false);
-        for bad in ["DRAIN zz", "DRAIN", "STATUS x", "HELLO", ""] {
+        let answer: serde_json::Value =
+            serde_json::from_str(&carry_out(&mut pool, "DRAIN a UNDRAIN b")).unwrap();
+        assert_eq!(answer["instances"][0]["drained"], true);
+        assert_eq!(answer["instances"][1]["drained"], false);
+        assert!(pool.members()[0].is_drained());
+        // Nothing of a request with a bad part is carried out.
+        let answer: serde_json::Value =
+            serde_json::from_str(&carry_out(&mut pool, "UNDRAIN a DRAIN zz")).unwrap();
+        assert_eq!(answer["ok"], false);
+        assert!(pool.members()[0].is_drained());
+        carry_out(&mut pool, "UNDRAIN a");
+        for bad in [
+            "DRAIN zz",
+            "DRAIN",
+            "STATUS x",
+            "HELLO",
+            "",
+            "DRAIN a UNDRAIN",
+        ] {
             let answer: serde_json::Value =
                 serde_json::from_str(&carry_out(&mut pool, bad)).unwrap();
             assert_eq!(answer["ok"], false, "{bad}");

@@ -13,6 +13,7 @@ mod extor;
 mod keys;
 mod metrics;
 mod relay;
+mod rotate;
 mod shim;
 
 use std::io::Write as _;
@@ -36,6 +37,9 @@ pub async fn run(command: BridgeCommand) -> anyhow::Result<()> {
         }
         BridgeCommand::Status(args) => admin::ask(&args.admin_socket, "STATUS").await,
         BridgeCommand::Keys(crate::cli::BridgeKeysCommand::Check(args)) => keys::check(&args),
+        BridgeCommand::Keys(crate::cli::BridgeKeysCommand::Rotate(args)) => {
+            rotate::run(&args).await
+        }
     }
 }
 
