@@ -164,6 +164,49 @@ def scale_section(scale):
     return lines
 
 
+def bridge_section(bridge):
+    """The bridge middle tier: onionlb bridge extor against HAProxy over
+    compatibility shims, on the same simulated transport and tors."""
+    tiers = {t['tier']: t for t in bridge['tiers']}
+    ours, theirs = tiers.get('onionlb-extor', {}), tiers.get('haproxy+shims', {})
+    lines = [
+        "",
+        "## Bridges: the middle tier between a transport and N tors",
+        "",
+        "`onionlb-bench bridge`: a simulated transport (the Extended ORPort",
+        "client half, static cookie) and simulated tors (the server half with",
+        "each tor's own cookie, answering `OKAY` and then echoing) in the",
+        "harness's process; between them either `onionlb bridge extor` with",
+        "one `--instance` per tor, or HAProxy (leastconn) over one `onionlb",
+        "bridge extor --compat-shim` per tor (the Snowflake bridges' layout with",
+        "our shim in extor-static-cookie's place; the Go shim is not run here).",
+        "CPU and memory are the middle tier's processes only; bytes count both",
+        "directions. Ratio: onionlb's figure over HAProxy's and the shims' (below",
+        "1x, onionlb uses less).",
+        "",
+        "| measure | onionlb bridge extor | HAProxy + shims | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    theirs_runs = {(t['kind'], t['connections']): t for t in theirs.get('throughput', [])}
+    for run in ours.get('throughput', []):
+        other = theirs_runs.get((run['kind'], run['connections']))
+        what = "bulk (16 KiB writes)" if run['kind'] == 'bulk' else "cells (514-byte round trips)"
+        a = run['cpu_seconds_per_gb']
+        b = other['cpu_seconds_per_gb'] if other else None
+        lines.append(f"| CPU s per GB, {what}, {run['connections']} connections | {a:.2f} | "
+                     f"{f'{b:.2f}' if b else '-'} | {f'{a / b:.2f}x' if b else '-'} |")
+    def pair(key, fmt):
+        a, b = ours.get(key), theirs.get(key)
+        return f"{fmt(a) if a is not None else '-'} | {fmt(b) if b is not None else '-'}"
+    lines.append(f"| handshakes per second | {pair('handshakes_per_second', lambda v: f'{v:.0f}')} | |")
+    lines.append(f"| handshake p50 / p99 (ms) | {pair('handshake_ms', lambda v: f'{v[0]:.2f} / {v[1]:.2f}')} | |")
+    direct = bridge.get('direct_round_trip_ms', [0, 0])
+    lines.append(f"| one cell's round trip p50 / p99 (ms; straight to a tor: {direct[0]:.2f} / {direct[1]:.2f}) | "
+                 f"{pair('round_trip_ms', lambda v: f'{v[0]:.2f} / {v[1]:.2f}')} | |")
+    lines.append(f"| resident memory per 1000 idle connections | {pair('idle_kib_per_1000', lambda v: f'{v / 1024:.1f} MiB')} | |")
+    return lines
+
+
 def write_chart(network, path):
     tools = by_tool(network)
     bound = network['bound_s']
@@ -197,6 +240,8 @@ def main():
         parser.add_argument(f"--{name}", required=True)
     # Runs of onionlb alone at sizes Python Onionbalance cannot reach.
     parser.add_argument("--scale-large")
+    # The bridge middle tier (onionlb-bench bridge).
+    parser.add_argument("--bridge")
     args = parser.parse_args()
 
     with open(args.python_micro) as f:
@@ -337,6 +382,9 @@ def main():
         "",
     ]
     lines += spread_section(tools)
+    if args.bridge:
+        with open(args.bridge) as f:
+            lines += bridge_section(json.load(f))
     lines += [
         "",
         f"![network timings]({os.path.relpath(args.chart, os.path.dirname(os.path.abspath(args.out)) or '.')})",

@@ -1,6 +1,7 @@
 //! `onionlb-bench`: the benchmark harness behind `scripts/bench` (see the
 //! crate README for what it measures and how).
 
+mod bridge;
 mod network;
 mod observe;
 mod scale;
@@ -24,6 +25,11 @@ enum Cli {
     /// of services: CPU time, peak memory and wall time of one full
     /// fetch and publish cycle.
     Scale(ScaleArgs),
+    /// A bridge fleet's middle tier: `onionlb bridge extor` against
+    /// HAProxy over one `--compat-shim` per tor, between a simulated
+    /// transport and simulated tors: CPU per GB, handshakes, latency,
+    /// memory per idle connection.
+    Bridge(BridgeArgs),
     /// Writes the micro benchmarks' inputs (keys, instance descriptors, a
     /// consensus of 8000 HSDirs), which both tools then read.
     Inputs {
@@ -116,6 +122,38 @@ struct ScaleArgs {
     check: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct BridgeArgs {
+    /// The onionlb binary.
+    #[arg(long)]
+    onionlb: PathBuf,
+    /// Directory for the run's files.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where to write the figures (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Simulated tors.
+    #[arg(long, default_value_t = 2)]
+    tors: usize,
+    /// Concurrent connections for the throughput runs.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    connections: Vec<usize>,
+    /// Total bytes each bulk run sends, split over its connections.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    bulk_bytes: usize,
+    /// Total cell round trips each cell-sized run makes, split over its
+    /// connections.
+    #[arg(long, default_value_t = 100_000)]
+    cells: usize,
+    /// Handshakes for the handshake rate.
+    #[arg(long, default_value_t = 2000)]
+    handshakes: usize,
+    /// Idle connections for the memory figure.
+    #[arg(long, default_value_t = 1000)]
+    idle: usize,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
@@ -140,6 +178,20 @@ async fn main() -> anyhow::Result<()> {
                 "{unfinished} run(s) did not finish within the bound"
             );
             Ok(())
+        }
+        Cli::Bridge(args) => {
+            let plan = bridge::Plan {
+                onionlb: args.onionlb.canonicalize().context("--onionlb")?,
+                dir: absolute_dir(&args.dir)?,
+                tors: args.tors,
+                connections: args.connections,
+                bulk_bytes: args.bulk_bytes,
+                cells: args.cells,
+                handshakes: args.handshakes,
+                idle: args.idle,
+            };
+            let report = until_signalled(bridge::run(&plan)).await?;
+            write_json(&report, &args.out)
         }
         Cli::Network(args) => {
             let plan = network::Plan {

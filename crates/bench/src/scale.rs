@@ -270,13 +270,13 @@ async fn one_run(
 
 /// A process's use of the machine so far, from `/proc`.
 #[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    cpu_seconds: f64,
+pub(crate) struct Usage {
+    pub(crate) cpu_seconds: f64,
     peak_rss_kib: u64,
 }
 
 impl Usage {
-    fn of(pid: u32) -> anyhow::Result<Self> {
+    pub(crate) fn of(pid: u32) -> anyhow::Result<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("reading /proc/{pid}/stat"))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

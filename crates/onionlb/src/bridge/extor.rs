@@ -112,9 +112,7 @@ pub async fn run(args: ExtorArgs) -> anyhow::Result<()> {
     let Some(listen) = args.listen else {
         anyhow::bail!("--listen is needed unless --compat-shim is given");
     };
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening for the transport on {listen}"))?;
+    let listener = listen_for_transport(listen)?;
     let strategy = match args.strategy {
         StrategyArg::LeastConnections => Strategy::LeastConnections,
         StrategyArg::UserAddress => Strategy::UserAddress,
@@ -131,11 +129,31 @@ pub async fn run(args: ExtorArgs) -> anyhow::Result<()> {
     balance.run(std::future::pending()).await
 }
 
+/// Connections the kernel queues for the transport's listener before
+/// they are accepted: a transport opens many at once when clients arrive
+/// in a burst, and the usual 128 makes the rest wait for SYN
+/// retransmissions (1, 3, 7, ... seconds).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` for the transport, with [`LISTEN_BACKLOG`].
+pub fn listen_for_transport(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = socket?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("listening for the transport on {addr}"))
+}
+
 /// Reads the static cookie `--static-cookie` names.
 pub async fn read_static_cookie(path: &Path) -> anyhow::Result<Cookie> {
-    read_cookie(path)
-        .await
-        .with_context(|| format!("--static-cookie {}", path.display()))
+    read_cookie(path).with_context(|| format!("--static-cookie {}", path.display()))
 }
 
 impl Balance {
@@ -370,9 +388,7 @@ impl DialError {
 /// Connects to `instance`, authenticates with its cookie as it is now, and
 /// replays `request`.
 async fn dial(instance: &InstanceArg, request: &Request) -> Result<Dialed, DialError> {
-    let cookie = read_cookie(&instance.cookie)
-        .await
-        .map_err(DialError::Cookie)?;
+    let cookie = read_cookie(&instance.cookie).map_err(DialError::Cookie)?;
     let mut tor = connect(instance.addr).await?;
     let mut handshake = ClientHandshake::new(cookie, nonce(), request);
     let mut buf = [0u8; READ_CHUNK];
@@ -419,7 +435,7 @@ async fn check_forever(shared: Arc<Shared>) {
 /// Whether `instance`'s cookie file holds a cookie and its ExtORPort
 /// offers SAFE_COOKIE (tor speaks first; nothing is sent).
 async fn check(instance: &InstanceArg) -> bool {
-    if read_cookie(&instance.cookie).await.is_err() {
+    if read_cookie(&instance.cookie).is_err() {
         return false;
     }
     let Ok(mut tor) = TcpStream::connect(instance.addr).await else {
@@ -429,17 +445,15 @@ async fn check(instance: &InstanceArg) -> bool {
     tor.read_exact(&mut types).await.is_ok() && types == [extorport::SAFE_COOKIE, 0]
 }
 
-/// Reads a cookie file (tor's, or the static one), reading at most one
-/// byte past a cookie's size.
-pub async fn read_cookie(path: &Path) -> anyhow::Result<Cookie> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
-    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(COOKIE_FILE_LEN + 1));
-    file.take(COOKIE_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .with_context(|| format!("reading {}", path.display()))?;
+/// Reads a cookie file (tor's, or the static one): a regular file of at
+/// most a cookie's size. Read in place rather than on tokio's blocking
+/// pool: it is 64 bytes on a local disk, and a thousand connections at
+/// once would otherwise queue behind the pool's threads.
+pub fn read_cookie(path: &Path) -> anyhow::Result<Cookie> {
+    let bytes = zeroize::Zeroizing::new(
+        torctl::file::read_capped(path, COOKIE_FILE_LEN as u64)
+            .with_context(|| format!("reading {}", path.display()))?,
+    );
     Cookie::parse_file(&bytes).map_err(|e: CookieError| {
         anyhow::Error::new(e).context(format!(
             "{} is not an Extended ORPort cookie",

@@ -22,8 +22,13 @@ pub async fn relay(transport: TcpStream, tor: TcpStream, to_tor: Counter, from_t
 }
 
 /// Copies until end of input or an error on either half, then shuts the
-/// writing half down.
+/// writing half down. The buffer is made when the first bytes are ready,
+/// so an idle connection costs no buffer.
 async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counter: Counter) {
+    if from.readable().await.is_err() {
+        let _ = to.shutdown().await;
+        return;
+    }
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match from.read(&mut buf).await {

@@ -13,12 +13,10 @@
 //! `TOR_PT_*` variables. Its answer to tor goes to standard output; it
 //! exits when tor closes its standard input, as tor asks.
 
-use tokio::net::TcpListener;
-
 use extorport::pt::ManagedServer;
 use onionlb_core::bridge::Strategy;
 
-use super::extor::{read_static_cookie, Balance};
+use super::extor::{listen_for_transport, read_static_cookie, Balance};
 use crate::cli::{ExtorArgs, InstanceArg};
 
 /// Runs as tor's managed transport until tor closes standard input (when
@@ -42,9 +40,7 @@ pub async fn run(args: &ExtorArgs) -> anyhow::Result<()> {
     let bind = server
         .bind
         .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|e| refuse(anyhow::Error::new(e).context(format!("listening on {bind}"))))?;
+    let listener = listen_for_transport(bind).map_err(refuse)?;
     let addr = listener.local_addr()?;
     print!("{}", server.ready_lines(addr));
     let balance = Balance {
