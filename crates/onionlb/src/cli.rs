@@ -207,6 +207,20 @@ pub struct BridgeKeysRotateArgs {
     pub settle: u64,
 }
 
+fn parse_tor_metrics(text: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (name, dir) = parse_tor(text)?;
+    let addr: std::net::SocketAddr = dir
+        .to_str()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("{} is not an ADDR:PORT", dir.display()))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: a MetricsPort is read on loopback only"
+        ));
+    }
+    Ok((name, addr))
+}
+
 fn parse_tor(text: &str) -> Result<(String, PathBuf), String> {
     let Some((name, dir)) = text.split_once('=') else {
         return Err("expected NAME=DATADIR".into());
@@ -278,7 +292,7 @@ pub struct ExtorArgs {
     /// bridge extor --compat-shim --static-cookie FILE`), in front of that
     /// tor's ExtORPort, for a TCP balancer such as HAProxy to spread the
     /// transport's connections over such shims.
-    #[arg(long, conflicts_with_all = ["listen", "metrics_listen", "admin_socket"])]
+    #[arg(long, conflicts_with_all = ["listen", "metrics_listen", "admin_socket", "tor_metrics"])]
     pub compat_shim: bool,
     /// How an instance is chosen: fewest open connections, or the same
     /// instance per client address while it serves.
@@ -294,6 +308,10 @@ pub struct ExtorArgs {
     /// The admin socket (`onionlb bridge drain` talks to it).
     #[arg(long, value_name = "PATH", env = "ONIONLB_BRIDGE_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
+    /// A tor's MetricsPort, NAME=ADDR:PORT (loopback): its metrics are
+    /// served with the balancer's, per tor and summed. Once per tor.
+    #[arg(long = "tor-metrics", value_name = "NAME=ADDR:PORT", requires = "metrics_listen", value_parser = parse_tor_metrics)]
+    pub tor_metrics: Vec<(String, std::net::SocketAddr)>,
     /// The most transport connections open at once; more are closed at
     /// once.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

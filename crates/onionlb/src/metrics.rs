@@ -271,7 +271,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     daemon: crate::answer::Asker,
 ) -> anyhow::Result<MetricsServer> {
-    serve_with(addr, move || {
+    serve_with(addr, OPENMETRICS, move || {
         let metrics = Arc::clone(&metrics);
         let daemon = daemon.clone();
         async move {
@@ -283,10 +283,20 @@ pub async fn serve(
     .await
 }
 
-/// Serves the OpenMetrics text `render` makes for each scrape on `addr`,
-/// which must be a loopback address, to at most
+/// The content type of what [`Metrics::render`] writes.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of Prometheus's plain text format, which tor's
+/// MetricsPort writes.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves the text `render` makes for each scrape on `addr`, which must be
+/// a loopback address, as `content_type`, to at most
 /// [`crate::answer::MAX_CLIENTS`] scrapers at once.
-pub async fn serve_with<F, Fut>(addr: SocketAddr, render: F) -> anyhow::Result<MetricsServer>
+pub async fn serve_with<F, Fut>(
+    addr: SocketAddr,
+    content_type: &'static str,
+    render: F,
+) -> anyhow::Result<MetricsServer>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = String> + Send + 'static,
@@ -321,7 +331,7 @@ where
                 .await;
                 let body = body.await;
                 let head = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 crate::answer::send_and_close(stream, &[head.as_bytes(), body.as_bytes()]).await;

@@ -6,7 +6,8 @@
 //!
 //! What a bridge operator needs to be true, each checked on what clients
 //! see and on the balancer's metrics:
-//! - both tors carry clients;
+//! - both tors carry clients, and the balancer's metrics carry the tors'
+//!   own, per tor and summed;
 //! - a transport with a wrong static cookie is refused (status 0);
 //! - a restarted tor (a new ExtORPort cookie) takes connections again
 //!   without the transport being touched, and new clients bootstrap;
@@ -102,6 +103,11 @@ fn bridge_torrc(dir: &Path, name: &str, or_port: u16, ext_or_port: u16) -> Strin
          ExtORPortCookieAuthFile {}\n",
         dir.join(name).join("extor_cookie").display()
     )
+}
+
+/// The lines giving a tor a MetricsPort on loopback.
+fn metrics_port_torrc(port: u16) -> String {
+    format!("MetricsPort 127.0.0.1:{port}\nMetricsPortPolicy accept 127.0.0.1\n")
 }
 
 /// Copies the identity and onion keys of `from`'s data directory into
@@ -278,13 +284,15 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
     // Two bridge tors with one identity: bridge0 makes the keys, bridge1
     // starts from a copy.
     let ext_or: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let tor_metrics: Vec<u16> = (0..2).map(|_| free_port()).collect();
     let mut controls = Vec::new();
     for (i, &port) in ext_or.iter().enumerate() {
         let name = format!("bridge{i}");
         if i > 0 {
             share_keys(&dir.join("bridge0"), &dir.join(&name));
         }
-        let torrc = bridge_torrc(&dir, &name, free_port(), port);
+        let torrc =
+            bridge_torrc(&dir, &name, free_port(), port) + &metrics_port_torrc(tor_metrics[i]);
         controls.push(net.start_guest(&name, &torrc, BOOTSTRAP).await.unwrap());
     }
     let fingerprint = |name: &str| {
@@ -323,6 +331,11 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
         .arg("--admin-socket")
         .arg(&admin);
+    for (i, port) in tor_metrics.iter().enumerate() {
+        command
+            .arg("--tor-metrics")
+            .arg(format!("bridge{i}=127.0.0.1:{port}"));
+    }
     for (i, port) in ext_or.iter().enumerate() {
         let cookie = dir.join(format!("bridge{i}")).join("extor_cookie");
         command
@@ -363,6 +376,26 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
         assert!(
             connections(metrics, name) >= 1,
             "{name} carries no client:\n{text}"
+        );
+    }
+
+    // The tors' own metrics come with the balancer's: per tor and summed.
+    let text = scrape(metrics);
+    for tor in ["bridge0", "bridge1", "all"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("tor_") && l.contains(&format!("tor=\"{tor}\""))),
+            "no tor metric for {tor}:\n{text}"
+        );
+    }
+    for tor in ["bridge0", "bridge1"] {
+        assert_eq!(
+            sample(
+                &text,
+                "onionlb_bridge_tor_metrics_unreachable",
+                &format!("tor=\"{tor}\"")
+            ),
+            0
         );
     }
 

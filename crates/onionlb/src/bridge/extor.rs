@@ -96,6 +96,56 @@ pub struct Balance {
     pub admin_socket: Option<std::path::PathBuf>,
     /// The most transport connections at once.
     pub max_connections: usize,
+    /// Each tor's MetricsPort, to serve with the balancer's metrics.
+    pub tor_metrics: Vec<(String, SocketAddr)>,
+}
+
+/// Serves the balancer's metrics on `addr`, with the tors' own when
+/// `tor_metrics` names their MetricsPorts (then in Prometheus's text
+/// format, which is what tor writes).
+async fn serve_metrics(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    tor_metrics: Vec<(String, SocketAddr)>,
+) -> anyhow::Result<crate::metrics::MetricsServer> {
+    if tor_metrics.is_empty() {
+        return crate::metrics::serve_with(addr, crate::metrics::OPENMETRICS, move || {
+            let text = shared.metrics.render(&shared.pool());
+            async move { text }
+        })
+        .await;
+    }
+    let tors = Arc::new(tor_metrics);
+    crate::metrics::serve_with(addr, crate::metrics::PROMETHEUS_TEXT, move || {
+        let ours = shared.metrics.render(&shared.pool());
+        let tors = Arc::clone(&tors);
+        async move {
+            let fetched = futures::future::join_all(
+                tors.iter().map(|(_, addr)| super::tor_metrics::fetch(*addr)),
+            )
+            .await;
+            let mut sources = Vec::new();
+            let mut unreachable = Vec::new();
+            for ((name, _), text) in tors.iter().zip(&fetched) {
+                match text {
+                    Some(text) => sources.push((name.as_str(), text.as_str())),
+                    None => unreachable.push(name.as_str()),
+                }
+            }
+            let mut text = ours.trim_end().trim_end_matches("# EOF").to_owned();
+            text.push_str(&super::tor_metrics::merge(&sources));
+            text.push_str("# HELP onionlb_bridge_tor_metrics_unreachable 1 if the tor's MetricsPort did not answer this scrape\n");
+            text.push_str("# TYPE onionlb_bridge_tor_metrics_unreachable gauge\n");
+            for (name, _) in tors.iter() {
+                let down = u8::from(unreachable.contains(&name.as_str()));
+                text.push_str(&format!(
+                    "onionlb_bridge_tor_metrics_unreachable{{tor=\"{name}\"}} {down}\n"
+                ));
+            }
+            text
+        }
+    })
+    .await
 }
 
 /// Runs the balancer the command line describes until SIGTERM or SIGINT.
@@ -125,6 +175,7 @@ pub async fn run(args: ExtorArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         admin_socket: args.admin_socket,
         max_connections: args.max_connections as usize,
+        tor_metrics: args.tor_metrics,
     };
     balance.run(std::future::pending()).await
 }
@@ -167,16 +218,7 @@ impl Balance {
             metrics: Metrics::default(),
         });
         let _metrics = match self.metrics_listen {
-            Some(addr) => {
-                let shared = Arc::clone(&shared);
-                Some(
-                    crate::metrics::serve_with(addr, move || {
-                        let text = shared.metrics.render(&shared.pool());
-                        async move { text }
-                    })
-                    .await?,
-                )
-            }
+            Some(addr) => Some(serve_metrics(addr, Arc::clone(&shared), self.tor_metrics).await?),
             None => None,
         };
         let _admin = match &self.admin_socket {

@@ -15,6 +15,7 @@ mod metrics;
 mod relay;
 mod rotate;
 mod shim;
+mod tor_metrics;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;

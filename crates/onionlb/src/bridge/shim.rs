@@ -55,6 +55,7 @@ pub async fn run(args: &ExtorArgs) -> anyhow::Result<()> {
         metrics_listen: None,
         admin_socket: None,
         max_connections: args.max_connections as usize,
+        tor_metrics: Vec::new(),
     };
     let exit_on_close = server.exit_on_stdin_close;
     balance
