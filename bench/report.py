@@ -165,10 +165,12 @@ def scale_section(scale):
 
 
 def bridge_section(bridge):
-    """The bridge middle tier: onionlb bridge extor against HAProxy over
-    compatibility shims, on the same simulated transport and tors."""
+    """The bridge middle tier: onionlb bridge extor (splice and copy)
+    against HAProxy over compatibility shims, on the same simulated
+    transport and tors."""
     tiers = {t['tier']: t for t in bridge['tiers']}
-    ours, theirs = tiers.get('onionlb-extor', {}), tiers.get('haproxy+shims', {})
+    splice, copy = tiers.get('onionlb-extor-splice', {}), tiers.get('onionlb-extor-copy', {})
+    theirs = tiers.get('haproxy+shims', {})
     lines = [
         "",
         "## Bridges: the middle tier between a transport and N tors",
@@ -176,34 +178,39 @@ def bridge_section(bridge):
         "`onionlb-bench bridge`: a simulated transport (the Extended ORPort",
         "client half, static cookie) and simulated tors (the server half with",
         "each tor's own cookie, answering `OKAY` and then echoing) in the",
-        "harness's process; between them either `onionlb bridge extor` with",
-        "one `--instance` per tor, or HAProxy (leastconn) over one `onionlb",
-        "bridge extor --compat-shim` per tor (the Snowflake bridges' layout with",
-        "our shim in extor-static-cookie's place; the Go shim is not run here).",
-        "CPU and memory are the middle tier's processes only; bytes count both",
-        "directions. Ratio: onionlb's figure over HAProxy's and the shims' (below",
-        "1x, onionlb uses less).",
+        "harness's process; between them `onionlb bridge extor` with one",
+        "`--instance` per tor (relaying with `splice(2)`, its default, or with",
+        "plain copies), or HAProxy (leastconn) over one `onionlb bridge extor",
+        "--compat-shim` per tor (the Snowflake bridges' layout with our shim in",
+        "extor-static-cookie's place; the Go shim is not run here). CPU and",
+        "memory are the middle tier's processes only; bytes count both",
+        "directions. Ratio: onionlb's (splice) figure over HAProxy's and the",
+        "shims' (below 1x, onionlb uses less).",
         "",
-        "| measure | onionlb bridge extor | HAProxy + shims | ratio |",
-        "|---|---:|---:|---:|",
+        "| measure | onionlb (splice) | onionlb (copy) | HAProxy + shims | ratio |",
+        "|---|---:|---:|---:|---:|",
     ]
-    theirs_runs = {(t['kind'], t['connections']): t for t in theirs.get('throughput', [])}
-    for run in ours.get('throughput', []):
-        other = theirs_runs.get((run['kind'], run['connections']))
-        what = "bulk (16 KiB writes)" if run['kind'] == 'bulk' else "cells (514-byte round trips)"
+    def runs(tier):
+        return {(t['kind'], t['connections']): t for t in tier.get('throughput', [])}
+    copy_runs, their_runs = runs(copy), runs(theirs)
+    for key, run in runs(splice).items():
+        kind, connections = key
+        what = "bulk (16 KiB writes)" if kind == 'bulk' else "cells (514-byte round trips)"
         a = run['cpu_seconds_per_gb']
-        b = other['cpu_seconds_per_gb'] if other else None
-        lines.append(f"| CPU s per GB, {what}, {run['connections']} connections | {a:.2f} | "
-                     f"{f'{b:.2f}' if b else '-'} | {f'{a / b:.2f}x' if b else '-'} |")
-    def pair(key, fmt):
-        a, b = ours.get(key), theirs.get(key)
-        return f"{fmt(a) if a is not None else '-'} | {fmt(b) if b is not None else '-'}"
-    lines.append(f"| handshakes per second | {pair('handshakes_per_second', lambda v: f'{v:.0f}')} | |")
-    lines.append(f"| handshake p50 / p99 (ms) | {pair('handshake_ms', lambda v: f'{v[0]:.2f} / {v[1]:.2f}')} | |")
+        c = copy_runs.get(key, {}).get('cpu_seconds_per_gb')
+        b = their_runs.get(key, {}).get('cpu_seconds_per_gb')
+        cell = lambda v: f"{v:.2f}" if v is not None else "-"
+        lines.append(f"| CPU s per GB, {what}, {connections} connections | {cell(a)} | {cell(c)} | {cell(b)} | "
+                     f"{f'{a / b:.2f}x' if b else '-'} |")
+    def row(label, key, fmt):
+        cells = [fmt(t[key]) if key in t else '-' for t in (splice, copy, theirs)]
+        lines.append(f"| {label} | {' | '.join(cells)} | |")
+    row("handshakes per second", 'handshakes_per_second', lambda v: f"{v:.0f}")
+    row("handshake p50 / p99 (ms)", 'handshake_ms', lambda v: f"{v[0]:.2f} / {v[1]:.2f}")
     direct = bridge.get('direct_round_trip_ms', [0, 0])
-    lines.append(f"| one cell's round trip p50 / p99 (ms; straight to a tor: {direct[0]:.2f} / {direct[1]:.2f}) | "
-                 f"{pair('round_trip_ms', lambda v: f'{v[0]:.2f} / {v[1]:.2f}')} | |")
-    lines.append(f"| resident memory per 1000 idle connections | {pair('idle_kib_per_1000', lambda v: f'{v / 1024:.1f} MiB')} | |")
+    row(f"one cell's round trip p50 / p99 (ms; straight to a tor: {direct[0]:.2f} / {direct[1]:.2f})",
+        'round_trip_ms', lambda v: f"{v[0]:.2f} / {v[1]:.2f}")
+    row("resident memory per 1000 idle connections", 'idle_kib_per_1000', lambda v: f"{v / 1024:.1f} MiB")
     return lines
 
 

@@ -1,12 +1,14 @@
 //! `onionlb-bench bridge`: the middle tier of a bridge fleet, measured.
 //!
-//! Two middle tiers carry the same load between a simulated transport and
-//! simulated tors, in one run:
-//! - `onionlb bridge extor` with one `--instance` per tor;
+//! Three middle tiers carry the same load between a simulated transport
+//! and simulated tors, in one run:
+//! - `onionlb bridge extor` with one `--instance` per tor, relaying with
+//!   `splice(2)` (its default) and with plain copies;
 //! - HAProxy (leastconn) over one `onionlb bridge extor --compat-shim` per
 //!   tor, each started with the `TOR_PT_*` variables a tor would give it
 //!   (the setup of the Snowflake bridges, with our shim in place of
-//!   extor-static-cookie).
+//!   extor-static-cookie; it splices, as Go's `io.Copy` between TCP
+//!   connections does).
 //!
 //! The simulated tors are Extended ORPort servers in this process (the
 //! `extorport` crate's server half with each tor's own cookie file) that
@@ -66,7 +68,7 @@ pub struct Plan {
 /// The figures of one middle tier.
 #[derive(Debug, Serialize)]
 pub struct TierReport {
-    /// `onionlb-extor` or `haproxy+shims`.
+    /// `onionlb-extor-splice`, `onionlb-extor-copy` or `haproxy+shims`.
     pub tier: String,
     /// One entry per throughput run.
     pub throughput: Vec<Throughput>,
@@ -151,7 +153,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     }
     let direct = round_trips_direct(&tors[0], 200).await?;
     let mut tiers = Vec::new();
-    for kind in ["onionlb-extor", "haproxy+shims"] {
+    for kind in [
+        "onionlb-extor-splice",
+        "onionlb-extor-copy",
+        "haproxy+shims",
+    ] {
         let tier = start_tier(kind, plan, &tors, &static_path)?;
         wait_listening(tier.listen).await?;
         let report = measure(plan, &tier, &static_cookie).await?;
@@ -329,10 +335,17 @@ fn start_tier(
             .spawn()
             .with_context(|| format!("starting {name}"))
     };
-    if kind == "onionlb-extor" {
+    if let Some(relay) = kind.strip_prefix("onionlb-extor-") {
         let mut command = Command::new(&plan.onionlb);
         command
-            .args(["bridge", "extor", "--listen", &listen.to_string()])
+            .args([
+                "bridge",
+                "extor",
+                "--relay",
+                relay,
+                "--listen",
+                &listen.to_string(),
+            ])
             .arg("--static-cookie")
             .arg(static_cookie)
             .env(
@@ -346,7 +359,7 @@ fn start_tier(
                 tor.cookie_file.display()
             ));
         }
-        let child = spawn(&mut command, "onionlb-extor")?;
+        let child = spawn(&mut command, kind)?;
         return Ok(Tier {
             name: kind,
             listen,

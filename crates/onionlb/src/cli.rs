@@ -312,6 +312,10 @@ pub struct ExtorArgs {
     /// served with the balancer's, per tor and summed. Once per tor.
     #[arg(long = "tor-metrics", value_name = "NAME=ADDR:PORT", requires = "metrics_listen", value_parser = parse_tor_metrics)]
     pub tor_metrics: Vec<(String, std::net::SocketAddr)>,
+    /// How bytes are relayed: `splice` moves them between the sockets in
+    /// the kernel (Linux), `copy` through a buffer.
+    #[arg(long, value_enum, default_value = "splice")]
+    pub relay: RelayArg,
     /// The most transport connections open at once; more are closed at
     /// once.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -355,6 +359,15 @@ fn parse_instance(text: &str) -> Result<InstanceArg, String> {
         addr,
         cookie: PathBuf::from(cookie),
     })
+}
+
+/// `--relay`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayArg {
+    /// splice(2) through a pipe: the bytes stay in the kernel.
+    Splice,
+    /// read and write through a buffer.
+    Copy,
 }
 
 /// `--strategy`

@@ -65,7 +65,12 @@ async fn clients_reach_every_instance_through_the_master_and_survive_a_dead_one(
     assert_eq!(instances.len(), 3, "{json}");
     for (instance, address) in instances.iter().zip(net.instance_addresses()) {
         assert_eq!(instance["onionAddress"], address.to_string());
-        assert_eq!(instance["introPointsNum"], 3, "{json}");
+        // tor's three intro points per descriptor; the manager keeps one
+        // or both of an instance's descriptors (current and next period).
+        assert!(
+            [3, 6].contains(&instance["introPointsNum"].as_u64().unwrap_or(0)),
+            "{json}"
+        );
         assert!(instance["descriptorReceived"].is_string(), "{json}");
         assert_eq!(instance["live"], true, "{json}");
     }

@@ -56,6 +56,7 @@ const READ_CHUNK: usize = 2048;
 /// What the balancer's tasks share.
 struct Shared {
     cookie: Cookie,
+    relay: super::relay::Mode,
     instances: Vec<InstanceArg>,
     pool: Mutex<Pool>,
     metrics: Metrics,
@@ -98,6 +99,8 @@ pub struct Balance {
     pub max_connections: usize,
     /// Each tor's MetricsPort, to serve with the balancer's metrics.
     pub tor_metrics: Vec<(String, SocketAddr)>,
+    /// How bytes are relayed.
+    pub relay: super::relay::Mode,
 }
 
 /// Serves the balancer's metrics on `addr`, with the tors' own when
@@ -176,6 +179,7 @@ pub async fn run(args: ExtorArgs) -> anyhow::Result<()> {
         admin_socket: args.admin_socket,
         max_connections: args.max_connections as usize,
         tor_metrics: args.tor_metrics,
+        relay: relay_mode(args.relay),
     };
     balance.run(std::future::pending()).await
 }
@@ -202,6 +206,14 @@ pub fn listen_for_transport(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     listen().with_context(|| format!("listening for the transport on {addr}"))
 }
 
+/// The relay `--relay` asks for.
+pub fn relay_mode(arg: crate::cli::RelayArg) -> super::relay::Mode {
+    match arg {
+        crate::cli::RelayArg::Splice => super::relay::Mode::Splice,
+        crate::cli::RelayArg::Copy => super::relay::Mode::Copy,
+    }
+}
+
 /// Reads the static cookie `--static-cookie` names.
 pub async fn read_static_cookie(path: &Path) -> anyhow::Result<Cookie> {
     read_cookie(path).with_context(|| format!("--static-cookie {}", path.display()))
@@ -213,6 +225,7 @@ impl Balance {
         let pool = Pool::new(self.instances.iter().map(|i| i.name.clone()), self.strategy);
         let shared = Arc::new(Shared {
             cookie: self.cookie,
+            relay: self.relay,
             instances: self.instances,
             pool: Mutex::new(pool),
             metrics: Metrics::default(),
@@ -339,7 +352,7 @@ async fn serve(shared: Arc<Shared>, mut transport: TcpStream) {
     shared.pool().opened(index);
     shared.metrics.connected(&name);
     let (to_tor, from_tor) = shared.metrics.byte_counters(&name);
-    relay(transport, tor, to_tor, from_tor).await;
+    relay(transport, tor, to_tor, from_tor, shared.relay).await;
     shared.pool().closed(index);
 }
 

@@ -56,6 +56,7 @@ pub async fn run(args: &ExtorArgs) -> anyhow::Result<()> {
         admin_socket: None,
         max_connections: args.max_connections as usize,
         tor_metrics: Vec::new(),
+        relay: super::extor::relay_mode(args.relay),
     };
     let exit_on_close = server.exit_on_stdin_close;
     balance
