@@ -221,20 +221,27 @@ fn parse_tor_metrics(text: &str) -> Result<(String, std::net::SocketAddr), Strin
     Ok((name, addr))
 }
 
-fn parse_tor(text: &str) -> Result<(String, PathBuf), String> {
-    let Some((name, dir)) = text.split_once('=') else {
-        return Err("expected NAME=DATADIR".into());
-    };
-    let name_ok = !name.is_empty()
+/// A bridge tor's name (in metrics, logs and commands run with it): 1 to
+/// 64 letters, digits, `-`, `_` or `.`.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !name_ok {
-        return Err(format!(
-            "tor name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-        ));
+    if ok {
+        return Ok(());
     }
+    Err(format!(
+        "{what} name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+    ))
+}
+
+fn parse_tor(text: &str) -> Result<(String, PathBuf), String> {
+    let Some((name, dir)) = text.split_once('=') else {
+        return Err("expected NAME=DATADIR".into());
+    };
+    check_name("tor", name)?;
     if dir.is_empty() {
         return Err("the DataDirectory is missing".into());
     }
@@ -338,16 +345,7 @@ fn parse_instance(text: &str) -> Result<InstanceArg, String> {
     let (Some(name), Some(addr), Some(cookie)) = (parts.next(), parts.next(), parts.next()) else {
         return Err("expected NAME,ADDR:PORT,COOKIE_FILE".into());
     };
-    let name_ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !name_ok {
-        return Err(format!(
-            "instance name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-        ));
-    }
+    check_name("instance", name)?;
     let addr = addr
         .parse()
         .map_err(|_| format!("{addr:?} is not an ADDR:PORT"))?;

@@ -506,8 +506,7 @@ async fn check(instance: &InstanceArg) -> bool {
 /// once would otherwise queue behind the pool's threads.
 pub fn read_cookie(path: &Path) -> anyhow::Result<Cookie> {
     let bytes = zeroize::Zeroizing::new(
-        torctl::file::read_capped(path, COOKIE_FILE_LEN as u64)
-            .with_context(|| format!("reading {}", path.display()))?,
+        torctl::file::read_capped(path, COOKIE_FILE_LEN as u64)?,
     );
     Cookie::parse_file(&bytes).map_err(|e: CookieError| {
         anyhow::Error::new(e).context(format!(
