@@ -505,9 +505,7 @@ async fn check(instance: &InstanceArg) -> bool {
 /// pool: it is 64 bytes on a local disk, and a thousand connections at
 /// once would otherwise queue behind the pool's threads.
 pub fn read_cookie(path: &Path) -> anyhow::Result<Cookie> {
-    let bytes = zeroize::Zeroizing::new(
-        torctl::file::read_capped(path, COOKIE_FILE_LEN as u64)?,
-    );
+    let bytes = zeroize::Zeroizing::new(torctl::file::read_capped(path, COOKIE_FILE_LEN as u64)?);
     Cookie::parse_file(&bytes).map_err(|e: CookieError| {
         anyhow::Error::new(e).context(format!(
             "{} is not an Extended ORPort cookie",
