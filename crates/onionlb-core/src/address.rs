@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use safelog::DisplayRedacted as _;
 use thiserror::Error;
-use tor_hscrypto::pk::HsId;
+use tor_hscrypto::pk::{HsId, HsIdParseError};
 
 /// A v3 onion address: the identity of an onion service.
 ///
@@ -17,10 +17,54 @@ pub struct OnionAddress(HsId);
 
 /// Why a string is not a v3 onion address.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("{input:?} is not a v3 onion address: {reason}")]
+#[error("{input:?} is not a v3 onion address: {problem}")]
 pub struct AddressError {
     input: String,
-    reason: String,
+    problem: AddressProblem,
+}
+
+/// What is wrong with a string that is not a v3 onion address.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressProblem {
+    /// A label before the address (`www.<address>.onion`).
+    #[error("it has a subdomain")]
+    Subdomain,
+    /// Not base32, or not of a length base32 can have.
+    #[error("it is not base32")]
+    NotBase32,
+    /// Base32 of another length than an address's 35 bytes.
+    #[error("it is not 56 characters of base32")]
+    WrongLength,
+    /// Another version than 3.
+    #[error("its version is {0}, not 3")]
+    Version(u8),
+    /// Its checksum does not match: mistyped or corrupted.
+    #[error("its checksum does not match (mistyped?)")]
+    Checksum,
+    /// Anything else Arti's parser refuses.
+    #[error("Arti's parser refuses it")]
+    Other,
+}
+
+impl AddressError {
+    /// What is wrong with it.
+    pub fn problem(&self) -> AddressProblem {
+        self.problem
+    }
+}
+
+impl From<&HsIdParseError> for AddressProblem {
+    fn from(error: &HsIdParseError) -> Self {
+        match error {
+            HsIdParseError::HsIdContainsSubdomain => AddressProblem::Subdomain,
+            HsIdParseError::InvalidBase32(_) => AddressProblem::NotBase32,
+            HsIdParseError::InvalidData(_) => AddressProblem::WrongLength,
+            HsIdParseError::UnsupportedVersion(v) => AddressProblem::Version(*v),
+            HsIdParseError::WrongChecksum => AddressProblem::Checksum,
+            _ => AddressProblem::Other,
+        }
+    }
 }
 
 impl OnionAddress {
@@ -57,7 +101,7 @@ impl FromStr for OnionAddress {
             .map(OnionAddress)
             .map_err(|e| AddressError {
                 input: input.to_owned(),
-                reason: e.to_string(),
+                problem: AddressProblem::from(&e),
             })
     }
 }
@@ -93,11 +137,16 @@ mod test {
     }
 
     #[test]
-    fn rejects_bad_checksum_and_junk() {
-        let mut bad = ADDR.to_owned();
-        bad.replace_range(0..1, "3");
-        assert!(bad.parse::<OnionAddress>().is_err());
-        assert!("example.onion".parse::<OnionAddress>().is_err());
+    fn each_kind_of_bad_address_says_what_is_wrong() {
+        let problem = |text: &str| text.parse::<OnionAddress>().unwrap_err().problem();
+        let mut mistyped = ADDR.to_owned();
+        mistyped.replace_range(0..1, "3");
+        assert_eq!(problem(&mistyped), AddressProblem::Checksum);
+        assert_eq!(problem(&"a".repeat(48)), AddressProblem::WrongLength);
+        assert_eq!(problem(&"a".repeat(56)), AddressProblem::Version(0));
+        assert_eq!(problem("example.onion"), AddressProblem::NotBase32);
+        assert_eq!(problem(&format!("www.{ADDR}")), AddressProblem::Subdomain);
+        assert_eq!(problem(&ADDR.replace('2', "1")), AddressProblem::NotBase32);
         let err = "nope".parse::<OnionAddress>().unwrap_err();
         assert!(err.to_string().contains("\"nope\""));
     }

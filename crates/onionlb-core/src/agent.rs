@@ -69,7 +69,7 @@ pub struct AgentPublicKey([u8; 32]);
 pub enum AgentError {
     /// A key file or key text is malformed.
     #[error("not an onionlb agent key: {0}")]
-    Key(String),
+    Key(KeyProblem),
     /// A line longer than [`MAX_LINE`], or a descriptor longer than
     /// [`MAX_DESCRIPTOR`].
     #[error("message too long: {0} bytes")]
@@ -77,6 +77,27 @@ pub enum AgentError {
     /// A line that is not one of the channel's messages.
     #[error("not a message of the agent channel: {0:?}")]
     Malformed(String),
+}
+
+/// What is wrong with an agent key file or an agent's public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// A key file without its first line.
+    #[error("the file does not start with onionlb-agent-key-v1")]
+    NoHeader,
+    /// A key file whose seed is not 32 bytes in base64.
+    #[error("the seed is not 32 bytes of base64")]
+    BadSeed,
+    /// A key file with more than the seed.
+    #[error("text after the seed")]
+    TextAfterSeed,
+    /// A public key that is not 32 bytes in base64.
+    #[error("the public key is not 32 bytes of base64")]
+    BadPublicKey,
+    /// 32 bytes that are not an ed25519 public key.
+    #[error("the public key is not an ed25519 point")]
+    NotAPoint,
 }
 
 impl AgentKey {
@@ -96,18 +117,16 @@ impl AgentKey {
     pub fn from_file_text(text: &str) -> Result<Self, AgentError> {
         let mut words = text.split_whitespace();
         if words.next() != Some(KEY_FILE_HEADER) {
-            return Err(AgentError::Key(format!(
-                "it does not start with {KEY_FILE_HEADER}"
-            )));
+            return Err(AgentError::Key(KeyProblem::NoHeader));
         }
         let seed = words
             .next()
             .and_then(|b64| BASE64.decode(b64.as_bytes()).ok())
             .map(zeroize::Zeroizing::new)
             .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-            .ok_or_else(|| AgentError::Key("the seed is not 32 bytes of base64".into()))?;
+            .ok_or(AgentError::Key(KeyProblem::BadSeed))?;
         if words.next().is_some() {
-            return Err(AgentError::Key("text after the seed".into()));
+            return Err(AgentError::Key(KeyProblem::TextAfterSeed));
         }
         Ok(AgentKey { seed })
     }
@@ -209,10 +228,10 @@ impl FromStr for AgentPublicKey {
             .decode(text.trim().as_bytes())
             .ok()
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-            .ok_or_else(|| AgentError::Key(format!("{text:?} is not 32 bytes of base64")))?;
+            .ok_or(AgentError::Key(KeyProblem::BadPublicKey))?;
         ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map(|_| AgentPublicKey(bytes))
-            .map_err(|_| AgentError::Key(format!("{text:?} is not an ed25519 public key")))
+            .map_err(|_| AgentError::Key(KeyProblem::NotAPoint))
     }
 }
 
@@ -321,9 +340,7 @@ impl ToManager {
             .into_bytes(),
             ToManager::Tor(tor) => format!("TOR {} {}\n", tor.pid, tor.started).into_bytes(),
             ToManager::Health(Health::Up) => b"HEALTH UP\n".to_vec(),
-            ToManager::Health(Health::Down(why)) => {
-                format!("HEALTH DOWN {}\n", one_line(why)).into_bytes()
-            }
+            ToManager::Health(Health::Down(why)) => line("HEALTH DOWN", why),
             ToManager::Descriptor(text) => {
                 let mut bytes = format!("DESCRIPTOR {}\n", text.len()).into_bytes();
                 bytes.extend_from_slice(text.as_bytes());
@@ -378,14 +395,13 @@ impl ToAgent {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             ToAgent::Challenge(challenge) => {
-                format!("CHALLENGE {}\n", data_encoding::HEXLOWER.encode(challenge))
+                format!("CHALLENGE {}\n", data_encoding::HEXLOWER.encode(challenge)).into_bytes()
             }
-            ToAgent::Welcome => "WELCOME\n".to_owned(),
-            ToAgent::Refused(why) => format!("REFUSED {}\n", one_line(why)),
-            ToAgent::Accepted(what) => format!("ACCEPTED {}\n", one_line(what)),
-            ToAgent::Rejected(why) => format!("REJECTED {}\n", one_line(why)),
+            ToAgent::Welcome => b"WELCOME\n".to_vec(),
+            ToAgent::Refused(why) => line("REFUSED", why),
+            ToAgent::Accepted(what) => line("ACCEPTED", what),
+            ToAgent::Rejected(why) => line("REJECTED", why),
         }
-        .into_bytes()
     }
 
     fn parse(frame: Frame) -> Result<Self, AgentError> {
@@ -413,9 +429,15 @@ impl ToAgent {
     }
 }
 
-/// Reasons travel on one line.
-fn one_line(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
+/// `word`, a space and `text` on one line, `text` cut (at a character)
+/// so that the line fits [`MAX_LINE`]: every reason a peer can read, it
+/// can send back unchanged.
+fn line(word: &str, text: &str) -> Vec<u8> {
+    let mut end = text.len().min(MAX_LINE - word.len() - 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{word} {}\n", text[..end].replace(['\r', '\n'], " ")).into_bytes()
 }
 
 mod sealed {
@@ -488,9 +510,15 @@ impl<M: Message> Decoder<M> {
         if end > MAX_LINE {
             return Err(AgentError::TooLong(end));
         }
-        let line = String::from_utf8_lossy(&self.buffer[..end])
+        // The encoder writes text: a line that is not UTF-8 is not ours.
+        // A carriage return inside one is read as the space the encoder
+        // writes for it, so what is decoded encodes back to the same line.
+        let line = std::str::from_utf8(&self.buffer[..end])
+            .map_err(|_| {
+                AgentError::Malformed(String::from_utf8_lossy(&self.buffer[..end]).into_owned())
+            })?
             .trim_end_matches('\r')
-            .to_owned();
+            .replace('\r', " ");
         let body_length = match line.strip_prefix("DESCRIPTOR ") {
             Some(length) => {
                 let length: usize = length
@@ -567,6 +595,45 @@ mod test {
     }
 
     #[test]
+    fn a_carriage_return_inside_a_line_reads_as_the_space_it_is_written_as() {
+        // Found by the agent_channel fuzz target: decoded with the \r,
+        // the reason encoded back with a space in its place.
+        let decoded = decode_all::<ToAgent>(b"REJECTED a\rb\r\n");
+        assert_eq!(decoded, [ToAgent::Rejected("a b".into())]);
+        assert_eq!(decoded[0].encode(), b"REJECTED a b\n");
+        let decoded = decode_all::<ToManager>(b"HEALTH DOWN x\ry\n");
+        assert_eq!(decoded, [ToManager::Health(Health::Down("x y".into()))]);
+    }
+
+    #[test]
+    fn a_line_that_is_not_text_is_refused_and_a_long_reason_is_cut_to_fit() {
+        // Found by the agent_channel fuzz target: read lossily, each bad
+        // byte became three, and the line no longer fit when encoded back.
+        let mut decoder = Decoder::<ToAgent>::default();
+        decoder.push(b"REJECTED \xff\xff\n");
+        assert!(matches!(
+            decoder.next_message(),
+            Err(AgentError::Malformed(_))
+        ));
+        let long = "é".repeat(MAX_LINE);
+        for message in [
+            ToAgent::Rejected(long.clone()),
+            ToAgent::Accepted(long.clone()),
+            ToAgent::Refused(long.clone()),
+        ] {
+            let decoded = decode_all::<ToAgent>(&message.encode());
+            let (ToAgent::Rejected(text) | ToAgent::Accepted(text) | ToAgent::Refused(text)) =
+                &decoded[0]
+            else {
+                unreachable!("the same kind comes back");
+            };
+            assert!(long.starts_with(text.as_str()) && text.len() >= MAX_LINE - 10);
+        }
+        let health = ToManager::Health(Health::Down(long.clone()));
+        assert_eq!(decode_all::<ToManager>(&health.encode()).len(), 1);
+    }
+
+    #[test]
     fn a_tor_run_is_told_apart_by_pid_or_by_a_start_more_than_seconds_off() {
         let run = TorProcess {
             pid: 1,
@@ -617,9 +684,29 @@ mod test {
         assert_eq!(again.public(), key.public());
         let public: AgentPublicKey = key.public().to_string().parse().expect("parses");
         assert_eq!(public, key.public());
-        assert!(AgentKey::from_file_text("onionlb-agent-key-v1 c2hvcnQ=").is_err());
-        assert!(AgentKey::from_file_text("something else").is_err());
-        assert!("not base64!".parse::<AgentPublicKey>().is_err());
+        let problem = |text: &str| match AgentKey::from_file_text(text) {
+            Err(AgentError::Key(problem)) => problem,
+            other => panic!("{text:?}: {:?}", other.map(|k| k.public())),
+        };
+        assert_eq!(
+            problem("onionlb-agent-key-v1 c2hvcnQ="),
+            KeyProblem::BadSeed
+        );
+        assert_eq!(problem("something else"), KeyProblem::NoHeader);
+        let extra = format!("{} more", key.to_file_text().trim());
+        assert_eq!(problem(&extra), KeyProblem::TextAfterSeed);
+        let public = |text: &str| text.parse::<AgentPublicKey>().unwrap_err();
+        assert_eq!(
+            public("not base64!"),
+            AgentError::Key(KeyProblem::BadPublicKey)
+        );
+        // y = 2 is on no ed25519 point.
+        let mut two = [0; 32];
+        two[0] = 2;
+        assert_eq!(
+            public(&BASE64.encode(&two)),
+            AgentError::Key(KeyProblem::NotAPoint)
+        );
         // Client authorization keys in tor's forms, and stable.
         assert!(key.client_auth_secret().starts_with("x25519:"));
         assert_eq!(key.client_auth_public().len(), 52);

@@ -92,7 +92,7 @@ pub enum NetdocError {
         /// 1-based line number.
         line: usize,
         /// What is wrong.
-        reason: String,
+        reason: &'static str,
     },
     /// A required line is missing.
     #[error("no {0} line")]
@@ -121,9 +121,9 @@ impl Consensus {
         let mut relay: Option<RelayStatus> = None;
 
         for (number, line) in lines {
-            let bad = |reason: &str| NetdocError::BadLine {
+            let bad = |reason: &'static str| NetdocError::BadLine {
                 line: number,
-                reason: reason.to_owned(),
+                reason,
             };
             let (keyword, rest) = line.split_once(' ').unwrap_or((line, ""));
             match keyword {

@@ -60,8 +60,10 @@ pub struct InstanceState {
     identity: HsIdKey,
     /// Newest period first; at most [`KEPT`], of distinct periods.
     kept: Vec<Kept>,
-    /// Highest revision seen per blinded key.
-    revisions: HashMap<HsBlindId, u64>,
+    /// Highest revision seen per blinded key, for the periods that may
+    /// still be offered (one before the oldest lately offered, and
+    /// after).
+    revisions: HashMap<HsBlindId, Seen>,
     /// The identity's blindings for the periods lately asked about,
     /// oldest first; at most [`BLINDINGS`].
     blindings: Vec<Blinding>,
@@ -73,6 +75,19 @@ pub struct InstanceState {
 struct Kept {
     descriptor: InstanceDescriptor,
     digest: [u8; 32],
+}
+
+/// The highest revision seen for one blinded key, and whether the run
+/// that made it is over.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    revision: u64,
+    /// The period of the blinded key.
+    period: TimePeriod,
+    /// Its tor stopped, or a new run of it replaced that run's
+    /// descriptors: a copy of it is a replay. A descriptor dropped only
+    /// because its period ended is not withdrawn.
+    withdrawn: bool,
 }
 
 /// What a descriptor that passed [`InstanceState::offer`] changed.
@@ -97,8 +112,11 @@ pub enum Rejected {
     /// It failed validation.
     #[error("rejected a descriptor: {0}")]
     Invalid(#[from] DescriptorError),
-    /// Its revision is below one already seen for its blinded key.
-    #[error("rejected a descriptor with revision {revision} below {seen} already seen (a replay)")]
+    /// Its revision is below one already seen for its blinded key, or
+    /// equal to one of a run of the instance's tor that is over.
+    #[error(
+        "rejected a descriptor with revision {revision}, not above {seen} already seen (a replay)"
+    )]
     Replay {
         /// Its revision.
         revision: u64,
@@ -152,23 +170,27 @@ impl InstanceState {
             .filter_map(|period| self.blinding(*period).cloned())
             .collect();
         let descriptor = validate_blinded(text, &blindings, now, max_size)?;
-        let seen = self
-            .revisions
-            .get(&descriptor.blinded)
-            .copied()
-            .unwrap_or(0);
-        if descriptor.revision < seen {
+        let seen = self.revisions.get(&descriptor.blinded).copied();
+        let highest = seen.map_or(0, |s| s.revision);
+        if descriptor.revision < highest {
             return Err(Rejected::Replay {
                 revision: descriptor.revision,
-                seen,
+                seen: highest,
             });
         }
-        // Seen already: kept, or dropped on purpose at its rotation.
-        if descriptor.revision == seen && seen > 0 {
-            return Ok(Accepted::Unchanged);
+        if let Some(seen) = seen.filter(|s| s.revision == descriptor.revision) {
+            // The revision in use encoded anew, or one of a period that
+            // ended: nothing changes. One of a run that is over is a
+            // replay, as one below it would be.
+            return if seen.withdrawn {
+                Err(Rejected::Replay {
+                    revision: descriptor.revision,
+                    seen: highest,
+                })
+            } else {
+                Ok(Accepted::Unchanged)
+            };
         }
-        self.revisions
-            .insert(descriptor.blinded, descriptor.revision);
         let before = self.intro_keys();
         let replaced = self
             .kept
@@ -185,7 +207,21 @@ impl InstanceState {
                     .any(|new| old.iter().any(|o| *o.auth_key() == *new.auth_key()))
         });
         if new_run {
-            self.kept.clear();
+            self.end_run();
+        }
+        self.revisions.insert(
+            descriptor.blinded,
+            Seen {
+                revision: descriptor.revision,
+                period: descriptor.period,
+                withdrawn: false,
+            },
+        );
+        // A descriptor of a period older than those offered fails
+        // validation before its revision is looked at: forget those.
+        if let Some(oldest) = periods.iter().map(TimePeriod::interval_num).min() {
+            self.revisions
+                .retain(|_, seen| seen.period.interval_num() + 1 >= oldest);
         }
         self.kept.push(Kept { descriptor, digest });
         self.kept
@@ -239,7 +275,16 @@ impl InstanceState {
     /// of them is accepted again; the new run's are higher (a C tor
     /// derives its revision from the time).
     pub fn forget_descriptors(&mut self) {
+        self.end_run();
+    }
+
+    /// Drops every descriptor in use: the run that made them, and every
+    /// revision seen so far, is over.
+    fn end_run(&mut self) {
         self.kept.clear();
+        for seen in self.revisions.values_mut() {
+            seen.withdrawn = true;
+        }
     }
 
     /// The instance's identity key.
@@ -482,6 +527,17 @@ mod test {
             .unwrap()
             .unwrap();
         assert_eq!(keys(&points), keys(&fresh));
+        // The old run's newer descriptor, from an HSDir or a replaying
+        // agent, does not come back, though its revision is the highest
+        // seen for its period.
+        assert_eq!(
+            state.offer(&build(&next, 2).text, &periods, f.now, 50_000),
+            Err(Rejected::Replay {
+                revision: 2,
+                seen: 2
+            })
+        );
+        assert_eq!(state.intro_point_count(), 1);
         // The new run's newer descriptor joins.
         let next_fresh = vec![intro_point(&mut rand::rng(), 3)];
         assert_eq!(
@@ -538,7 +594,9 @@ mod test {
         );
         let points = state.live_intro_points(rotation, &rules).unwrap().unwrap();
         assert_eq!(keys(&points), keys(&next.intro_points));
-        // A copy of the rotated-out descriptor does not bring it back.
+        // A copy of the rotated-out descriptor (its tor may rotate after
+        // us: it waits for the consensus) does not bring it back, and is
+        // no replay.
         assert_eq!(
             state.offer(&build(&f, 5).text, &periods, rotation, 50_000),
             Ok(Accepted::Unchanged)
@@ -571,7 +629,10 @@ mod test {
         // An HSDir still serving the old run's next descriptor.
         assert_eq!(
             state.offer(&old_next.text, &periods, f.now, 50_000),
-            Ok(Accepted::Unchanged)
+            Err(Rejected::Replay {
+                revision: 2,
+                seen: 2
+            })
         );
         let points = state.live_intro_points(f.now, &rules).unwrap().unwrap();
         assert_eq!(keys(&points), keys(&fresh));
@@ -588,6 +649,56 @@ mod test {
         );
         let points = state.live_intro_points(f.now, &rules).unwrap().unwrap();
         assert_eq!(grouped(&points, &[1, 1]), [keys(&fresh_next), keys(&fresh)]);
+    }
+
+    #[test]
+    fn a_rotated_out_descriptor_of_a_stopped_run_is_a_replay() {
+        let f = fixture();
+        let next = for_period(f.period.next().unwrap());
+        let periods = [f.period, next.period];
+        let rules = public_rules();
+        let mut state = InstanceState::new(f.identity.clone());
+        let old_current = build(&f, 5);
+        state
+            .offer(&old_current.text, &periods, f.now, 50_000)
+            .unwrap();
+        state
+            .offer(&build(&next, 2).text, &periods, f.now, 50_000)
+            .unwrap();
+        // Its period ends while the run goes on: a copy is nothing new.
+        let rotation = rules.retirement(f.period).unwrap();
+        state.live_intro_points(rotation, &rules).unwrap().unwrap();
+        assert_eq!(
+            state.offer(&old_current.text, &periods, rotation, 50_000),
+            Ok(Accepted::Unchanged)
+        );
+        // Then the tor stops: the same copy is a replay of a run that is
+        // over, though it was not in use when the run ended.
+        state.forget_descriptors();
+        assert_eq!(
+            state.offer(&old_current.text, &periods, rotation, 50_000),
+            Err(Rejected::Replay {
+                revision: 5,
+                seen: 5
+            })
+        );
+        assert_eq!(state.intro_point_count(), 0);
+    }
+
+    #[test]
+    fn revisions_are_remembered_only_for_periods_that_may_come_again() {
+        let f = fixture();
+        let mut state = InstanceState::new(f.identity.clone());
+        let mut period = f.period;
+        for _ in 0..5 {
+            let each = for_period(period);
+            state
+                .offer(&build(&each, 1).text, &[period], f.now, 50_000)
+                .unwrap();
+            period = period.next().unwrap();
+        }
+        // The last period offered and the one before it.
+        assert_eq!(state.revisions.len(), 2);
     }
 
     #[test]

@@ -77,8 +77,8 @@ pub enum KeyError {
     #[error("tor key file holds an invalid ed25519 secret key")]
     TorSecret,
     /// PEM that is not an unencrypted PKCS#8 ed25519 key.
-    #[error("PEM key is not an unencrypted PKCS#8 ed25519 private key: {0}")]
-    Pem(String),
+    #[error("PEM key is not an unencrypted PKCS#8 ed25519 private key")]
+    Pem(#[source] ed25519_dalek::pkcs8::Error),
     /// Neither format.
     #[error("neither tor's hs_ed25519_secret_key format nor a PEM private key")]
     UnknownFormat,
@@ -101,8 +101,7 @@ impl MasterKey {
         if !text.trim_start().starts_with("-----BEGIN") {
             return Err(KeyError::UnknownFormat);
         }
-        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(text)
-            .map_err(|e| KeyError::Pem(e.to_string()))?;
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(text).map_err(KeyError::Pem)?;
         let seed = Zeroizing::new(signing.to_bytes());
         if seed.iter().all(|&b| b == 0) {
             return Err(KeyError::AllZero);
@@ -223,7 +222,7 @@ fn seed_pem(seed: &[u8; 32]) -> Result<String, KeyError> {
     };
     let pem = pkcs8
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .map_err(|e| KeyError::Pem(e.to_string()))?;
+        .map_err(KeyError::Pem)?;
     Ok(pem.to_string())
 }
 

@@ -12,6 +12,97 @@ use std::time::{Duration, Instant};
 
 use crate::consensus::RsaId;
 
+/// Why an upload failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UploadFailure {
+    /// tor reported the upload failed (`HS_DESC FAILED`), for this reason.
+    Tor(HsDescReason),
+    /// tor refused the `HSPOST` command itself.
+    PostRefused,
+    /// The control connection to tor was lost before tor said.
+    ConnectionLost,
+}
+
+impl UploadFailure {
+    /// A short name, for status and metrics: tor's own word for what tor
+    /// reported, ours otherwise.
+    pub fn label(self) -> &'static str {
+        match self {
+            UploadFailure::Tor(reason) => reason.word(),
+            UploadFailure::PostRefused => "post_refused",
+            UploadFailure::ConnectionLost => "connection_lost",
+        }
+    }
+}
+
+impl std::fmt::Display for UploadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UploadFailure::Tor(reason) => write!(f, "tor reported {}", reason.word()),
+            UploadFailure::PostRefused => f.write_str("tor refused the HSPOST command"),
+            UploadFailure::ConnectionLost => f.write_str("the control connection to tor was lost"),
+        }
+    }
+}
+
+/// The `REASON` of tor's `HS_DESC FAILED` event (control-spec), for a
+/// fetch or an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HsDescReason {
+    /// `BAD_DESC`: the descriptor could not be parsed or checked.
+    BadDesc,
+    /// `QUERY_REJECTED`: the HSDir refused the query.
+    QueryRejected,
+    /// `UPLOAD_REJECTED`: the HSDir refused the descriptor.
+    UploadRejected,
+    /// `NOT_FOUND`: the HSDir has no such descriptor.
+    NotFound,
+    /// `UNEXPECTED`: anything else tor saw go wrong.
+    Unexpected,
+    /// `QUERY_NO_HSDIR`: no HSDir to ask.
+    QueryNoHsdir,
+    /// `QUERY_RATE_LIMITED`: tor limited the query's rate.
+    QueryRateLimited,
+    /// A reason this version does not know.
+    Other,
+    /// tor gave no reason.
+    Unstated,
+}
+
+impl HsDescReason {
+    /// The reason tor gave (`None` when it gave none).
+    pub fn from_word(word: Option<&str>) -> Self {
+        match word {
+            None => HsDescReason::Unstated,
+            Some("BAD_DESC") => HsDescReason::BadDesc,
+            Some("QUERY_REJECTED") => HsDescReason::QueryRejected,
+            Some("UPLOAD_REJECTED") => HsDescReason::UploadRejected,
+            Some("NOT_FOUND") => HsDescReason::NotFound,
+            Some("UNEXPECTED") => HsDescReason::Unexpected,
+            Some("QUERY_NO_HSDIR") => HsDescReason::QueryNoHsdir,
+            Some("QUERY_RATE_LIMITED") => HsDescReason::QueryRateLimited,
+            Some(_) => HsDescReason::Other,
+        }
+    }
+
+    /// tor's word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            HsDescReason::BadDesc => "BAD_DESC",
+            HsDescReason::QueryRejected => "QUERY_REJECTED",
+            HsDescReason::UploadRejected => "UPLOAD_REJECTED",
+            HsDescReason::NotFound => "NOT_FOUND",
+            HsDescReason::Unexpected => "UNEXPECTED",
+            HsDescReason::QueryNoHsdir => "QUERY_NO_HSDIR",
+            HsDescReason::QueryRateLimited => "QUERY_RATE_LIMITED",
+            HsDescReason::Other => "other",
+            HsDescReason::Unstated => "unstated",
+        }
+    }
+}
+
 /// Wait before the first retry; doubles with each failed attempt.
 pub const FIRST_RETRY: Duration = Duration::from_secs(5);
 /// Longest wait between attempts.
@@ -44,8 +135,8 @@ pub enum UploadState {
         at: Instant,
         /// Which attempt failed.
         attempt: u32,
-        /// Why, as tor or the caller put it.
-        reason: String,
+        /// Why.
+        reason: UploadFailure,
         /// When to send it again.
         retry_at: Instant,
     },
@@ -99,14 +190,14 @@ impl Uploads {
 
     /// The upload to `dir` failed. Returns how long until the next
     /// attempt, or `None` if `dir` is not one of ours.
-    pub fn failed(&mut self, dir: &RsaId, reason: &str, now: Instant) -> Option<Duration> {
+    pub fn failed(&mut self, dir: &RsaId, reason: UploadFailure, now: Instant) -> Option<Duration> {
         let state = self.dirs.get_mut(dir)?;
         let attempt = state.attempt();
         let delay = retry_delay(attempt);
         *state = UploadState::Failed {
             at: now,
             attempt,
-            reason: reason.to_owned(),
+            reason,
             retry_at: now + delay,
         };
         self.update_next_due();
@@ -121,7 +212,7 @@ impl Uploads {
                 *state = UploadState::Failed {
                     at: now,
                     attempt,
-                    reason: "the control connection to tor was lost".into(),
+                    reason: UploadFailure::ConnectionLost,
                     retry_at: now,
                 };
             }
@@ -208,6 +299,30 @@ fn retry_delay(attempt: u32) -> Duration {
 mod test {
     use super::*;
 
+    const REJECTED: UploadFailure = UploadFailure::Tor(HsDescReason::UploadRejected);
+
+    #[test]
+    fn tors_reasons_read_back_as_its_words_and_others_are_kept_apart() {
+        for word in [
+            "BAD_DESC",
+            "QUERY_REJECTED",
+            "UPLOAD_REJECTED",
+            "NOT_FOUND",
+            "UNEXPECTED",
+            "QUERY_NO_HSDIR",
+            "QUERY_RATE_LIMITED",
+        ] {
+            assert_eq!(HsDescReason::from_word(Some(word)).word(), word);
+        }
+        assert_eq!(
+            HsDescReason::from_word(Some("NEW_IN_0_5")),
+            HsDescReason::Other
+        );
+        assert_eq!(HsDescReason::from_word(None), HsDescReason::Unstated);
+        assert_eq!(REJECTED.label(), "UPLOAD_REJECTED");
+        assert_eq!(UploadFailure::PostRefused.label(), "post_refused");
+    }
+
     fn dir(byte: u8) -> RsaId {
         RsaId([byte; 20])
     }
@@ -220,7 +335,7 @@ mod test {
         let mut now = start;
         let mut waits = Vec::new();
         for _ in 0..9 {
-            let wait = uploads.failed(&dir(1), "UPLOAD_REJECTED", now).unwrap();
+            let wait = uploads.failed(&dir(1), REJECTED, now).unwrap();
             waits.push(wait.as_secs());
             assert!(uploads
                 .take_due(now + wait - Duration::from_secs(1))
@@ -240,7 +355,7 @@ mod test {
         let now = Instant::now();
         let mut uploads = Uploads::sent([dir(1)], now);
         assert!(!uploads.accepted(&dir(9), now));
-        assert_eq!(uploads.failed(&dir(9), "x", now), None);
+        assert_eq!(uploads.failed(&dir(9), REJECTED, now), None);
     }
 
     #[test]
@@ -260,7 +375,7 @@ mod test {
         let mut uploads = Uploads::sent([dir(1), dir(2), dir(3)], now);
         uploads.accepted(&dir(1), now);
         let later = now + Duration::from_secs(1);
-        uploads.failed(&dir(3), "UPLOAD_REJECTED", now);
+        uploads.failed(&dir(3), REJECTED, now);
         uploads.connection_lost(later);
         // dir 1 was accepted, dir 3 waits for its backoff; dir 2 was in
         // flight.

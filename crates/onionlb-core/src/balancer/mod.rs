@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use crate::upload::{HsDescReason, UploadFailure};
 pub use instances::Instance;
 pub use notice::{Level, Notice, Problem};
 pub use services::{Published, Service};
@@ -191,7 +192,7 @@ pub enum Input<'a> {
         /// The HSDir.
         hsdir: RsaId,
         /// What it said.
-        answer: HsDirAnswer<'a>,
+        answer: HsDirAnswer,
     },
     /// tor refused to post a descriptor (the command failed; the
     /// connection stays).
@@ -202,8 +203,6 @@ pub enum Input<'a> {
         slot: DescriptorSlot,
         /// The HSDirs it was for.
         hsdirs: Vec<RsaId>,
-        /// tor's words.
-        reason: String,
     },
     /// An instance's agent said something.
     Agent {
@@ -216,11 +215,11 @@ pub enum Input<'a> {
 
 /// An HSDir's answer, from tor's `HS_DESC` events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HsDirAnswer<'a> {
+pub enum HsDirAnswer {
     /// It took an upload.
     Uploaded,
-    /// A fetch or an upload failed, with tor's reason if it gave one.
-    Failed(Option<&'a str>),
+    /// A fetch or an upload failed, for the reason tor gave.
+    Failed(HsDescReason),
 }
 
 /// What an agent says.
@@ -536,10 +535,9 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
                 service,
                 slot,
                 hsdirs,
-                reason,
             } => {
                 if let Some(&at) = self.by_address.get(&service) {
-                    self.services[at].post_refused(slot, &hsdirs, &reason, now.mono);
+                    self.services[at].post_refused(slot, &hsdirs, now.mono);
                 }
             }
             Input::Agent { instance, report } => self.agent(instance, report, now),
@@ -933,13 +931,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
 
     /// An HSDir answered: a failed fetch of an instance's descriptor, or
     /// the result of an upload of a service's.
-    fn hsdir_answer(
-        &mut self,
-        address: OnionAddress,
-        hsdir: RsaId,
-        answer: HsDirAnswer<'_>,
-        now: Now,
-    ) {
+    fn hsdir_answer(&mut self, address: OnionAddress, hsdir: RsaId, answer: HsDirAnswer, now: Now) {
         if let (Some(instance), HsDirAnswer::Failed(_)) = (self.instances.get_mut(&address), answer)
         {
             self.notices.push(Notice::FetchFailed {
@@ -951,7 +943,7 @@ impl<R: rand::Rng + rand::CryptoRng> Balancer<R> {
         if let Some(&index) = self.by_address.get(&address) {
             let failed = match answer {
                 HsDirAnswer::Uploaded => None,
-                HsDirAnswer::Failed(reason) => Some(reason.unwrap_or("no reason given")),
+                HsDirAnswer::Failed(reason) => Some(UploadFailure::Tor(reason)),
             };
             self.services[index].upload_answered(hsdir, failed, now.mono, &mut self.notices);
         }

@@ -13,6 +13,7 @@ use crate::health::Down;
 use crate::instance::{Accepted, Expired, Rejected};
 use crate::period::DescriptorSlot;
 use crate::publish::PublishReason;
+use crate::upload::UploadFailure;
 use crate::OnionAddress;
 
 /// How much an operator needs to hear of a [`Notice`].
@@ -158,8 +159,8 @@ pub enum Notice {
         service: OnionAddress,
         /// The HSDir.
         hsdir: RsaId,
-        /// tor's reason.
-        reason: String,
+        /// Why.
+        reason: UploadFailure,
         /// When it is tried again.
         retry_in: Duration,
     },

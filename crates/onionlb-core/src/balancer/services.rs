@@ -21,7 +21,7 @@ use crate::network::NetworkView;
 use crate::period::DescriptorSlot;
 use crate::publish::{publish_reason, DescriptorLayout, Layout, PublishReason, REPUBLISH_AFTER};
 use crate::revision::next_revision;
-use crate::upload::Uploads;
+use crate::upload::{UploadFailure, Uploads};
 use crate::{MasterKey, OnionAddress};
 
 /// What one look at a service works with: the view and its epoch, the
@@ -461,7 +461,7 @@ impl Service {
     pub(super) fn upload_answered(
         &mut self,
         hsdir: RsaId,
-        failed: Option<&str>,
+        failed: Option<UploadFailure>,
         now: Instant,
         notices: &mut Vec<Notice>,
     ) {
@@ -501,7 +501,7 @@ impl Service {
             (Some(reason), Some(retry_in)) => notices.push(Notice::UploadFailed {
                 service: self.address,
                 hsdir,
-                reason: reason.to_owned(),
+                reason,
                 retry_in,
             }),
             _ => {}
@@ -510,17 +510,13 @@ impl Service {
 
     /// tor refused the post of `slot`'s descriptor to `hsdirs` at `now`:
     /// each is retried like a failed upload.
-    pub(super) fn post_refused(
-        &mut self,
-        slot: DescriptorSlot,
-        hsdirs: &[RsaId],
-        reason: &str,
-        now: Instant,
-    ) {
+    pub(super) fn post_refused(&mut self, slot: DescriptorSlot, hsdirs: &[RsaId], now: Instant) {
         let index = SLOTS.iter().position(|s| *s == slot).unwrap_or(0);
         if let Some(published) = &mut self.published[index] {
             for dir in hsdirs {
-                published.uploads.failed(dir, reason, now);
+                published
+                    .uploads
+                    .failed(dir, UploadFailure::PostRefused, now);
             }
         }
     }

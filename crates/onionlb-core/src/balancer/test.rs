@@ -228,7 +228,7 @@ enum Delivery {
     Answer {
         address: OnionAddress,
         hsdir: RsaId,
-        failed: Option<&'static str>,
+        failed: Option<HsDescReason>,
     },
     Probed {
         instance: OnionAddress,
@@ -448,7 +448,7 @@ impl World {
                             None => Delivery::Answer {
                                 address: instance,
                                 hsdir,
-                                failed: Some("NOT_FOUND"),
+                                failed: Some(HsDescReason::NotFound),
                             },
                         };
                         self.pending.push((self.now.mono + self.delay, delivery));
@@ -480,7 +480,7 @@ impl World {
                             Delivery::Answer {
                                 address: service,
                                 hsdir,
-                                failed: refused.then_some("UPLOAD_REJECTED"),
+                                failed: refused.then_some(HsDescReason::UploadRejected),
                             },
                         ));
                     }
@@ -566,7 +566,7 @@ impl World {
                     hsdir,
                     answer: match failed {
                         None => HsDirAnswer::Uploaded,
-                        Some(reason) => HsDirAnswer::Failed(Some(reason)),
+                        Some(reason) => HsDirAnswer::Failed(reason),
                     },
                 }),
                 Delivery::Probed { instance, outcome } => {
@@ -943,7 +943,7 @@ fn texts_go_once_every_hsdir_has_its_copy_and_a_late_failure_publishes_anew() {
     world.input(Input::HsDirAnswer {
         address: service,
         hsdir,
-        answer: HsDirAnswer::Failed(Some("UPLOAD_REJECTED")),
+        answer: HsDirAnswer::Failed(HsDescReason::UploadRejected),
     });
     world.run_until(MINUTE, |w| w.posts.values().sum::<usize>() > before);
     let again = world.balancer.services()[0].published()[0]
