@@ -41,7 +41,13 @@ pub fn load(
     let bytes = torctl::file::read_capped(path, MAX_KEY_FILE)
         .map(zeroize::Zeroizing::new)
         .map_err(|e| error(onionlb_core::error_chain(&e)))?;
-    MasterKey::from_bytes(&bytes).map_err(|e| error(format!("{}: {e}", path.display())))
+    MasterKey::from_bytes(&bytes).map_err(|e| {
+        error(format!(
+            "{}: {}",
+            path.display(),
+            onionlb_core::error_chain(&e)
+        ))
+    })
 }
 
 #[cfg(test)]

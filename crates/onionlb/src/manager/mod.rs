@@ -2,11 +2,18 @@
 
 mod agent_onion;
 mod agents;
+mod commands;
 mod daemon;
+mod drain;
 pub(crate) mod keyfile;
+mod link;
 mod network;
+mod notices;
 mod probe;
+mod settings;
+mod signals;
 mod snapshot;
+mod tor_events;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,7 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let connector = connector(&args, config.control_timeout)?;
     // From here on a stop signal is honoured at once, and a SIGHUP waits
     // for the daemon to be running.
-    let mut stop = daemon::StopSignals::install()?;
+    let mut stop = signals::StopSignals::install()?;
     let start = daemon::Daemon::start(connector, source, config, keys);
     let Some(daemon) = stop.unless_stopped(start).await else {
         tracing::info!("stopping");
@@ -171,7 +178,7 @@ fn connector(args: &RunArgs, control_timeout: std::time::Duration) -> anyhow::Re
     };
     let credentials = password_file_credentials(args.control_password_file.as_deref())?;
     Ok(Connector::new(addr, credentials)
-        .subscribe(daemon::EVENTS)
+        .subscribe(tor_events::EVENTS)
         .with_options(torctl::Options {
             command_timeout: control_timeout,
             ..torctl::Options::default()

@@ -38,6 +38,22 @@ impl std::fmt::Display for SocksListener {
     }
 }
 
+/// Tells the operator, at start-up, where probes go when they are on
+/// (`probing`): through `socks`, or nowhere, which leaves a dead instance
+/// without an agent in the master descriptors until its descriptor
+/// expires.
+pub fn tell_where_probes_go(socks: Option<&SocksListener>, probing: bool) {
+    match (socks, probing) {
+        (Some(socks), true) => tracing::info!(
+            "probing instances without an agent through the management tor's SOCKS port {socks}"
+        ),
+        (None, true) => tracing::warn!(
+            "the management tor has no SOCKS port on loopback or a Unix socket: instances without an agent cannot be probed, and a dead one stays in the master descriptors until its descriptor expires; add `SocksPort 127.0.0.1:9050` (or set probes.interval: 0 to say this is meant)"
+        ),
+        (_, false) => {}
+    }
+}
+
 /// Asks tor for its SOCKS listeners and picks one to probe through:
 /// `None` if it has none usable, or does not say.
 pub async fn socks_listener(control: &ControlClient) -> Option<SocksListener> {

@@ -255,7 +255,12 @@ fn descriptor_status(
                         reason,
                         retry_at,
                         ..
-                    } => ("failed", *at, Some(reason.clone()), Some(*retry_at)),
+                    } => (
+                        "failed",
+                        *at,
+                        Some(reason.label().to_owned()),
+                        Some(*retry_at),
+                    ),
                 };
                 UploadStatus {
                     fingerprint: dir.to_string(),
