@@ -165,6 +165,111 @@ pub enum BridgeCommand {
     /// The identity and onion keys of the fleet's tors.
     #[command(subcommand)]
     Keys(BridgeKeysCommand),
+    /// Writes a bridge fleet: N tors sharing one identity (Debian's
+    /// tor@NAME instances), the transport and the balancer (or HAProxy
+    /// over compatibility shims) as systemd units, a weekly onion-key
+    /// rotation, and prints the bridge line. Run again, it changes only
+    /// what differs; it never replaces a file without asking.
+    Init(Box<BridgeInitArgs>),
+    /// Serves every tor's MetricsPort on one endpoint, per tor and summed
+    /// (what `bridge extor --tor-metrics` adds to the balancer's), for a
+    /// fleet behind HAProxy.
+    Metrics(BridgeMetricsArgs),
+}
+
+/// `onionlb bridge metrics`
+#[derive(Debug, Args)]
+pub struct BridgeMetricsArgs {
+    /// Where to serve them (loopback).
+    #[arg(long, value_name = "127.0.0.1:PORT", value_parser = parse_loopback)]
+    pub listen: std::net::SocketAddr,
+    /// A tor's MetricsPort, NAME=ADDR:PORT (loopback). Once per tor.
+    #[arg(long = "tor-metrics", value_name = "NAME=ADDR:PORT", required = true, value_parser = parse_tor_metrics)]
+    pub tors: Vec<(String, std::net::SocketAddr)>,
+}
+
+fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an ADDR:PORT"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("{addr} is not a loopback address"));
+    }
+    Ok(addr)
+}
+
+/// `onionlb bridge init`
+#[derive(Debug, Args)]
+pub struct BridgeInitArgs {
+    /// How many tors share the bridge's identity.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub instances: u8,
+    /// Where clients reach the transport (its TOR_PT_SERVER_BINDADDR and
+    /// the bridge line's address), e.g. 203.0.113.5:443.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub public: std::net::SocketAddr,
+    /// The tors are named NICKNAME1, NICKNAME2, ... (their Nickname, their
+    /// tor@NAME instance and their name in the balancer).
+    #[arg(long, value_name = "PREFIX", default_value = "bridge", value_parser = parse_nickname_prefix)]
+    pub nickname: String,
+    /// The identity and onion keys to share: an existing bridge's
+    /// DataDirectory (or its keys/ directory). Without it the fleet keeps
+    /// the keys its first tor has, or new ones are made with tor.
+    #[arg(long, value_name = "DIR")]
+    pub keys_from: Option<PathBuf>,
+    /// An existing obfs4_state.json (a single bridge's pt_state/), so the
+    /// bridge line its users have keeps working. Without it the fleet
+    /// keeps the state it has, or a new one is made.
+    #[arg(long, value_name = "FILE")]
+    pub obfs4_state: Option<PathBuf>,
+    /// HAProxy over one compatibility shim per tor (`onionlb bridge
+    /// extor --compat-shim`) instead of `onionlb bridge extor`.
+    #[arg(long)]
+    pub haproxy: bool,
+    /// Where the transport hands its connections (the balancer, or
+    /// HAProxy's frontend; shims take the next ports).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:10000")]
+    pub extor_listen: std::net::SocketAddr,
+    /// The port of every tor's ExtORPort (tor N listens on 127.0.3.N).
+    #[arg(long, value_name = "PORT", default_value_t = 9200)]
+    pub extor_port: u16,
+    /// The port of every tor's MetricsPort (tor N listens on 127.0.4.N).
+    #[arg(long, value_name = "PORT", default_value_t = 9035)]
+    pub tor_metrics_port: u16,
+    /// The balancer's metrics (loopback).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9300")]
+    pub metrics_listen: std::net::SocketAddr,
+    /// The tors do not publish their descriptor (PublishServerDescriptor 0),
+    /// as on a network without a bridge authority.
+    #[arg(long)]
+    pub no_publish: bool,
+    /// The tors' ContactInfo.
+    #[arg(long, value_name = "TEXT")]
+    pub contact_info: Option<String>,
+    /// Everything is written under DIR, and the files name paths under it
+    /// (to try a fleet out as an ordinary user; not for an installed one).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub prefix: PathBuf,
+    /// The tor used to make keys and compute the fingerprint.
+    #[arg(long, value_name = "PATH", default_value = "tor")]
+    pub tor: PathBuf,
+    /// Prints what would be created, changed or kept, and writes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replaces files that differ without asking.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A nickname prefix: the tors' names add 1 to 2 digits, and a tor
+/// nickname is 1 to 19 letters and digits.
+fn parse_nickname_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 17 || !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "{text:?}: 1 to 17 letters and digits (a tor nickname is at most 19, and the tors add a number)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// `onionlb bridge keys ...`
@@ -319,8 +424,9 @@ pub struct ExtorArgs {
     /// served with the balancer's, per tor and summed. Once per tor.
     #[arg(long = "tor-metrics", value_name = "NAME=ADDR:PORT", requires = "metrics_listen", value_parser = parse_tor_metrics)]
     pub tor_metrics: Vec<(String, std::net::SocketAddr)>,
-    /// How bytes are relayed: `splice` moves them between the sockets in
-    /// the kernel (Linux), `copy` through a buffer.
+    /// How bytes are relayed: `splice` moves bulk between the sockets in
+    /// the kernel (Linux) and small writes through a buffer, `copy`
+    /// everything through a buffer.
     #[arg(long, value_enum, default_value = "splice")]
     pub relay: RelayArg,
     /// The most transport connections open at once; more are closed at
@@ -362,7 +468,8 @@ fn parse_instance(text: &str) -> Result<InstanceArg, String> {
 /// `--relay`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RelayArg {
-    /// splice(2) through a pipe: the bytes stay in the kernel.
+    /// splice(2) through a pipe for bulk, which stays in the kernel; small
+    /// writes through a buffer.
     Splice,
     /// read and write through a buffer.
     Copy,

@@ -18,10 +18,11 @@
 //!   clients keep bootstrapping (none fails) and leaves them alike, with
 //!   new current keys and the old ones as previous; `keys check` finds
 //!   them the same, and after one tor rotates on its own, not;
-//! - the HAProxy way on the same network: tors that launch `onionlb
-//!   bridge extor --compat-shim` as their managed transport, HAProxy over
-//!   the shims (its config accepted by `haproxy -c`), a second obfs4proxy
-//!   in front, and clients bootstrapping through it on every shim.
+//! - the fleets `onionlb bridge init` writes run as their files say, the
+//!   balancer way and the HAProxy way (tors that launch `onionlb bridge
+//!   extor --compat-shim` as their managed transport, HAProxy over the
+//!   shims): clients bootstrap with the bridge line init printed, and
+//!   every tor carries some.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,6 +41,10 @@ use testnet::Testnet;
 const BOOTSTRAP: Duration = Duration::from_secs(120);
 /// Bound on a page fetched through a bridge client.
 const FETCH: Duration = Duration::from_secs(120);
+/// How long a client holding another tor's onion keys must fail to fetch
+/// to count as stalled (on this network a client otherwise fetches within
+/// a few seconds; the stall seen here lasted about 90 s).
+const STALL: Duration = Duration::from_secs(20);
 
 /// A process this test started; killed by its PID when dropped.
 struct Started(Child);
@@ -63,13 +68,19 @@ fn wait_until(bound: Duration, what: &str, mut ready: impl FnMut() -> bool) -> D
 
 /// The balancer's metrics text, or "" while it does not answer.
 fn scrape(port: u16) -> String {
+    http_get(port, "/metrics")
+}
+
+/// The answer to `GET path` on a loopback port, or "" while nothing
+/// answers there.
+fn http_get(port: u16, path: &str) -> String {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let _ = stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     text
@@ -135,6 +146,16 @@ fn share_keys(from: &Path, to: &Path) {
 /// Starts a bridge client `name` with `torrc`, which must bootstrap, and
 /// fetches `url` through it.
 async fn bootstrap_and_fetch(net: &mut Testnet, name: &str, torrc: &str, url: &str) {
+    bootstrap_and_fetch_socks(net, name, torrc, url).await;
+}
+
+/// As [`bootstrap_and_fetch`], returning the client's SOCKS address.
+async fn bootstrap_and_fetch_socks(
+    net: &mut Testnet,
+    name: &str,
+    torrc: &str,
+    url: &str,
+) -> SocketAddr {
     let (_, socks) = net
         .start_guest_client(name, torrc, BOOTSTRAP)
         .await
@@ -147,6 +168,7 @@ async fn bootstrap_and_fetch(net: &mut Testnet, name: &str, torrc: &str, url: &s
         "{name}: {}",
         page.body
     );
+    socks
 }
 
 /// Starts obfs4proxy as its own daemon with its state in `dir/state`,
@@ -594,94 +616,238 @@ async fn obfs4_clients_bootstrap_through_onionlb_bridge_extor_over_two_tors() {
         "a transport connection went unserved:\n{text}"
     );
 
-    // The HAProxy way, on the same network: two more tors of the same
-    // identity each launch `onionlb bridge extor --compat-shim` as their
-    // managed transport, HAProxy (leastconn, checks, unique server names;
-    // `haproxy -c` accepts the config) spreads a second obfs4proxy's
-    // connections over the shims, and clients bootstrap through it.
-    let mut shims = Vec::new();
-    for name in ["bridge2", "bridge3"] {
-        share_keys(&dir.join("bridge0"), &dir.join(name));
-        let shim = free_port();
-        let torrc = format!(
-            "{}ServerTransportPlugin extor_static_cookie exec {} bridge extor --compat-shim --static-cookie {}\n\
-             ServerTransportListenAddr extor_static_cookie 127.0.0.1:{shim}\n",
-            bridge_torrc(&dir, name, free_port(), free_port()),
-            env!("CARGO_BIN_EXE_onionlb"),
-            static_cookie.display()
-        );
-        net.start_guest(name, &torrc, BOOTSTRAP).await.unwrap();
-        shims.push((name, shim));
-    }
-    for (name, port) in &shims {
-        wait_until(Duration::from_secs(30), &format!("{name}'s shim"), || {
-            TcpStream::connect(("127.0.0.1", *port)).is_ok()
-        });
-    }
-    let haproxy_port = free_port();
-    let stats = free_port();
-    let mut haproxy_cfg = format!(
-        "global\n    maxconn 1000\n\
-         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\
-         listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n\
-         frontend extor\n    bind 127.0.0.1:{haproxy_port}\n    default_backend tors\n\
-         backend tors\n    balance leastconn\n"
-    );
-    for (name, port) in &shims {
-        haproxy_cfg.push_str(&format!(
-            "    server {name} 127.0.0.1:{port} check inter 1s\n"
-        ));
-    }
-    let cfg = dir.join("haproxy.cfg");
-    std::fs::write(&cfg, &haproxy_cfg).unwrap();
-    let checked = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(checked.status.success(), "haproxy -c: {checked:?}");
-    let haproxy_log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
-    let _haproxy = Started(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(haproxy_log.try_clone().unwrap())
-            .stderr(haproxy_log)
-            .spawn()
-            .expect("haproxy runs (scripts/ensure-tor installs it)"),
-    );
-    let sessions = |server: &str| -> u64 {
-        // HAProxy's CSV: pxname,svname,qcur,qmax,scur,smax,slim,stot,...
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", stats)) else {
-            return 0;
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+    // The stall this divergence causes: a client that learned bridge1's
+    // new keys (bridge0 drained while it bootstraps) and then lands on
+    // bridge0 (bridge1 drained and restarted, which closes its
+    // connections) cannot build a circuit, while a new client, which
+    // learns bridge0's keys, bootstraps through bridge0 at once.
+    let admin_cli = |verb: &str, name: &str| {
+        let done = Command::new(env!("CARGO_BIN_EXE_onionlb"))
+            .args(["bridge", verb, name, "--admin-socket"])
+            .arg(&admin)
+            .output()
             .unwrap();
-        let _ = stream.write_all(b"GET /stats;csv HTTP/1.0\r\n\r\n");
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        text.lines()
-            .map(|line| line.split(',').collect::<Vec<_>>())
-            .find(|f| f.len() > 7 && f[0] == "tors" && f[1] == server)
-            .map_or(0, |f| f[7].parse().unwrap_or(0))
+        assert!(done.status.success(), "{verb} {name}: {done:?}");
     };
-    let (pt2, cert2) = start_obfs4proxy(&dir, "obfs4-haproxy", haproxy_port, &static_cookie);
-    let haproxy_torrc = format!(
-        "UseBridges 1\nClientTransportPlugin obfs4 exec /usr/bin/obfs4proxy\n\
-         Bridge obfs4 127.0.0.1:{} {} {cert2} iat-mode=0\n",
-        pt2.1,
-        fingerprint("bridge0")
+    admin_cli("drain", "bridge0");
+    let stuck = new_client();
+    let stuck_socks = bootstrap_and_fetch_socks(&mut net, &stuck, &client_torrc, &url).await;
+    admin_cli("undrain", "bridge0");
+    admin_cli("drain", "bridge1");
+    launch("stop", "bridge1");
+    launch("start", "bridge1");
+    let fetched = testnet::fetch::get(stuck_socks, &url, &stuck, STALL).await;
+    assert!(
+        fetched.is_err(),
+        "{stuck} fetched through bridge0 with bridge1's onion keys: no stall reproduced"
+    );
+    bootstrap_and_fetch(&mut net, &new_client(), &client_torrc, &url).await;
+    net.stop_guest(&stuck).unwrap();
+    admin_cli("undrain", "bridge1");
+
+    // The fleets `onionlb bridge init` writes, run on the same network as
+    // their files say (the units' commands and environment, the tors'
+    // torrcs), from bridge0's keys: the balancer way, then the HAProxy
+    // way over compatibility shims. Clients bootstrap with the bridge line
+    // init printed, and every tor carries some.
+    // The first keeps the first obfs4proxy's state, as a migrated single
+    // bridge would: its bridge line keeps its cert.
+    let first_state = dir.join("obfs4-state/obfs4_state.json");
+    for (haproxy, state) in [(false, Some((&*first_state, &*cert))), (true, None)] {
+        run_init_fleet(&mut net, &dir, haproxy, state, &url, &mut new_client).await;
+    }
+    net.stop();
+}
+
+/// Writes a two-tor fleet with `onionlb bridge init` under `dir/fleet`
+/// (or `dir/compat`, with HAProxy), from bridge0's keys and, if given, an
+/// obfs4 state whose cert its bridge line must keep; starts what its
+/// units would start, and has two clients bootstrap with its bridge line
+/// and fetch `url`; each tor must carry one.
+async fn run_init_fleet(
+    net: &mut Testnet,
+    dir: &Path,
+    haproxy: bool,
+    obfs4_state: Option<(&Path, &str)>,
+    url: &str,
+    new_client: &mut impl FnMut() -> String,
+) {
+    let name = if haproxy { "compat" } else { "fleet" };
+    let prefix = dir.join(name);
+    let _ = std::fs::remove_dir_all(&prefix);
+    let public = free_port();
+    let front = free_port();
+    let metrics = free_port();
+    let mut init = Command::new(env!("CARGO_BIN_EXE_onionlb"));
+    init.args(["bridge", "init", "--instances", "2", "--nickname", name])
+        .args(["--public", &format!("127.0.0.1:{public}")])
+        .args(["--extor-listen", &format!("127.0.0.1:{front}")])
+        .args(["--extor-port", &free_port().to_string()])
+        .args(["--tor-metrics-port", &free_port().to_string()])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .arg("--no-publish")
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--keys-from")
+        .arg(dir.join("bridge0"));
+    if haproxy {
+        init.arg("--haproxy");
+    }
+    if let Some((state, _)) = obfs4_state {
+        init.arg("--obfs4-state").arg(state);
+    }
+    let made = init.stdin(Stdio::null()).output().unwrap();
+    assert!(made.status.success(), "bridge init: {made:?}");
+    let bridge_line = String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .find(|line| line.starts_with("Bridge obfs4 "))
+        .expect("init prints the bridge line")
+        .to_owned();
+    if let Some((_, cert)) = obfs4_state {
+        assert!(
+            bridge_line.contains(&format!(" {cert} ")),
+            "the migrated cert is not in {bridge_line}"
+        );
+    }
+    let tors = [format!("{name}1"), format!("{name}2")];
+
+    // The tors, each from its torrc as tor@NAME runs it (its runtime
+    // directory made as the unit makes it; the shim is this build's).
+    for tor in &tors {
+        std::fs::create_dir_all(prefix.join("run/tor-instances").join(tor)).unwrap();
+        let torrc =
+            std::fs::read_to_string(prefix.join("etc/tor/instances").join(tor).join("torrc"))
+                .unwrap()
+                .replace("/usr/bin/onionlb", env!("CARGO_BIN_EXE_onionlb"));
+        net.start_guest(tor, &torrc, BOOTSTRAP).await.unwrap();
+    }
+
+    // The middle tier as its unit or config says.
+    let mut middle = Vec::new();
+    let stats = free_port();
+    // The balancer's unit (or, with HAProxy, the metrics unit) runs `onionlb`.
+    let onionlb_unit = |unit: &str| {
+        let command = unit_line(&prefix, unit, "ExecStart=");
+        let mut words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        assert_eq!(words.remove(0), "/usr/bin/onionlb");
+        let log = std::fs::File::create(prefix.join(format!("{unit}.log"))).unwrap();
+        Started(
+            Command::new(env!("CARGO_BIN_EXE_onionlb"))
+                .args(words)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    if haproxy {
+        middle.push(onionlb_unit("onionlb-bridge-metrics.service"));
+        let stats_cfg = prefix.join("stats.cfg");
+        std::fs::write(
+            &stats_cfg,
+            format!(
+                "listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(prefix.join("haproxy.log")).unwrap();
+        middle.push(Started(
+            Command::new("haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(prefix.join("etc/onionlb/bridge/haproxy.cfg"))
+                .arg("-f")
+                .arg(&stats_cfg)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("haproxy runs (scripts/ensure-tor installs it)"),
+        ));
+    } else {
+        std::fs::create_dir_all(prefix.join("run/onionlb-bridge")).unwrap();
+        middle.push(onionlb_unit("onionlb-bridge-extor.service"));
+    }
+    wait_until(Duration::from_secs(30), "the middle tier listening", || {
+        TcpStream::connect(("127.0.0.1", front)).is_ok()
+    });
+
+    // The transport with its unit's environment and the state init wrote.
+    let environment: Vec<(String, String)> =
+        unit_lines(&prefix, "onionlb-bridge-pt.service", "Environment=")
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+    let log = std::fs::File::create(prefix.join("obfs4proxy.log")).unwrap();
+    let _pt = Started(
+        Command::new("obfs4proxy")
+            .env_clear()
+            .envs(environment)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("obfs4proxy runs"),
+    );
+    wait_until(Duration::from_secs(30), "obfs4proxy listening", || {
+        TcpStream::connect(("127.0.0.1", public)).is_ok()
+    });
+
+    let client_torrc = format!(
+        "UseBridges 1\nClientTransportPlugin obfs4 exec /usr/bin/obfs4proxy\n{bridge_line}\n"
     );
     for _ in 0..2 {
-        bootstrap_and_fetch(&mut net, &new_client(), &haproxy_torrc, &url).await;
+        bootstrap_and_fetch(net, &new_client(), &client_torrc, url).await;
     }
-    for (name, _) in &shims {
-        assert!(sessions(name) >= 1, "HAProxy sent {name} nothing");
+    for tor in &tors {
+        let carried = if haproxy {
+            haproxy_sessions(stats, tor)
+        } else {
+            connections(metrics, tor)
+        };
+        assert!(carried >= 1, "{tor} carries no client");
     }
-    drop(pt2);
-    net.stop();
+    // The tors' own metrics, per tor and summed: on the balancer's
+    // endpoint, or with HAProxy on `onionlb bridge metrics`'.
+    let text = scrape(metrics);
+    for tor in tors.iter().map(String::as_str).chain(["all"]) {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("tor_") && l.contains(&format!("tor=\"{tor}\""))),
+            "no metrics of {tor}'s MetricsPort:\n{text}"
+        );
+    }
+    for tor in &tors {
+        net.stop_guest(tor).unwrap();
+    }
+}
+
+/// The values of the lines `key...` of an installed unit under `prefix`.
+fn unit_lines(prefix: &Path, unit: &str, key: &str) -> Vec<String> {
+    std::fs::read_to_string(prefix.join("etc/systemd/system").join(unit))
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix(key))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn unit_line(prefix: &Path, unit: &str, key: &str) -> String {
+    let lines = unit_lines(prefix, unit, key);
+    assert_eq!(lines.len(), 1, "{unit}: {key}");
+    lines[0].clone()
+}
+
+/// The sessions HAProxy's statistics (on `stats`) count for `server`.
+fn haproxy_sessions(stats: u16, server: &str) -> u64 {
+    // HAProxy's CSV: pxname,svname,qcur,qmax,scur,smax,slim,stot,...
+    http_get(stats, "/stats;csv")
+        .lines()
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .find(|f| f.len() > 7 && f[1] == server)
+        .map_or(0, |f| f[7].parse().unwrap_or(0))
 }

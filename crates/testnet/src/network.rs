@@ -625,6 +625,23 @@ impl Testnet {
         }
     }
 
+    /// Fails if `node`'s HTTP app has exited (a wrong app command exits at
+    /// once), with the tail of its log.
+    fn check_app_alive(&mut self, node: &Node) -> Result<(), Error> {
+        let Some(app) = self.apps.get_mut(&node.name) else {
+            return Ok(());
+        };
+        match app.exit_status() {
+            None => Ok(()),
+            Some(status) => Err(Error::Exited {
+                node: format!("{}-app", node.name),
+                status,
+                doing: "waiting for its onion service to answer".to_owned(),
+                log_tail: log_tail(&node.app_log(), TAIL_LINES),
+            }),
+        }
+    }
+
     /// Opens an authenticated control connection to `node`, retrying until
     /// tor listens.
     async fn connect(&mut self, node: &Node, deadline: Instant) -> Result<ControlClient, Error> {
@@ -772,6 +789,7 @@ impl Testnet {
         while !pending.is_empty() {
             for (node, _) in &pending {
                 self.check_alive(node, "waiting for its onion service to answer")?;
+                self.check_app_alive(node)?;
             }
             let this = &*self;
             let attempts = pending.drain(..).map(|(node, address)| async move {

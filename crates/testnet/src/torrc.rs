@@ -100,6 +100,9 @@ pub fn torrc(node: &Node, authorities: &[Authority], options: &Options) -> Strin
     }
     line(format!("DataDirectory {dir}"));
     line(format!("PidFile {dir}/tor.pid"));
+    // Named, not derived from DataDirectory: a guest's own lines may move
+    // its DataDirectory (a bridge fleet's torrc names its own).
+    line(format!("CookieAuthFile {dir}/control_auth_cookie"));
     line(format!("Log notice file {}", node.notice_log().display()));
     line(format!("Log info file {}", node.info_log().display()));
     line(format!("ControlPort 127.0.0.1:{}", node.control_port));

@@ -123,28 +123,8 @@ async fn serve_metrics(
         let ours = shared.metrics.render(&shared.pool());
         let tors = Arc::clone(&tors);
         async move {
-            let fetched = futures::future::join_all(
-                tors.iter().map(|(_, addr)| super::tor_metrics::fetch(*addr)),
-            )
-            .await;
-            let mut sources = Vec::new();
-            let mut unreachable = Vec::new();
-            for ((name, _), text) in tors.iter().zip(&fetched) {
-                match text {
-                    Some(text) => sources.push((name.as_str(), text.as_str())),
-                    None => unreachable.push(name.as_str()),
-                }
-            }
             let mut text = ours.trim_end().trim_end_matches("# EOF").to_owned();
-            text.push_str(&super::tor_metrics::merge(&sources));
-            text.push_str("# HELP onionlb_bridge_tor_metrics_unreachable 1 if the tor's MetricsPort did not answer this scrape\n");
-            text.push_str("# TYPE onionlb_bridge_tor_metrics_unreachable gauge\n");
-            for (name, _) in tors.iter() {
-                let down = u8::from(unreachable.contains(&name.as_str()));
-                text.push_str(&format!(
-                    "onionlb_bridge_tor_metrics_unreachable{{tor=\"{name}\"}} {down}\n"
-                ));
-            }
+            text.push_str(&super::tor_metrics::scrape(&tors).await);
             text
         }
     })

@@ -10,6 +10,7 @@
 
 mod admin;
 mod extor;
+mod init;
 mod keys;
 mod metrics;
 mod relay;
@@ -41,15 +42,22 @@ pub async fn run(command: BridgeCommand) -> anyhow::Result<()> {
         BridgeCommand::Keys(crate::cli::BridgeKeysCommand::Rotate(args)) => {
             rotate::run(&args).await
         }
+        BridgeCommand::Init(args) => init::run(&args),
+        BridgeCommand::Metrics(args) => tor_metrics::serve_alone(args.listen, args.tors).await,
     }
+}
+
+/// A new static cookie from fresh random bytes.
+fn new_cookie() -> extorport::Cookie {
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(&mut *secret);
+    extorport::Cookie::from_secret(*secret)
 }
 
 /// Writes a new static cookie to a file that must not exist yet, readable
 /// by its owner only.
 fn write_cookie(args: &CookieArgs) -> anyhow::Result<()> {
-    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-    rand::rng().fill_bytes(&mut *secret);
-    let cookie = extorport::Cookie::from_secret(*secret);
+    let cookie = new_cookie();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

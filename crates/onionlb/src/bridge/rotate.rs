@@ -13,7 +13,7 @@
 //! keys and accepts handshakes with either.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -257,21 +257,6 @@ fn read_state(state: &Path) -> anyhow::Result<String> {
 
 /// Replaces `path` with `bytes` in one rename, with `mode` and `owner`.
 fn replace(path: &Path, bytes: &[u8], mode: u32, owner: (u32, u32)) -> anyhow::Result<()> {
-    let mut temp = PathBuf::from(path);
-    temp.as_mut_os_string().push(".onionlb-new");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let _ = std::fs::remove_file(&temp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::os::unix::fs::chown(&temp, Some(owner.0), Some(owner.1))?;
-        std::fs::rename(&temp, path)
-    };
-    write().with_context(|| format!("replacing {}", path.display()))
+    crate::private_file::replace(path, bytes, mode, Some(owner))
+        .with_context(|| format!("replacing {}", path.display()))
 }

@@ -100,6 +100,49 @@ fn sample(line: &str) -> Option<(&str, &str, f64)> {
     Some((name, labels, value))
 }
 
+/// Reads every tor's MetricsPort at once and returns their merged text
+/// ([`merge`]) with `onionlb_bridge_tor_metrics_unreachable` per tor.
+pub async fn scrape(tors: &[(String, SocketAddr)]) -> String {
+    let fetched = futures::future::join_all(tors.iter().map(|(_, addr)| fetch(*addr))).await;
+    let mut sources = Vec::new();
+    for ((name, _), text) in tors.iter().zip(&fetched) {
+        if let Some(text) = text {
+            sources.push((name.as_str(), text.as_str()));
+        }
+    }
+    let mut text = merge(&sources);
+    text.push_str("# HELP onionlb_bridge_tor_metrics_unreachable 1 if the tor's MetricsPort did not answer this scrape\n");
+    text.push_str("# TYPE onionlb_bridge_tor_metrics_unreachable gauge\n");
+    for ((name, _), fetched) in tors.iter().zip(&fetched) {
+        let down = u8::from(fetched.is_none());
+        text.push_str(&format!(
+            "onionlb_bridge_tor_metrics_unreachable{{tor=\"{name}\"}} {down}\n"
+        ));
+    }
+    text
+}
+
+/// Serves only the tors' metrics on `addr` until SIGTERM or SIGINT: the
+/// summed endpoint for a fleet without the balancer (HAProxy over
+/// compatibility shims).
+pub async fn serve_alone(addr: SocketAddr, tors: Vec<(String, SocketAddr)>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let tors = std::sync::Arc::new(tors);
+    let _server = crate::metrics::serve_with(addr, crate::metrics::PROMETHEUS_TEXT, move || {
+        let tors = std::sync::Arc::clone(&tors);
+        async move { scrape(&tors).await }
+    })
+    .await?;
+    tracing::info!("the tors' metrics at http://{addr}/metrics");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("handling SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
+}
+
 /// The metrics text of every tor, each sample labelled with its tor and
 /// summed over them (`tor="all"`); `HELP` and `TYPE` lines once per
 /// metric, as the first tor wrote them.
