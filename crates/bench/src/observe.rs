@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use onionlb_core::consensus::Consensus;
-use onionlb_core::descriptor::validate_instance_descriptor;
+use onionlb_core::descriptor::{validate_instance_descriptor, DescriptorError, ReadError};
 use onionlb_core::period::PeriodRules;
 use onionlb_core::OnionAddress;
 use tor_hscrypto::pk::HsIdKey;
@@ -215,7 +215,8 @@ impl HsdirView {
     }
 
     /// The intro points of the descriptor an instance's own tor has now
-    /// (its current one; tor builds it afresh as it uploads).
+    /// (its current one; tor builds it afresh as it uploads): none while
+    /// none of its intro circuits is open, as after a start.
     pub async fn instance_intro_points(
         &self,
         control_addr: &ControlAddr,
@@ -229,8 +230,15 @@ impl HsdirView {
             .getinfo(&format!("hs/service/desc/id/{}", address.without_suffix()))
             .await
             .with_context(|| format!("reading {address}'s descriptor from its tor"))?;
-        self.decode(&text, &identity_of(address)?)
-            .with_context(|| format!("decoding {address}'s own descriptor"))
+        match self.decode(&text, &identity_of(address)?) {
+            Err(e)
+                if e.downcast_ref::<DescriptorError>()
+                    == Some(&DescriptorError::Unreadable(ReadError::NoIntroPoints)) =>
+            {
+                Ok(HashSet::new())
+            }
+            decoded => decoded.with_context(|| format!("decoding {address}'s own descriptor")),
+        }
     }
 }
 
