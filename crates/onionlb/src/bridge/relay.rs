@@ -7,73 +7,15 @@
 //! with `splice(2)`, so they never enter this process's memory, and
 //! copies small writes (cells), for which splicing costs more.
 
+use std::io::ErrorKind::WouldBlock;
+use std::os::fd::OwnedFd;
+
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Bytes read at once in each direction.
 const CHUNK: usize = 16 * 1024;
-
-/// How bytes are moved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Through a buffer of this process.
-    #[default]
-    Copy,
-    /// Through a pipe with `splice(2)` while bytes come in bulk, through a
-    /// buffer while they come in small writes.
-    Splice,
-}
-
-/// Relays `transport` to `tor` and back until both directions have ended;
-/// an end of input in one direction is passed on as a half-close, so
-/// each side sees the other's end when it comes.
-pub async fn relay(
-    transport: TcpStream,
-    tor: TcpStream,
-    to_tor: Counter,
-    from_tor: Counter,
-    mode: Mode,
-) {
-    if mode == Mode::Splice {
-        let transport = std::sync::Arc::new(transport);
-        let tor = std::sync::Arc::new(tor);
-        tokio::join!(
-            splice_one_way(&transport, &tor, to_tor),
-            splice_one_way(&tor, &transport, from_tor)
-        );
-        return;
-    }
-    let (transport_in, transport_out) = transport.into_split();
-    let (tor_in, tor_out) = tor.into_split();
-    tokio::join!(
-        copy(transport_in, tor_out, to_tor),
-        copy(tor_in, transport_out, from_tor)
-    );
-}
-
-/// Copies until end of input or an error on either half, then shuts the
-/// writing half down. The buffer is made when the first bytes are ready,
-/// so an idle connection costs no buffer.
-async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counter: Counter) {
-    if from.readable().await.is_err() {
-        let _ = to.shutdown().await;
-        return;
-    }
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        counter.inc_by(n as u64);
-    }
-    let _ = to.shutdown().await;
-}
 
 /// Bytes moved per `splice(2)`: a pipe's default capacity.
 const PIPE_CHUNK: usize = 64 * 1024;
@@ -89,94 +31,182 @@ const SMALL: usize = 4 * 1024;
 /// most often the end of a burst.
 const SMALL_IN_A_ROW: u32 = 2;
 
-/// Moves `from`'s bytes to `to` until end of input or an error, then
-/// shuts `to`'s writing side down.
-async fn splice_one_way(from: &TcpStream, to: &TcpStream, counter: Counter) {
-    let _ = splice_until_end(from, to, &counter).await;
-    use std::os::fd::AsRawFd as _;
-    let _ = nix::sys::socket::shutdown(to.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+/// How bytes are moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Through a buffer of this process.
+    #[default]
+    Copy,
+    /// Through a pipe with `splice(2)` while bytes come in bulk, through a
+    /// buffer while they come in small writes.
+    Splice,
 }
 
-/// Moves bytes through a pipe with `splice(2)` while they come in bulk,
-/// and through a buffer while they come in small writes: a read that
-/// fills the buffer turns to splicing, [`SMALL_IN_A_ROW`] splices that
-/// each move less than [`SMALL`] turn back. The buffer and the pipe are
-/// made when first used, so an idle connection holds neither; once
-/// made, each stays until the connection ends.
-async fn splice_until_end(
+/// The bytes one direction moved, by the way they went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Read into this process's buffer and written out.
+    pub copied: u64,
+    /// Spliced through a pipe.
+    pub spliced: u64,
+}
+
+/// Relays `transport` to `tor` and back until both directions have ended;
+/// an end of input in one direction is passed on as a half-close, so
+/// each side sees the other's end when it comes. Counts each direction's
+/// bytes on its counter as they pass, and returns what each moved
+/// (towards tor, then back).
+pub async fn relay(
+    transport: TcpStream,
+    tor: TcpStream,
+    to_tor: Counter,
+    from_tor: Counter,
+    mode: Mode,
+) -> (Moved, Moved) {
+    tokio::join!(
+        one_way(&transport, &tor, &to_tor, mode),
+        one_way(&tor, &transport, &from_tor, mode)
+    )
+}
+
+/// Moves `from`'s bytes to `to` until end of input or an error on
+/// either, then shuts `to`'s writing side down.
+async fn one_way(from: &TcpStream, to: &TcpStream, counter: &Counter, mode: Mode) -> Moved {
+    let mut moved = Moved::default();
+    let _ = move_until_end(from, to, counter, mode, &mut moved).await;
+    use std::os::fd::AsRawFd as _;
+    let _ = nix::sys::socket::shutdown(to.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    moved
+}
+
+/// Moves bytes until end of input, adding them to `counter` and `moved`
+/// as they pass. In copy mode every step is a copy. In splice mode a copy
+/// that fills the buffer turns to splicing, and [`SMALL_IN_A_ROW`]
+/// splices that each move less than [`SMALL`] turn back. The buffer and
+/// the pipe are made when first used, so an idle connection holds
+/// neither; once made, each stays until the connection ends.
+async fn move_until_end(
     from: &TcpStream,
     to: &TcpStream,
     counter: &Counter,
+    mode: Mode,
+    moved: &mut Moved,
 ) -> std::io::Result<()> {
-    use nix::fcntl::{splice, OFlag, SpliceFFlags};
-    use std::io::ErrorKind::WouldBlock;
-    use tokio::io::Interest;
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    let mut pipe = None;
     let mut buf = Vec::new();
+    let mut pipe = None;
     let mut splicing = false;
     let mut small = 0;
     loop {
         from.readable().await?;
-        if !splicing {
+        let n = if splicing {
+            let ends = match &pipe {
+                Some(ends) => ends,
+                None => pipe.insert(new_pipe()?),
+            };
+            match splice_step(from, to, ends).await? {
+                Step::End => return Ok(()),
+                Step::Again => continue,
+                Step::Moved(n) => {
+                    moved.spliced += n as u64;
+                    small = if n < SMALL { small + 1 } else { 0 };
+                    splicing = small < SMALL_IN_A_ROW;
+                    n
+                }
+            }
+        } else {
             if buf.is_empty() {
                 buf = vec![0u8; CHUNK];
             }
-            let n = match from.try_read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            let mut done = 0;
-            while done < n {
-                to.writable().await?;
-                match to.try_write(&buf[done..n]) {
-                    Ok(m) => done += m,
-                    Err(e) if e.kind() == WouldBlock => continue,
-                    Err(e) => return Err(e),
+            match copy_step(from, to, &mut buf).await? {
+                Step::End => return Ok(()),
+                Step::Again => continue,
+                Step::Moved(n) => {
+                    moved.copied += n as u64;
+                    splicing = mode == Mode::Splice && n == CHUNK;
+                    small = 0;
+                    n
                 }
             }
-            counter.inc_by(n as u64);
-            splicing = n == CHUNK;
-            small = 0;
-            continue;
-        }
-        let (pipe_out, pipe_in) = match &pipe {
-            Some(ends) => ends,
-            None => pipe.insert(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?),
         };
-        // The pipe is empty here, so a would-block is the socket's.
-        let moved = from.try_io(Interest::READABLE, || {
-            splice(from, None, &*pipe_in, None, PIPE_CHUNK, flags).map_err(std::io::Error::from)
-        });
-        let n = match moved {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
+        counter.inc_by(n as u64);
+    }
+}
+
+/// What one step of moving bytes came to.
+enum Step {
+    /// `from` had ended.
+    End,
+    /// `from` had nothing after all; wait for it again.
+    Again,
+    /// This many bytes went from `from` to `to`.
+    Moved(usize),
+}
+
+/// Reads what `from` has into `buf` (up to its length) and writes all of
+/// it to `to`.
+async fn copy_step(from: &TcpStream, to: &TcpStream, buf: &mut [u8]) -> std::io::Result<Step> {
+    let n = match from.try_read(buf) {
+        Ok(0) => return Ok(Step::End),
+        Ok(n) => n,
+        Err(e) if e.kind() == WouldBlock => return Ok(Step::Again),
+        Err(e) => return Err(e),
+    };
+    let mut done = 0;
+    while done < n {
+        to.writable().await?;
+        match to.try_write(&buf[done..n]) {
+            Ok(m) => done += m,
             Err(e) if e.kind() == WouldBlock => continue,
             Err(e) => return Err(e),
-        };
-        let mut left = n;
-        while left > 0 {
-            to.writable().await?;
-            let written = to.try_io(Interest::WRITABLE, || {
-                splice(&*pipe_out, None, to, None, left, flags).map_err(std::io::Error::from)
-            });
-            match written {
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
         }
-        counter.inc_by(n as u64);
-        small = if n < SMALL { small + 1 } else { 0 };
-        splicing = small < SMALL_IN_A_ROW;
     }
+    Ok(Step::Moved(n))
+}
+
+/// Splices what `from` has (up to [`PIPE_CHUNK`]) into the pipe `ends`
+/// and all of it on into `to`, leaving the pipe empty again.
+async fn splice_step(
+    from: &TcpStream,
+    to: &TcpStream,
+    (pipe_out, pipe_in): &(OwnedFd, OwnedFd),
+) -> std::io::Result<Step> {
+    use nix::fcntl::{splice, SpliceFFlags};
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    // The pipe is empty here, so a would-block is the socket's.
+    let spliced = from.try_io(Interest::READABLE, || {
+        splice(from, None, pipe_in, None, PIPE_CHUNK, flags).map_err(std::io::Error::from)
+    });
+    let n = match spliced {
+        Ok(0) => return Ok(Step::End),
+        Ok(n) => n,
+        Err(e) if e.kind() == WouldBlock => return Ok(Step::Again),
+        Err(e) => return Err(e),
+    };
+    let mut left = n;
+    while left > 0 {
+        to.writable().await?;
+        let written = to.try_io(Interest::WRITABLE, || {
+            splice(pipe_out, None, to, None, left, flags).map_err(std::io::Error::from)
+        });
+        match written {
+            Ok(m) => left -= m,
+            Err(e) if e.kind() == WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Step::Moved(n))
+}
+
+/// A non-blocking pipe: its read end, then its write end.
+fn new_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    Ok(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?)
 }
 
 #[cfg(test)]
 mod test {
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// A connected pair of loopback sockets.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -208,57 +238,65 @@ mod test {
             server.write_all(b"answer").await.unwrap();
             server.shutdown().await.unwrap();
             assert_eq!(sending.await.unwrap(), b"answer", "{mode:?}: from tor");
-            tokio::time::timeout(std::time::Duration::from_secs(10), relaying)
-                .await
-                .unwrap()
-                .unwrap();
+            let (moved_up, moved_down) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), relaying)
+                    .await
+                    .unwrap()
+                    .unwrap();
             assert_eq!(up.get(), 300_000, "{mode:?}");
             assert_eq!(down.get(), 6, "{mode:?}");
+            assert_eq!(moved_up.copied + moved_up.spliced, 300_000, "{mode:?}");
+            assert_eq!(moved_down.copied + moved_down.spliced, 6, "{mode:?}");
+            if mode == Mode::Copy {
+                assert_eq!(moved_up.spliced, 0);
+            }
         }
     }
 
-    /// Cells, then bulk, then cells again, with the peer reading as it
-    /// goes: splice mode turns from copying to splicing and back, and
-    /// every byte arrives in order.
+    /// Cells one at a time, a megabyte at once, then cells one at a time
+    /// again, each read by the peer before the next is sent: splice mode
+    /// copies the cells, splices the megabyte, turns back to copying
+    /// after two small splices, and every byte arrives as it was sent.
     #[tokio::test]
-    async fn splice_mode_keeps_order_across_small_and_bulk_writes() {
+    async fn splice_mode_splices_bulk_and_copies_cells() {
         let (mut client, transport) = pair().await;
         let (tor, mut server) = pair().await;
         let (up, down) = (Counter::default(), Counter::default());
         let relaying = tokio::spawn(relay(transport, tor, up.clone(), down, Mode::Splice));
-        let mut sent = Vec::new();
-        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0;
         for round in 0..3u32 {
-            let size = if round == 1 { 1_000_000 } else { 514 };
-            let count = if round == 1 { 1 } else { 50 };
+            let (size, count) = if round == 1 {
+                (1_000_000, 1)
+            } else {
+                (514, 50)
+            };
             for i in 0..count {
                 let piece: Vec<u8> = (0..size)
                     .map(|j| ((i * 7 + j + round) % 253) as u8)
                     .collect();
-                sent.extend_from_slice(&piece);
-                pieces.push(piece);
+                let mut got = vec![0; piece.len()];
+                let (written, read) =
+                    tokio::join!(client.write_all(&piece), server.read_exact(&mut got));
+                written.unwrap();
+                read.unwrap();
+                assert!(got == piece, "round {round}, piece {i}: bytes differ");
+                total += piece.len() as u64;
             }
         }
-        let total = sent.len();
-        let sending = tokio::spawn(async move {
-            for piece in pieces {
-                client.write_all(&piece).await.unwrap();
-                client.flush().await.unwrap();
-                if piece.len() < 1000 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            client.shutdown().await.unwrap();
-        });
-        let mut got = Vec::new();
-        server.read_to_end(&mut got).await.unwrap();
-        sending.await.unwrap();
-        assert!(got == sent, "bytes differ or are out of order");
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
         server.shutdown().await.unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(10), relaying)
+        let (moved, _) = tokio::time::timeout(std::time::Duration::from_secs(10), relaying)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(up.get(), total as u64);
+        assert_eq!(up.get(), total);
+        assert_eq!(moved.copied + moved.spliced, total);
+        // Copied: the 50 cells before the megabyte, at most a buffer of
+        // its start, and all but the first two cells after it.
+        assert!(moved.copied >= 98 * 514, "{moved:?}");
+        assert!(moved.spliced >= 900_000, "{moved:?}");
     }
 }
