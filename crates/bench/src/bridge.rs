@@ -20,7 +20,8 @@
 //! - handshakes per second and their p50/p99 (connect to `OKAY`), and the
 //!   p50/p99 of one 514-byte round trip through the tier against the same
 //!   round trip straight to a tor (the added latency);
-//! - resident memory added per 1000 idle, handshaken connections.
+//! - resident memory added per 1000 idle, handshaken connections, on the
+//!   tier as it started (before the load runs).
 //!
 //! The load and the tors share the machine with the tier under test, so
 //! wall-clock figures are relative to each other within one run.
@@ -190,6 +191,18 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
 }
 
 async fn measure(plan: &Plan, tier: &Tier, cookie: &Cookie) -> anyhow::Result<TierReport> {
+    // Idle connections first, on the tier as it started: after the
+    // throughput runs its allocator would hand the idle connections
+    // memory the load left free, and they would seem to cost nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(&tier.pids())?;
+    let mut idle = Vec::new();
+    for _ in 0..plan.idle {
+        idle.push(connect(tier.listen, cookie.clone()).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(&tier.pids())?;
+    drop(idle);
     let mut throughput = Vec::new();
     for &connections in &plan.connections {
         for kind in ["bulk", "cells"] {
@@ -250,16 +263,6 @@ async fn measure(plan: &Plan, tier: &Tier, cookie: &Cookie) -> anyhow::Result<Ti
     let mut stream = connect(tier.listen, cookie.clone()).await?;
     let round_trips = cell_exchange(&mut stream, 200).await?;
     drop(stream);
-    // Idle connections: resident memory before and after.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(&tier.pids())?;
-    let mut idle = Vec::new();
-    for _ in 0..plan.idle {
-        idle.push(connect(tier.listen, cookie.clone()).await?);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(&tier.pids())?;
-    drop(idle);
     Ok(TierReport {
         tier: tier.name.to_owned(),
         throughput,
