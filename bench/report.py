@@ -55,9 +55,12 @@ def duration(seconds):
 
 
 def ratio(theirs, ours):
+    """Theirs over ours; two decimals below 10x, where a target such as
+    3x is judged and one decimal would round 2.96x up to it."""
     if theirs is None or ours is None or ours == 0:
         return "-"
-    return f"{theirs / ours:.1f}x"
+    value = theirs / ours
+    return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
 
 
 NETWORK_TOOLS = [
